@@ -1,0 +1,48 @@
+"""`dyncast`: one entry point, one subcommand per area.
+
+Each area keeps its own command code in ``<area>/commands.py`` exposing
+``register(subparsers)``; the function it sets as ``handler`` receives the parsed
+arguments and returns the process exit code (0 ok, 1 runtime failure, 2 bad input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from dyncast_bgp import __version__
+
+AREAS = (
+    "dyncast_bgp.config.commands",
+    "dyncast_bgp.wire.commands",
+    "dyncast_bgp.agent.commands",
+    "dyncast_bgp.exabgp.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dyncast", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"dyncast-bgp {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in AREAS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):  # area not built yet
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Load a config file and report every problem with its location.
+
+``load(path)`` returns a :class:`Config` or raises :class:`ConfigError` holding
+all problems, each as ``file:line: services[2].health.interval: must be > 0``.
+Parsing is pure given the text (``parse(text, origin)``); only ``load`` reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from dyncast_bgp.config.rules import check_rules
+from dyncast_bgp.config.schema import Config
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    path: str
+    message: str
+    line: int | None = None
+
+    def render(self, origin: str) -> str:
+        where = f"{origin}:{self.line}" if self.line else origin
+        return f"{where}: {self.path or '<top>'}: {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, origin: str, problems: list[Problem]) -> None:
+        self.origin = origin
+        self.problems = problems
+        super().__init__("\n".join(p.render(origin) for p in problems))
+
+
+def load(path: str | Path) -> Config:
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(file), [Problem("", f"cannot read: {exc}")]) from None
+    return parse(text, str(file))
+
+
+def parse(text: str, origin: str = "<config>") -> Config:
+    try:
+        root_node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(origin, [Problem("", f"invalid YAML: {reason}", line)]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(origin, [Problem("", f"the file must hold a mapping, not {type(data).__name__}")])
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        deeper = {tuple(error["loc"][:-1]) for error in errors if error["loc"]}
+        problems = [_problem(error, data, root_node) for error in errors
+                    if not (error["type"] == "too_short" and tuple(error["loc"]) in _prefixes(deeper))]
+        raise ConfigError(origin, _unique(problems)) from None
+    rule_problems = [Problem(path, message, _line(root_node, _split(path))) for path, message in
+                     check_rules(config)]
+    if rule_problems:
+        raise ConfigError(origin, rule_problems)
+    return config
+
+
+def _problem(error: Any, data: Any, root: yaml.Node | None) -> Problem:
+    loc = _strip_tags(tuple(error["loc"]), data)
+    return Problem(_format_loc(loc), _message(error), _line(root, loc))
+
+
+def _prefixes(locs: set[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
+    return {loc[:n] for loc in locs for n in range(1, len(loc) + 1)}
+
+
+def _strip_tags(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
+    """Drop the discriminator tags pydantic puts into locations of tagged unions."""
+    kept: list[Any] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue
+        if isinstance(part, str) and part.startswith("function-"):
+            continue
+        kept.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(kept)
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _split(path: str) -> tuple[Any, ...]:
+    parts: list[Any] = []
+    for chunk in path.replace("[", ".[").split("."):
+        if not chunk:
+            continue
+        parts.append(int(chunk[1:-1]) if chunk.startswith("[") else chunk)
+    return tuple(parts)
+
+
+_OPERATORS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="),
+              "less_than": ("lt", "<"), "less_than_equal": ("le", "<=")}
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind in _OPERATORS:
+        key, symbol = _OPERATORS[kind]
+        return f"must be {symbol} {ctx.get(key)}"
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "unknown field (not in the schema)"
+    if kind == "union_tag_invalid":
+        return f"unknown type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return f"needs a '{ctx.get('discriminator', 'type').strip(chr(39))}' field"
+    message: str = error["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+    return message[0].lower() + message[1:] if message else message
+
+
+def _line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the deepest YAML node found along ``loc``."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
+                    child = value
+                    line = key.start_mark.line + 1
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = node.value[part]
+            line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return line
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for problem in problems:
+        if (problem.path, problem.message) not in seen:
+            seen.add((problem.path, problem.message))
+            out.append(problem)
+    return out

@@ -1,0 +1,306 @@
+"""The configuration file, as a pydantic schema (extra fields forbidden).
+
+One YAML file configures either role. ``services`` and ``agent`` are what the
+agent needs; ``bgp`` is shared (it is also what `dyncast exabgp-conf` renders).
+Validation here is structural and per-field; cross-field rules (unique names,
+ADD-PATH needed for several instances ...) live in :mod:`dyncast_bgp.config.rules`
+so that every problem is reported at once with its location.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dyncast_bgp.model import InstanceState, ServiceId
+from dyncast_bgp.wire.community import BY_NAME, DEFAULT_METRIC_TYPE
+
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+METRIC_NAMES = tuple(name for name in BY_NAME if name not in ("state", "version"))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _check_metric_name(name: str) -> str:
+    if name not in METRIC_NAMES:
+        raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRIC_NAMES)}")
+    return name
+
+
+# ---------------------------------------------------------------- BGP identity
+
+
+class Neighbor(Strict):
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    peer_as: int = Field(ge=1, le=4294967295)
+    local_address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    description: str | None = None
+    md5_password: str | None = Field(default=None, min_length=1, max_length=80, repr=False)
+    passive: bool = False
+    hold_time: int = Field(default=180, ge=0, le=65535)
+    families: tuple[Literal["ipv4 unicast", "ipv6 unicast"], ...] = ("ipv4 unicast", "ipv6 unicast")
+
+    @field_validator("hold_time")
+    @classmethod
+    def _hold(cls, value: int) -> int:
+        if 0 < value < 3:
+            raise ValueError("must be 0 or at least 3 seconds (RFC 4271)")
+        return value
+
+
+class Bgp(Strict):
+    router_id: ipaddress.IPv4Address
+    local_as: int = Field(ge=1, le=4294967295)
+    neighbors: tuple[Neighbor, ...] = Field(default=(), max_length=256)
+    graceful_restart: int | None = Field(default=None, ge=1, le=4095,
+                                         description="restart time in seconds; None disables")
+    add_path: bool = Field(default=False, description="negotiate ADD-PATH send (agent) / receive (router)")
+    metric_community_type: int = Field(default=DEFAULT_METRIC_TYPE, ge=0x80, le=0xBF)
+    link_bandwidth: bool = Field(default=False, description="also attach the 0x40/0x04 community")
+    link_bandwidth_as: int | None = Field(default=None, ge=0, le=65535)
+
+    @field_validator("metric_community_type")
+    @classmethod
+    def _transitive_experimental(cls, value: int) -> int:
+        if not 0x80 <= value <= 0xBF or value & 0x40:
+            raise ValueError("must be a transitive experimental type (0x80-0xBF without the 0x40 bit)")
+        return value
+
+
+# ---------------------------------------------------------------- metric sources
+
+
+class SourceBase(Strict):
+    interval: PositiveSeconds = 5.0
+    timeout: PositiveSeconds = 2.0
+    max_age: PositiveSeconds | None = Field(
+        default=None, description="seconds a value is kept after its source fails; default 3 intervals")
+    on_failure: Literal["keep-last", "drop", "withdraw"] = "keep-last"
+
+    @model_validator(mode="after")
+    def _timeout_below_interval(self) -> SourceBase:
+        if self.timeout > self.interval:
+            raise ValueError(f"timeout ({self.timeout:g}) must not exceed interval ({self.interval:g})")
+        return self
+
+    @property
+    def effective_max_age(self) -> float:
+        return self.max_age if self.max_age is not None else 3 * self.interval
+
+
+class ProcSource(SourceBase):
+    """Host CPU and memory from /proc/stat and /proc/meminfo."""
+
+    type: Literal["procfs"]
+    proc_root: str = "/proc"
+
+
+class CgroupSource(SourceBase):
+    """CPU and memory of one cgroup v2 (cpu.stat, cpu.max, memory.current, memory.max)."""
+
+    type: Literal["cgroup"]
+    path: str = Field(min_length=1, description="cgroup directory, e.g. /sys/fs/cgroup/system.slice/web.service")
+
+
+class HttpSource(SourceBase):
+    """An HTTP(S) endpoint of the instance returning a JSON object."""
+
+    type: Literal["http"]
+    url: str = Field(pattern=r"^https?://")
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="metric name -> dotted JSON path; default: metric names at the top level")
+
+    @field_validator("fields")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            _check_metric_name(name)
+        return value
+
+
+class CommandSource(SourceBase):
+    """A command (argv, no shell) printing JSON or ``name=value`` lines."""
+
+    type: Literal["command"]
+    argv: tuple[str, ...] = Field(min_length=1)
+    fields: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("fields")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            _check_metric_name(name)
+        return value
+
+
+class FileSource(SourceBase):
+    """A file holding JSON or ``name=value`` lines, re-read every interval."""
+
+    type: Literal["file"]
+    path: str = Field(min_length=1)
+    fields: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("fields")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            _check_metric_name(name)
+        return value
+
+
+MetricSource = Annotated[ProcSource | CgroupSource | HttpSource | CommandSource | FileSource,
+                         Field(discriminator="type")]
+
+
+# ---------------------------------------------------------------- health checks
+
+
+class HealthBase(Strict):
+    interval: PositiveSeconds = 5.0
+    fast_interval: PositiveSeconds = 1.0
+    timeout: PositiveSeconds = 2.0
+    rise: int = Field(default=3, ge=1, le=100)
+    fall: int = Field(default=3, ge=1, le=100)
+    start_healthy: bool = Field(default=False, description="assume healthy before the first result")
+
+    @model_validator(mode="after")
+    def _intervals(self) -> HealthBase:
+        if self.fast_interval > self.interval:
+            raise ValueError(f"fast_interval ({self.fast_interval:g}) must not exceed interval "
+                             f"({self.interval:g})")
+        if self.timeout > self.interval:
+            raise ValueError(f"timeout ({self.timeout:g}) must not exceed interval ({self.interval:g})")
+        return self
+
+
+class HttpHealth(HealthBase):
+    type: Literal["http"]
+    url: str = Field(pattern=r"^https?://")
+    expect_status: tuple[int, ...] = (200,)
+    expect_body: str | None = None
+
+
+class TcpHealth(HealthBase):
+    type: Literal["tcp"]
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+
+
+class CommandHealth(HealthBase):
+    type: Literal["command"]
+    argv: tuple[str, ...] = Field(min_length=1)
+
+
+class NoHealth(Strict):
+    """Always healthy (the instance is announced while the agent runs)."""
+
+    type: Literal["none"]
+
+
+HealthCheck = Annotated[HttpHealth | TcpHealth | CommandHealth | NoHealth, Field(discriminator="type")]
+
+
+# ---------------------------------------------------------------- publishing
+
+
+class Threshold(Strict):
+    """Re-announce when |new-old| >= absolute or |new-old|/|old| >= relative (either)."""
+
+    relative: NonNegative | None = 0.10
+    absolute: NonNegative | None = None
+
+
+class Publish(Strict):
+    mode: Literal["per-instance", "per-site"] = "per-instance"
+    min_interval: PositiveSeconds = Field(default=1.0, description="never re-announce one route faster")
+    refresh_interval: PositiveSeconds = Field(default=60.0, description="re-announce at least this often")
+    threshold: Threshold = Threshold()
+    thresholds: dict[str, Threshold] = Field(default_factory=dict, description="per-metric overrides")
+    site_binding: ipaddress.IPv4Address | None = Field(
+        default=None, description="per-site mode: next hop of aggregated IPv4 routes (default: first instance)")
+    site_binding_v6: ipaddress.IPv6Address | None = Field(
+        default=None, description="per-site mode: next hop of aggregated IPv6 routes (default: first instance)")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _names(cls, value: dict[str, Threshold]) -> dict[str, Threshold]:
+        for name in value:
+            _check_metric_name(name)
+        return value
+
+    @model_validator(mode="after")
+    def _order(self) -> Publish:
+        if self.refresh_interval < self.min_interval:
+            raise ValueError(f"refresh_interval ({self.refresh_interval:g}) must be >= min_interval "
+                             f"({self.min_interval:g})")
+        return self
+
+
+# ---------------------------------------------------------------- services
+
+
+class InstanceConfig(Strict):
+    name: Name
+    binding: ipaddress.IPv4Address | ipaddress.IPv6Address = Field(description="D-BID, the BGP next hop")
+    path_id: int | None = Field(default=None, ge=1, le=4294967295, description="ADD-PATH id; default: auto")
+    capacity: NonNegative | None = Field(default=None, description="nominal requests/s")
+    version: int | None = Field(default=None, ge=0, le=4294967295)
+    state: Literal["active", "canary", "draining"] = "active"
+    static: dict[str, float] = Field(default_factory=dict, description="fixed metric values")
+    metrics: tuple[MetricSource, ...] = ()
+    health: HealthCheck = NoHealth(type="none")
+
+    @field_validator("static")
+    @classmethod
+    def _static(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, number in value.items():
+            _check_metric_name(name)
+            if not math.isfinite(number) or number < 0:
+                raise ValueError(f"{name}: must be a finite number >= 0")
+        return value
+
+    @property
+    def initial_state(self) -> InstanceState:
+        return InstanceState(self.state)
+
+
+class ServiceConfig(Strict):
+    name: Name
+    dsid: str = Field(description="the anycast service prefix (D-SID), e.g. 203.0.113.10/32")
+    instances: tuple[InstanceConfig, ...] = Field(min_length=1, max_length=4096)
+    publish: Publish | None = Field(default=None, description="overrides agent.publish for this service")
+
+    @field_validator("dsid")
+    @classmethod
+    def _dsid(cls, value: str) -> str:
+        text = value if "/" in value else (value + ("/128" if ":" in value else "/32"))
+        ServiceId.parse(text)
+        return text
+
+    @property
+    def service_id(self) -> ServiceId:
+        return ServiceId.parse(self.dsid)
+
+
+class AgentConfig(Strict):
+    publish: Publish = Publish()
+    withdraw_on_exit: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics_listen: str | None = Field(default=None, description="host:port of the Prometheus endpoint")
+
+
+class Config(Strict):
+    bgp: Bgp
+    agent: AgentConfig = AgentConfig()
+    services: tuple[ServiceConfig, ...] = Field(default=(), max_length=100_000)
+
+    def publish_for(self, service: ServiceConfig) -> Publish:
+        return service.publish or self.agent.publish

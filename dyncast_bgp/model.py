@@ -1,0 +1,224 @@
+"""Frozen value types shared by every part of dyncast-bgp.
+
+Terms follow draft-li-dyncast-architecture (D-SID, D-BID) with the CATS names in
+DESIGN.md section 1. Nothing here does I/O; everything is hashable and comparable
+so that decisions are pure functions of these values.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class InstanceState(enum.StrEnum):
+    """Lifecycle of one service instance (ETSI GS NFV-REL 006 REQ.VNF.M.12)."""
+
+    ACTIVE = "active"
+    CANARY = "canary"
+    DRAINING = "draining"
+    DRAINED = "drained"
+    DOWN = "down"
+
+    @property
+    def takes_new_flows(self) -> bool:
+        return self in (InstanceState.ACTIVE, InstanceState.CANARY)
+
+
+class StateFlag(enum.IntFlag):
+    """Bits of the state-flags metric (sub-type 0x30), DESIGN.md section 3."""
+
+    NONE = 0
+    DRAINING = 1 << 0
+    CANARY = 1 << 1
+    OVERLOADED = 1 << 2
+    REDUCED_REDUNDANCY = 1 << 3
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ServiceId:
+    """A D-SID: the anycast prefix of a service (usually a /32 or /128)."""
+
+    prefix: IPNetwork
+
+    @classmethod
+    def parse(cls, text: str) -> ServiceId:
+        """Parse ``203.0.113.10`` or ``203.0.113.10/32``; host bits must be zero."""
+        try:
+            net = ipaddress.ip_network(text.strip(), strict=True)
+        except ValueError as exc:
+            raise ValueError(f"not a service prefix: {text!r} ({exc})") from None
+        return cls(net)
+
+    @property
+    def version(self) -> int:
+        return self.prefix.version
+
+    def __str__(self) -> str:
+        return str(self.prefix)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class InstanceKey:
+    """Identifies one instance of one service as the network sees it.
+
+    ``binding`` is the D-BID (the BGP next hop); ``path_id`` is the ADD-PATH
+    path identifier, 0 when ADD-PATH is not in use.
+    """
+
+    service: ServiceId
+    binding: IPAddress
+    path_id: int = 0
+
+    def __str__(self) -> str:
+        suffix = f"#{self.path_id}" if self.path_id else ""
+        return f"{self.service}@{self.binding}{suffix}"
+
+
+class MetricsView(Mapping[str, float]):
+    """An immutable, hashable mapping of metric name to finite value."""
+
+    __slots__ = ("_data", "_hash")
+
+    def __init__(self, data: Mapping[str, float] | None = None) -> None:
+        clean: dict[str, float] = {}
+        for name, value in (data or {}).items():
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(f"metric {name!r} is not finite: {value!r}")
+            clean[name] = number
+        self._data = MappingProxyType(dict(sorted(clean.items())))
+        self._hash: int | None = None
+
+    def __getitem__(self, key: str) -> float:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(tuple(self._data.items()))
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return dict(self._data) == dict(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"MetricsView({dict(self._data)!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeMetrics:
+    """Compute-side metrics of one instance as announced by its agent.
+
+    ``values`` holds the named metrics of the wire registry (``cpu_utilization``,
+    ``active_sessions``, ``capacity`` ...). ``flags`` and ``version`` are the
+    state-flags and software-version metrics, kept apart because they are not
+    quantities. ``unknown`` counts communities that were carried but not
+    understood (they are passed through on the wire, never interpreted).
+    """
+
+    values: MetricsView = field(default_factory=MetricsView)
+    flags: StateFlag = StateFlag.NONE
+    version: int | None = None
+
+    def get(self, name: str) -> float | None:
+        return self.values.get(name)
+
+
+@dataclass(frozen=True, slots=True)
+class PathMetrics:
+    """Network metrics of the path from an ingress to one instance over a window.
+
+    The parameters of ETSI GR NFV-EVE 020 Table 5.1.3-1: mean and peak latency,
+    mean and peak loss, available throughput. ``reachable`` is False when probes
+    stopped answering.
+    """
+
+    rtt_mean_us: float | None = None
+    rtt_peak_us: float | None = None
+    loss_mean: float | None = None
+    loss_peak: float | None = None
+    throughput_bps: float | None = None
+    reachable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One instance of a service, as the decision engine and dataplane see it."""
+
+    key: InstanceKey
+    state: InstanceState = InstanceState.ACTIVE
+    metrics: ComputeMetrics = field(default_factory=ComputeMetrics)
+    path: PathMetrics = field(default_factory=PathMetrics)
+    name: str | None = None
+
+    @property
+    def service(self) -> ServiceId:
+        return self.key.service
+
+    @property
+    def binding(self) -> IPAddress:
+        return self.key.binding
+
+
+def state_from_flags(flags: StateFlag, *, healthy: bool = True) -> InstanceState:
+    """The lifecycle state an instance advertises through its state flags."""
+    if not healthy:
+        return InstanceState.DOWN
+    if flags & StateFlag.DRAINING:
+        return InstanceState.DRAINING
+    if flags & StateFlag.CANARY:
+        return InstanceState.CANARY
+    return InstanceState.ACTIVE
+
+
+def flags_for_state(state: InstanceState, *, overloaded: bool = False,
+                    reduced_redundancy: bool = False) -> StateFlag:
+    """State flags an agent announces for an instance in ``state``."""
+    flags = StateFlag.NONE
+    if state in (InstanceState.DRAINING, InstanceState.DRAINED):
+        flags |= StateFlag.DRAINING
+    if state is InstanceState.CANARY:
+        flags |= StateFlag.CANARY
+    if overloaded:
+        flags |= StateFlag.OVERLOADED
+    if reduced_redundancy:
+        flags |= StateFlag.REDUCED_REDUNDANCY
+    return flags
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """How new flows of one service are spread: weights summing to 1 (or empty).
+
+    ``reasons`` explains every weight, ``excluded`` every instance that got none.
+    """
+
+    service: ServiceId
+    weights: Mapping[InstanceKey, float]
+    reasons: Mapping[InstanceKey, str] = field(default_factory=dict)
+    excluded: Mapping[InstanceKey, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key, weight in self.weights.items():
+            if key.service != self.service:
+                raise ValueError(f"{key} is not an instance of {self.service}")
+            if not (math.isfinite(weight) and weight >= 0.0):
+                raise ValueError(f"weight of {key} is not a finite non-negative number: {weight!r}")
+        total = sum(self.weights.values())
+        if self.weights and not math.isclose(total, 1.0, abs_tol=1e-9):
+            raise ValueError(f"weights of {self.service} sum to {total}, not 1")
