@@ -42,11 +42,21 @@ class StateFlag(enum.IntFlag):
     REDUCED_REDUNDANCY = 1 << 3
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class ServiceId:
-    """A D-SID: the anycast prefix of a service (usually a /32 or /128)."""
+    """A D-SID: the anycast prefix of a service (usually a /32 or /128).
+
+    Ordered IPv4 before IPv6, then by address and length, so mixed lists sort.
+    """
 
     prefix: IPNetwork
+
+    @property
+    def sort_key(self) -> tuple[int, int, int]:
+        return (self.prefix.version, int(self.prefix.network_address), self.prefix.prefixlen)
+
+    def __lt__(self, other: ServiceId) -> bool:
+        return self.sort_key < other.sort_key
 
     @classmethod
     def parse(cls, text: str) -> ServiceId:
@@ -65,7 +75,7 @@ class ServiceId:
         return str(self.prefix)
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class InstanceKey:
     """Identifies one instance of one service as the network sees it.
 
@@ -76,6 +86,13 @@ class InstanceKey:
     service: ServiceId
     binding: IPAddress
     path_id: int = 0
+
+    @property
+    def sort_key(self) -> tuple[tuple[int, int, int], int, int, int]:
+        return (self.service.sort_key, self.binding.version, int(self.binding), self.path_id)
+
+    def __lt__(self, other: InstanceKey) -> bool:
+        return self.sort_key < other.sort_key
 
     def __str__(self) -> str:
         suffix = f"#{self.path_id}" if self.path_id else ""

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dyncast_bgp.model import InstanceState, ServiceId
+from dyncast_bgp.model import ServiceId
 from dyncast_bgp.wire.community import BY_NAME, DEFAULT_METRIC_TYPE
 
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -224,6 +224,8 @@ class Publish(Strict):
     refresh_interval: PositiveSeconds = Field(default=60.0, description="re-announce at least this often")
     threshold: Threshold = Threshold()
     thresholds: dict[str, Threshold] = Field(default_factory=dict, description="per-metric overrides")
+    overload_utilization: float = Field(default=95.0, gt=0, le=100,
+                                        description="utilisation (percent) at which the overloaded flag is set")
     site_binding: ipaddress.IPv4Address | None = Field(
         default=None, description="per-site mode: next hop of aggregated IPv4 routes (default: first instance)")
     site_binding_v6: ipaddress.IPv6Address | None = Field(
@@ -253,7 +255,8 @@ class InstanceConfig(Strict):
     path_id: int | None = Field(default=None, ge=1, le=4294967295, description="ADD-PATH id; default: auto")
     capacity: NonNegative | None = Field(default=None, description="nominal requests/s")
     version: int | None = Field(default=None, ge=0, le=4294967295)
-    state: Literal["active", "canary", "draining"] = "active"
+    state: Literal["active", "canary", "draining", "withdrawn"] = Field(
+        default="active", description="draining: announced with the draining flag; withdrawn: not announced")
     static: dict[str, float] = Field(default_factory=dict, description="fixed metric values")
     metrics: tuple[MetricSource, ...] = ()
     health: HealthCheck = NoHealth(type="none")
@@ -267,9 +270,6 @@ class InstanceConfig(Strict):
                 raise ValueError(f"{name}: must be a finite number >= 0")
         return value
 
-    @property
-    def initial_state(self) -> InstanceState:
-        return InstanceState(self.state)
 
 
 class ServiceConfig(Strict):

@@ -1,0 +1,214 @@
+"""The agent process: collectors and health checks feed one task that owns the state.
+
+I/O is passed in: ``writer`` sends text to ExaBGP (stdout), ``replies`` yields
+the lines ExaBGP writes back (stdin), ``clock`` and ``sleep`` are the time
+source. Production wiring lives in :mod:`dyncast_bgp.agent.commands`.
+
+Flow: each metric source and each health check runs in its own task and puts
+its result on a queue. The owner task applies results to :class:`AgentState`,
+asks it for commands (``plan``), writes them in one block, and sleeps until the
+next event or the next held update is due. ExaBGP's ``done``/``error`` replies
+are read all the time (so ExaBGP never stalls writing to us), counted, and an
+``error`` is logged with the command it answers. End of stdin or a
+``shutdown`` line means ExaBGP is going away: the agent stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from dyncast_bgp.agent.health import Checker, build_checker
+from dyncast_bgp.agent.risefall import next_interval
+from dyncast_bgp.agent.sources import Collector, SourceError, build_collector
+from dyncast_bgp.agent.state import AgentState, InstanceId
+from dyncast_bgp.config.schema import Config, HealthBase, HealthCheck, MetricSource, NoHealth
+from dyncast_bgp.model import MetricsView
+from dyncast_bgp.wire.exabgp_text import Command, Reply, parse_reply, render_all
+
+log = structlog.get_logger(__name__)
+
+
+class Writer(Protocol):
+    async def write(self, text: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MetricResult:
+    iid: InstanceId
+    source: int
+    values: MetricsView | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthResult:
+    iid: InstanceId
+    ok: bool
+    detail: str
+    reply: asyncio.Future[float]
+
+
+Event = MetricResult | HealthResult
+
+
+@dataclass(slots=True)
+class Counters:
+    commands_written: int = 0
+    acks_done: int = 0
+    acks_error: int = 0
+    source_failures: int = 0
+    health_flips: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class AgentRuntime:
+    def __init__(self, config: Config, *, writer: Writer, replies: AsyncIterator[str],
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 collector_factory: Callable[[MetricSource], Collector] = build_collector,
+                 checker_factory: Callable[[HealthCheck], Checker] = build_checker) -> None:
+        self.config = config
+        self.state = AgentState(config)
+        self.counters = Counters()
+        self._writer = writer
+        self._replies = replies
+        self._clock = clock
+        self._sleep = sleep
+        self._collector_factory = collector_factory
+        self._checker_factory = checker_factory
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._in_flight: collections.deque[str] = collections.deque(maxlen=10_000)
+        self.stopping = asyncio.Event()
+        self._health_config: dict[InstanceId, HealthBase] = {
+            iid: instance.health for iid, instance in self.state.instances()
+            if isinstance(instance.health, HealthBase)}
+
+    async def run(self) -> None:
+        """Run until ``stopping`` is set or ExaBGP goes away; then withdraw (if configured)."""
+        tasks = [asyncio.create_task(self._read_replies(), name="replies")]
+        for iid, instance in self.state.instances():
+            for index, source in enumerate(instance.metrics):
+                tasks.append(asyncio.create_task(self._collect(iid, index, source), name=f"metrics {iid}#{index}"))
+            if not isinstance(instance.health, NoHealth):
+                tasks.append(asyncio.create_task(self._check(iid, instance.health), name=f"health {iid}"))
+        log.info("agent_started", services=len(self.config.services),
+                 instances=sum(len(s.instances) for s in self.config.services))
+        try:
+            await self._own_state()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.config.agent.withdraw_on_exit:
+                await self._send(self.state.withdraw_all(), why="exit")
+            log.info("agent_stopped", commands=self.counters.commands_written, acks_done=self.counters.acks_done,
+                     acks_error=self.counters.acks_error)
+
+    # ------------------------------------------------------------ the owner
+
+    async def _own_state(self) -> None:
+        stop_wait = asyncio.create_task(self.stopping.wait())
+        get = asyncio.create_task(self._queue.get())
+        try:
+            while not self.stopping.is_set():
+                await self._send(self.state.plan(self._clock()), why="plan")
+                due = self.state.next_due()
+                timeout = None if due is None else max(0.0, due - self._clock())
+                done, _ = await asyncio.wait({get, stop_wait}, timeout=timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if get in done:
+                    self._apply(get.result())
+                    while not self._queue.empty():
+                        self._apply(self._queue.get_nowait())
+                    get = asyncio.create_task(self._queue.get())
+        finally:
+            get.cancel()
+            stop_wait.cancel()
+
+    def _apply(self, event: Event) -> None:
+        now = self._clock()
+        if isinstance(event, MetricResult):
+            self.state.record_metrics(event.iid, event.source, event.values, event.error, now)
+            return
+        flipped = self.state.record_health(event.iid, event.ok, event.detail)
+        machine = self.state.health_machine(event.iid)
+        if flipped and machine is not None:
+            self.counters.health_flips += 1
+            log.warning("instance_healthy" if machine.healthy else "instance_unhealthy",
+                        instance=str(event.iid), detail=event.detail)
+        health = self._health_config.get(event.iid)
+        if not event.reply.done() and machine is not None and health is not None:
+            event.reply.set_result(next_interval(machine, health.interval, health.fast_interval))
+
+    async def _send(self, commands: list[Command], *, why: str) -> None:
+        if not commands:
+            return
+        text = render_all(commands)
+        self._in_flight.extend(text.splitlines())
+        await self._writer.write(text)
+        self.counters.commands_written += len(commands)
+        for command in commands:
+            log.debug("command_sent", why=why, command=command.render())
+
+    # ------------------------------------------------------------ the feeders
+
+    async def _collect(self, iid: InstanceId, index: int, source: MetricSource) -> None:
+        collector = self._collector_factory(source)
+        was_failing = False
+        while True:
+            values: MetricsView | None = None
+            error: str | None = None
+            try:
+                raw = await asyncio.wait_for(collector.collect(), timeout=source.timeout + 1.0)
+                values = MetricsView(raw)
+            except SourceError as exc:
+                error = str(exc)
+            except (TimeoutError, ValueError) as exc:
+                error = f"{collector.description}: {exc or 'timed out'}"
+            if error is not None:
+                self.counters.source_failures += 1
+                log.warning("metric_source_failed", instance=str(iid), source=collector.description, error=error,
+                            on_failure=source.on_failure)
+            elif was_failing:
+                log.info("metric_source_recovered", instance=str(iid), source=collector.description)
+            was_failing = error is not None
+            await self._queue.put(MetricResult(iid, index, values, error))
+            await self._sleep(source.interval)
+
+    async def _check(self, iid: InstanceId, health: HealthCheck) -> None:
+        checker = self._checker_factory(health)
+        loop = asyncio.get_running_loop()
+        while True:
+            result = await checker.check()
+            reply: asyncio.Future[float] = loop.create_future()
+            await self._queue.put(HealthResult(iid, result.ok, result.detail, reply))
+            await self._sleep(await reply)
+
+    async def _read_replies(self) -> None:
+        try:
+            async for line in self._replies:
+                kind = parse_reply(line)
+                if kind is Reply.DONE:
+                    self.counters.acks_done += 1
+                    self._pop_in_flight()
+                elif kind is Reply.ERROR:
+                    self.counters.acks_error += 1
+                    log.error("exabgp_rejected_command", command=self._pop_in_flight() or "<unknown>")
+                elif kind is Reply.SHUTDOWN:
+                    log.info("exabgp_shutdown")
+                    break
+                elif line.strip():
+                    log.debug("exabgp_said", line=line.strip()[:200])
+        finally:
+            log.info("exabgp_input_closed")
+            self.stopping.set()
+
+    def _pop_in_flight(self) -> str | None:
+        return self._in_flight.popleft() if self._in_flight else None

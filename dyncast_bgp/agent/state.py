@@ -1,0 +1,294 @@
+"""The agent's state: every instance's observations and every route's publish record.
+
+One asyncio task owns an :class:`AgentState` (STYLE.md habit 6); collectors and
+health checks send it results, and ``plan(now)`` returns the ExaBGP commands to
+write. No I/O and no clock: time comes in as ``now``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+import structlog
+
+from dyncast_bgp.agent import damping
+from dyncast_bgp.agent.aggregate import Member, aggregate
+from dyncast_bgp.agent.instance import Admin, InstanceStatus, OnFailure, SourceStatus
+from dyncast_bgp.agent.risefall import RiseFall, initial, observe
+from dyncast_bgp.config.schema import Config, InstanceConfig, NoHealth, Publish, ServiceConfig
+from dyncast_bgp.model import IPAddress, MetricsView, ServiceId
+from dyncast_bgp.wire.community import Community, LinkBandwidth, MetricCommunity, Source, WireError
+from dyncast_bgp.wire.exabgp_text import Announce, Command, Withdraw
+from dyncast_bgp.wire.metrics import encode_metrics
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class InstanceId:
+    service: str
+    instance: str
+
+    def __str__(self) -> str:
+        return f"{self.service}/{self.instance}"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteKey:
+    service: ServiceId
+    path_id: int
+
+    def __lt__(self, other: RouteKey) -> bool:
+        return (self.service.sort_key, self.path_id) < (other.service.sort_key, other.path_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Encoding:
+    """How contents become communities (from the ``bgp`` section)."""
+
+    type_code: int
+    link_bandwidth_as: int | None  # None: no link-bandwidth community
+
+
+def policy_of(publish: Publish) -> damping.Policy:
+    def threshold(spec: object) -> damping.Threshold:
+        return damping.Threshold(relative=getattr(spec, "relative", None), absolute=getattr(spec, "absolute", None))
+
+    return damping.Policy(min_interval=publish.min_interval, refresh_interval=publish.refresh_interval,
+                          threshold=threshold(publish.threshold),
+                          thresholds={name: threshold(spec) for name, spec in publish.thresholds.items()})
+
+
+def assign_path_ids(service: ServiceConfig, add_path: bool) -> dict[str, int]:
+    """Path ids per instance: configured ones, others numbered from 1 skipping those (0 without ADD-PATH)."""
+    if not add_path:
+        return {instance.name: 0 for instance in service.instances}
+    taken = {instance.path_id for instance in service.instances if instance.path_id is not None}
+    ids: dict[str, int] = {}
+    candidate = 1
+    for instance in service.instances:
+        if instance.path_id is not None:
+            ids[instance.name] = instance.path_id
+            continue
+        while candidate in taken:
+            candidate += 1
+        ids[instance.name] = candidate
+        taken.add(candidate)
+    return ids
+
+
+@dataclass(slots=True)
+class _Service:
+    config: ServiceConfig
+    service_id: ServiceId
+    per_site: bool
+    policy: damping.Policy
+    site_binding: IPAddress | None
+    path_ids: dict[str, int]
+    instances: list[InstanceId]
+
+
+class AgentState:
+    def __init__(self, config: Config) -> None:
+        self.encoding = Encoding(
+            type_code=config.bgp.metric_community_type,
+            link_bandwidth_as=(config.bgp.link_bandwidth_as if config.bgp.link_bandwidth_as is not None
+                               else config.bgp.local_as) if config.bgp.link_bandwidth else None)
+        self._services: dict[str, _Service] = {}
+        self._status: dict[InstanceId, InstanceStatus] = {}
+        self._health: dict[InstanceId, RiseFall] = {}
+        self._records: dict[RouteKey, damping.Record] = {}
+        self._due: list[tuple[float, str]] = []
+        self._dirty: set[str] = set()
+        self.updates_sent = 0
+        self.updates_held = 0
+        for service in config.services:
+            self._add_service(config, service)
+
+    # ------------------------------------------------------------ set-up
+
+    def _add_service(self, config: Config, service: ServiceConfig) -> None:
+        publish = config.publish_for(service)
+        service_id = service.service_id
+        site = publish.site_binding_v6 if service_id.version == 6 else publish.site_binding
+        entry = _Service(config=service, service_id=service_id, per_site=publish.mode == "per-site",
+                         policy=policy_of(publish), site_binding=site,
+                         path_ids=assign_path_ids(service, config.bgp.add_path and publish.mode == "per-instance"),
+                         instances=[])
+        if entry.per_site and config.bgp.add_path:
+            entry.path_ids = dict.fromkeys(entry.path_ids, 1)
+        for instance in service.instances:
+            iid = InstanceId(service.name, instance.name)
+            entry.instances.append(iid)
+            self._status[iid] = _initial_status(instance, publish.overload_utilization)
+            if not isinstance(instance.health, NoHealth):
+                self._health[iid] = initial(instance.health.rise, instance.health.fall,
+                                            instance.health.start_healthy)
+        self._services[service.name] = entry
+        self._dirty.add(service.name)
+
+    # ------------------------------------------------------------ inputs
+
+    def instances(self) -> list[tuple[InstanceId, InstanceConfig]]:
+        return [(iid, self._services[iid.service].config.instances[index])
+                for entry in self._services.values() for index, iid in enumerate(entry.instances)]
+
+    def status(self, iid: InstanceId) -> InstanceStatus:
+        return self._status[iid]
+
+    def health_machine(self, iid: InstanceId) -> RiseFall | None:
+        return self._health.get(iid)
+
+    def record_metrics(self, iid: InstanceId, source: int, values: MetricsView | None, error: str | None,
+                       now: float) -> None:
+        status = self._status[iid]
+        sources = list(status.sources)
+        sources[source] = sources[source].succeeded(values, now) if values is not None else \
+            sources[source].failed(error or "failed")
+        self._update(iid, replace(status, sources=tuple(sources)))
+
+    def record_health(self, iid: InstanceId, ok: bool, detail: str) -> bool:
+        """Feed one health result; True when the instance's health flipped."""
+        machine = self._health.get(iid)
+        if machine is None:
+            return False
+        machine, flipped = observe(machine, ok)
+        self._health[iid] = machine
+        status = self._status[iid]
+        changed = replace(status, healthy=machine.healthy, health_known=status.health_known or flipped
+                          or machine.healthy == ok, health_detail=detail)
+        self._update(iid, changed)
+        return flipped
+
+    def set_admin(self, iid: InstanceId, admin: Admin) -> None:
+        self._update(iid, replace(self._status[iid], admin=admin))
+
+    def _update(self, iid: InstanceId, status: InstanceStatus) -> None:
+        if status != self._status[iid]:
+            self._status[iid] = status
+            self._dirty.add(iid.service)
+
+    # ------------------------------------------------------------ outputs
+
+    def next_due(self) -> float | None:
+        return self._due[0][0] if self._due else None
+
+    def plan(self, now: float) -> list[Command]:
+        """Commands to send now; afterwards ``next_due()`` says when to call again."""
+        while self._due and self._due[0][0] <= now:
+            self._dirty.add(heapq.heappop(self._due)[1])
+        commands: list[Command] = []
+        for name in sorted(self._dirty):
+            commands.extend(self._plan_service(self._services[name], now))
+        self._dirty.clear()
+        return commands
+
+    def withdraw_all(self) -> list[Command]:
+        commands: list[Command] = []
+        for key, record in sorted(self._records.items()):
+            if record.published is not None:
+                commands.append(Withdraw(key.service, record.published.next_hop, key.path_id))
+                self._records[key] = damping.Record(None, record.sent_at)
+        return commands
+
+    def _plan_service(self, entry: _Service, now: float) -> list[Command]:
+        commands: list[Command] = []
+        for key, desired in self._desired(entry, now).items():
+            result = damping.step(self._records.get(key, damping.Record()), desired, now, entry.policy)
+            self._records[key] = result.record
+            if result.action == damping.Action.ANNOUNCE and result.content is not None:
+                commands.append(Announce(key.service, result.content.next_hop, key.path_id,
+                                         self.communities(result.content, aggregated=entry.per_site)))
+                self.updates_sent += 1
+            elif result.action == damping.Action.WITHDRAW and result.content is not None:
+                commands.append(Withdraw(key.service, result.content.next_hop, key.path_id))
+                self.updates_sent += 1
+            if result.due is not None:
+                self.updates_held += 1
+                heapq.heappush(self._due, (result.due, entry.config.name))
+        for iid in entry.instances:
+            expiry = _next_expiry(self._status[iid], now)
+            if expiry is not None:
+                heapq.heappush(self._due, (expiry, entry.config.name))
+        return commands
+
+    def _desired(self, entry: _Service, now: float) -> dict[RouteKey, damping.Content | None]:
+        views: list[tuple[InstanceId, damping.Content | None]] = []
+        for iid in entry.instances:
+            status = self._status[iid]
+            if status.withhold_reason(now) is not None:
+                views.append((iid, None))
+                continue
+            metrics = status.metrics(now)
+            views.append((iid, damping.Content(status.binding, metrics, status.flags(metrics), status.version)))
+        if not entry.per_site:
+            return {RouteKey(entry.service_id, entry.path_ids[iid.instance]): content for iid, content in views}
+        announced = [content for _, content in views if content is not None]
+        key = RouteKey(entry.service_id, next(iter(entry.path_ids.values()), 0))
+        summary = aggregate([Member(c.metrics, c.flags, c.version) for c in announced], len(entry.instances))
+        if summary is None:
+            return {key: None}
+        next_hop = entry.site_binding or announced[0].next_hop
+        return {key: damping.Content(next_hop, summary.metrics, summary.flags, summary.version)}
+
+    def communities(self, content: damping.Content, *, aggregated: bool = False) -> tuple[Community, ...]:
+        values = dict(content.metrics)
+        sources = dict.fromkeys(values, Source.AGGREGATED) if aggregated else None
+        try:
+            metric_list = encode_metrics(values, flags=content.flags, version=content.version,
+                                         type_code=self.encoding.type_code, sources=sources)
+        except WireError:
+            good = {name: value for name, value in values.items() if _encodable(name, value)}
+            for name in sorted(set(values) - set(good)):
+                log.warning("metric_not_encodable", metric=name, value=values[name])
+            metric_list = encode_metrics(good, flags=content.flags, version=content.version,
+                                         type_code=self.encoding.type_code, sources=sources)
+        result: list[Community] = list(metric_list)
+        bandwidth = self._link_bandwidth(content.metrics)
+        if bandwidth is not None:
+            result.append(bandwidth)
+        return tuple(result)
+
+    def _link_bandwidth(self, metrics: MetricsView) -> LinkBandwidth | None:
+        """Free capacity as the link-bandwidth figure, for FRR weighted ECMP (only ratios matter)."""
+        if self.encoding.link_bandwidth_as is None or "capacity" not in metrics:
+            return None
+        busiest = max((metrics.get(name, 0.0) for name in
+                       ("cpu_utilization", "memory_utilization", "gpu_utilization")), default=0.0)
+        free = max(0.0, metrics["capacity"] * (1.0 - min(busiest, 100.0) / 100.0))
+        return LinkBandwidth.of(self.encoding.link_bandwidth_as, free)
+
+    @property
+    def published_routes(self) -> int:
+        return sum(1 for record in self._records.values() if record.published is not None)
+
+    def service_names(self) -> Iterable[str]:
+        return self._services.keys()
+
+
+def _encodable(name: str, value: float) -> bool:
+    try:
+        MetricCommunity.of(name, value)
+    except WireError:
+        return False
+    return True
+
+
+def _initial_status(instance: InstanceConfig, overload_at: float) -> InstanceStatus:
+    no_health = isinstance(instance.health, NoHealth)
+    start_healthy = no_health or bool(getattr(instance.health, "start_healthy", False))
+    sources = tuple(SourceStatus(on_failure=OnFailure(source.on_failure), max_age=source.effective_max_age)
+                    for source in instance.metrics)
+    return InstanceStatus(name=instance.name, binding=instance.binding, admin=Admin(instance.state),
+                          healthy=start_healthy, health_known=start_healthy, sources=sources,
+                          static=MetricsView(instance.static), capacity=instance.capacity,
+                          version=instance.version, overload_at=overload_at)
+
+
+def _next_expiry(status: InstanceStatus, now: float) -> float | None:
+    """When a failing source's kept values run out (the announcement then changes)."""
+    times = [source.good_at + source.max_age for source in status.sources
+             if source.error is not None and source.good_at is not None and source.good_at + source.max_age > now]
+    return min(times) if times else None
