@@ -56,8 +56,8 @@ class SourceStatus:
     def usable_values(self, now: float) -> MetricsView:
         if self.error is None:
             return self.values
-        if self.on_failure is OnFailure.KEEP_LAST and self.fresh(now):
-            return self.values
+        if self.on_failure is not OnFailure.DROP and self.fresh(now):
+            return self.values  # keep-last, and withdraw until the instance is withdrawn at max_age
         return MetricsView()
 
     def forces_withdraw(self, now: float) -> bool:

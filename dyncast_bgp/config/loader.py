@@ -129,7 +129,8 @@ def _message(error: Any) -> str:
     ctx = error.get("ctx") or {}
     if kind in _OPERATORS:
         key, symbol = _OPERATORS[kind]
-        return f"must be {symbol} {ctx.get(key)}"
+        bound = ctx.get(key)
+        return f"must be {symbol} {bound:g}" if isinstance(bound, float) else f"must be {symbol} {bound}"
     if kind == "missing":
         return "is required"
     if kind == "extra_forbidden":

@@ -41,8 +41,9 @@ class Neighbor(Strict):
     address: ipaddress.IPv4Address | ipaddress.IPv6Address
     peer_as: int = Field(ge=1, le=4294967295)
     local_address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
-    description: str | None = None
-    md5_password: str | None = Field(default=None, min_length=1, max_length=80, repr=False)
+    description: str | None = Field(default=None, max_length=200, pattern=r'^[^"\\;{}\n]*$')
+    md5_password: str | None = Field(default=None, min_length=1, max_length=80, repr=False,
+                                     pattern=r'^[^"\\;{}\n]+$')
     passive: bool = False
     hold_time: int = Field(default=180, ge=0, le=65535)
     families: tuple[Literal["ipv4 unicast", "ipv6 unicast"], ...] = ("ipv4 unicast", "ipv6 unicast")

@@ -1,0 +1,177 @@
+"""AgentRuntime with fake pipe ends, and the real `dyncast agent` process over real pipes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from dyncast_bgp.agent.runtime import AgentRuntime
+from dyncast_bgp.config.loader import parse
+
+CONFIG = """
+bgp: {router_id: 192.0.2.1, local_as: 65001, add_path: true}
+agent: {publish: {min_interval: 0.05, refresh_interval: 1}}
+services:
+  - name: web
+    dsid: 203.0.113.10
+    instances:
+      - {name: a, binding: 198.51.100.11, static: {cpu_utilization: 40}}
+      - name: b
+        binding: 198.51.100.12
+        metrics: [{type: file, path: %(path)s, interval: 0.05, timeout: 0.05}]
+"""
+
+
+class RecordingWriter:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.changed = asyncio.Event()
+
+    async def write(self, text: str) -> None:
+        self.lines.extend(text.splitlines())
+        self.changed.set()
+
+
+class Replies:
+    """ExaBGP's side of stdin: acks for what was written (or none), then end of input on demand."""
+
+    def __init__(self, writer: RecordingWriter, *, acks: bool, reject: str | None = None) -> None:
+        self.writer, self.acks, self.reject = writer, acks, reject
+        self.closed = asyncio.Event()
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        answered = 0
+        while not self.closed.is_set():
+            while answered < len(self.writer.lines):
+                line = self.writer.lines[answered]
+                answered += 1
+                if self.acks:
+                    yield "error\n" if self.reject and self.reject in line else "done\n"
+            self.writer.changed.clear()
+            waiter = asyncio.create_task(self.writer.changed.wait())
+            closer = asyncio.create_task(self.closed.wait())
+            await asyncio.wait({waiter, closer}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            closer.cancel()
+
+
+async def run_until(runtime: AgentRuntime, writer: RecordingWriter, count: int, timeout: float = 5.0) -> None:
+    task = asyncio.create_task(runtime.run())
+    deadline = time.monotonic() + timeout
+    while len(writer.lines) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    runtime.stopping.set()
+    await asyncio.wait_for(task, timeout)
+
+
+def scenario(tmp_path: Path, *, acks: bool, reject: str | None = None) -> tuple[AgentRuntime, RecordingWriter]:
+    metrics = tmp_path / "b.metrics"
+    metrics.write_text("cpu_utilization=20\n")
+    writer = RecordingWriter()
+    replies = Replies(writer, acks=acks, reject=reject)
+    runtime = AgentRuntime(parse(CONFIG % {"path": metrics}), writer=writer, replies=replies.__aiter__())
+    return runtime, writer
+
+
+def test_announces_then_withdraws_on_stop_with_acks(tmp_path: Path) -> None:
+    runtime, writer = scenario(tmp_path, acks=True)
+    asyncio.run(run_until(runtime, writer, 2))
+    announces = [line for line in writer.lines if line.startswith("announce")]
+    withdraws = [line for line in writer.lines if line.startswith("withdraw")]
+    assert len(announces) == 2 and len(withdraws) == 2
+    assert runtime.counters.acks_done >= 2 and runtime.counters.acks_error == 0
+
+
+def test_works_with_acks_off(tmp_path: Path) -> None:
+    runtime, writer = scenario(tmp_path, acks=False)
+    asyncio.run(run_until(runtime, writer, 2))
+    assert sum(line.startswith("announce") for line in writer.lines) == 2
+    assert runtime.counters.acks_done == 0
+
+
+def test_rejected_command_is_counted_and_agent_keeps_going(tmp_path: Path) -> None:
+    runtime, writer = scenario(tmp_path, acks=True, reject="198.51.100.11")
+    asyncio.run(run_until(runtime, writer, 2))
+    assert runtime.counters.acks_error >= 1
+    assert any("198.51.100.12" in line for line in writer.lines if line.startswith("announce"))
+
+
+def test_metric_change_is_reannounced(tmp_path: Path) -> None:
+    runtime, writer = scenario(tmp_path, acks=True)
+
+    async def go() -> None:
+        task = asyncio.create_task(runtime.run())
+        while sum(line.startswith("announce") for line in writer.lines) < 2:
+            await asyncio.sleep(0.01)
+        (tmp_path / "b.metrics").write_text("cpu_utilization=90\n")
+        for _ in range(300):
+            if sum(line.startswith("announce") for line in writer.lines) >= 3:
+                break
+            await asyncio.sleep(0.01)
+        runtime.stopping.set()
+        await task
+
+    asyncio.run(go())
+    last_b = [line for line in writer.lines if line.startswith("announce") and "198.51.100.12" in line][-1]
+    assert "0x830122804" + "2b40000" in last_b  # 90.0 as float32 is 0x42b40000
+
+
+def _agent_process(tmp_path: Path) -> subprocess.Popen[bytes]:
+    metrics = tmp_path / "b.metrics"
+    metrics.write_text("cpu_utilization=20\n")
+    config = tmp_path / "agent.yml"
+    config.write_text(CONFIG % {"path": metrics})
+    return subprocess.Popen([sys.executable, "-m", "dyncast_bgp.cli", "agent", "--config", str(config)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _read_lines(proc: subprocess.Popen[bytes], count: int, timeout: float = 10.0) -> list[str]:
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    os.set_blocking(proc.stdout.fileno(), False)
+    buffer = b""
+    while len(lines) < count and time.monotonic() < deadline:
+        chunk = proc.stdout.read() or b""
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        lines.extend(line.decode() for line in complete)
+        time.sleep(0.02)
+    return lines
+
+
+def test_real_process_withdraws_everything_on_sigterm(tmp_path: Path) -> None:
+    proc = _agent_process(tmp_path)
+    try:
+        first = _read_lines(proc, 2)
+        assert sum(line.startswith("announce") for line in first) == 2, first
+        proc.send_signal(signal.SIGTERM)
+        rest = _read_lines(proc, 2)
+        assert sorted(line.split()[-1] for line in rest if line.startswith("withdraw")) == ["1", "2"]
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_real_process_never_stalls_on_a_flood_of_acks_and_stops_at_end_of_input(tmp_path: Path) -> None:
+    proc = _agent_process(tmp_path)
+    try:
+        assert proc.stdin is not None
+        assert sum(line.startswith("announce") for line in _read_lines(proc, 2)) == 2
+        proc.stdin.write(b"done\n" * 200_000)  # 1 MB: blocks here unless the agent keeps reading
+        proc.stdin.close()
+        assert proc.wait(timeout=20) == 0  # end of stdin: ExaBGP went away, the agent stops
+        assert proc.stderr is not None
+        assert b"exabgp_input_closed" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,86 @@
+"""Config loading: every problem reported with its location; `dyncast config check` exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dyncast_bgp.cli import main
+from dyncast_bgp.config.loader import ConfigError, parse
+
+GOOD = """\
+bgp:
+  router_id: 192.0.2.1
+  local_as: 65001
+  add_path: true
+  neighbors:
+    - {address: 10.0.0.1, peer_as: 65000}
+services:
+  - name: web
+    dsid: 203.0.113.10
+    instances:
+      - {name: a, binding: 198.51.100.11}
+      - {name: b, binding: 198.51.100.12, health: {type: tcp, host: 198.51.100.12, port: 80}}
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse(text, "c.yml")
+    return str(info.value).splitlines()
+
+
+def test_good_config_parses_with_defaults() -> None:
+    config = parse(GOOD)
+    assert str(config.services[0].service_id) == "203.0.113.10/32"
+    assert config.agent.publish.min_interval == 1.0
+
+
+def test_every_schema_error_is_reported_with_path_and_line() -> None:
+    text = GOOD.replace("port: 80}", "port: 80, interval: 0}").replace("peer_as: 65000", "peer_as: 0, colour: red")
+    found = problems(text)
+    assert "c.yml:6: bgp.neighbors[0].peer_as: must be >= 1" in found
+    assert "c.yml:6: bgp.neighbors[0].colour: unknown field (not in the schema)" in found
+    assert "c.yml:12: services[0].instances[1].health.interval: must be > 0" in found
+    assert len(found) == 3
+
+
+def test_cross_field_rules_are_reported_with_location() -> None:
+    text = GOOD.replace("add_path: true", "add_path: false").replace("name: b, binding: 198.51.100.12",
+                                                                      "name: a, binding: 2001:db8::1")
+    found = problems(text)
+    assert any("services[0].instances: 2 instances of one D-SID in per-instance mode need bgp.add_path" in p
+               for p in found)
+    assert any(p.startswith("c.yml:12: services[0].instances[1].name: duplicate instance name") for p in found)
+    assert any("services[0].instances[1].binding: IPv6 D-BID for an IPv4 D-SID" in p for p in found)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("bgp: [1, 2", "invalid YAML"),
+    ("- just a list", "the file must hold a mapping"),
+    (GOOD.replace("203.0.113.10", "203.0.113.10/24"), "services[0].dsid: not a service prefix"),
+    (GOOD.replace("{name: a, binding: 198.51.100.11}", "{name: a, binding: 198.51.100.11, "
+                  "metrics: [{type: snmp}]}"), "unknown type 'snmp'"),
+    (GOOD.replace("{name: a, binding: 198.51.100.11}", "{name: a, binding: 198.51.100.11, "
+                  "static: {load: 3}}"), "unknown metric 'load'"),
+])
+def test_bad_files_name_the_problem(text: str, expected: str) -> None:
+    assert any(expected in line for line in problems(text))
+
+
+def test_config_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.yml"
+    good.write_text(GOOD)
+    bad = tmp_path / "bad.yml"
+    bad.write_text(GOOD.replace("local_as: 65001", "local_as: -1"))
+    assert main(["config", "check", str(good)]) == 0
+    assert "ok (1 services, 2 instances, 1 neighbors)" in capsys.readouterr().out
+    assert main(["config", "check", str(bad)]) == 2
+    assert "bgp.local_as: must be >= 1" in capsys.readouterr().err
+    assert main(["config", "check", str(tmp_path / "missing.yml")]) == 2
+    proc = subprocess.run([sys.executable, "-m", "dyncast_bgp.cli", "config", "check", str(bad)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "bad.yml:3: bgp.local_as" in proc.stderr
