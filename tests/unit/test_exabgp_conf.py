@@ -66,3 +66,14 @@ def test_quotes_and_semicolons_cannot_break_out_of_a_string() -> None:
         "neighbors": (config.bgp.neighbors[0].model_copy(update={"md5_password": 'a";b'}),)})})
     with pytest.raises(ValueError, match="cannot be written into an ExaBGP config"):
         render(unsafe, role="agent", command=["dyncast"], config_path="x")
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "exabgp_conf").glob("*.conf")), ids=lambda p: p.name)
+@pytest.mark.parametrize("exabgp", [EXABGP5, EXABGP42], ids=["exabgp-5.0", "exabgp-4.2"])
+def test_shipped_examples_validate(tmp_path: Path, example: Path, exabgp: Path) -> None:
+    if not exabgp.exists():
+        pytest.fail(f"{exabgp} is missing: run scripts/setup.sh (it installs ExaBGP 4.2 in .venv-exabgp42)")
+    conf = tmp_path / example.name
+    conf.write_text(example.read_text().replace("/usr/local/bin/dyncast", str(DYNCAST)))
+    result = validate(exabgp, conf)
+    assert result.returncode == 0, result.stdout + result.stderr
