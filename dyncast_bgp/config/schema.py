@@ -63,16 +63,10 @@ class Bgp(Strict):
     graceful_restart: int | None = Field(default=None, ge=1, le=4095,
                                          description="restart time in seconds; None disables")
     add_path: bool = Field(default=False, description="negotiate ADD-PATH send (agent) / receive (router)")
-    metric_community_type: int = Field(default=DEFAULT_METRIC_TYPE, ge=0x80, le=0xBF)
+    metric_community_type: int = Field(default=DEFAULT_METRIC_TYPE, ge=0x83, le=0x8F,
+                                       description="IANA experimental, transitive (0x83-0x8F)")
     link_bandwidth: bool = Field(default=False, description="also attach the 0x40/0x04 community")
     link_bandwidth_as: int | None = Field(default=None, ge=0, le=65535)
-
-    @field_validator("metric_community_type")
-    @classmethod
-    def _transitive_experimental(cls, value: int) -> int:
-        if not 0x80 <= value <= 0xBF or value & 0x40:
-            raise ValueError("must be a transitive experimental type (0x80-0xBF without the 0x40 bit)")
-        return value
 
 
 # ---------------------------------------------------------------- metric sources

@@ -25,6 +25,7 @@ LINK_BANDWIDTH_TYPE = 0x40
 LINK_BANDWIDTH_SUBTYPE = 0x04
 UINT32_MAX = 0xFFFFFFFF
 _FLOAT32_MAX = 3.4028234663852886e38
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 class WireError(ValueError):
@@ -171,13 +172,16 @@ class MetricCommunity:
             raise WireError(f"unknown metric name {name!r} (known: {', '.join(BY_NAME)})", action="reject")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise WireError(f"{name}: value must be a number, got {value!r}", action="reject")
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond the float range
+            raise WireError(f"{name}: value {value!r} is too large", action="reject") from None
         if not math.isfinite(number):
             raise WireError(f"{name}: value {value!r} is not a finite number", action="reject")
         if number < spec.minimum or (spec.maximum is not None and number > spec.maximum):
-            upper = "" if spec.maximum is None else f" and {spec.maximum:g}"
-            raise WireError(f"{name}: value {value!r} is outside {spec.minimum:g}{upper}"
-                            f"{'' if spec.maximum is not None else ' or more'}", action="reject")
+            allowed = (f"between {spec.minimum:g} and {spec.maximum:g}" if spec.maximum is not None
+                       else f"at least {spec.minimum:g}")
+            raise WireError(f"{name}: value {value!r} is out of range (must be {allowed})", action="reject")
         chosen = spec.fmt if fmt is None else fmt
         if chosen is ValueFormat.UINT32:
             integral = round(number)
@@ -185,7 +189,10 @@ class MetricCommunity:
                 raise WireError(f"{name}: value {value!r} does not fit a uint32", action="reject")
             raw = integral
         else:
-            raw = float32_bits(number)
+            try:
+                raw = float32_bits(number)
+            except WireError as exc:  # name the metric, as every other rejection here does
+                raise WireError(f"{name}: {exc}", action="reject") from None
         _check_octet("type", type_code)
         return cls(type_code=type_code, subtype=spec.subtype, level=int(spec.level), fmt=int(chosen),
                    unit=int(spec.unit), source=int(spec.default_source if source is None else source),
@@ -233,6 +240,8 @@ class MetricCommunity:
         spec = self.spec
         if spec is None:
             return issues
+        if self.level != spec.level:
+            issues.append(f"level {self.level} does not match {spec.name} (expects {int(spec.level)})")
         if self.unit != spec.unit:
             issues.append(f"unit {self.unit} does not match {spec.name} (expects {int(spec.unit)})")
         value = self.value
@@ -273,18 +282,26 @@ class LinkBandwidth:
 
     @classmethod
     def of(cls, asn: int, bytes_per_second: float) -> LinkBandwidth:
-        if not 0 <= asn <= 0xFFFF:
-            raise WireError(f"link-bandwidth AS must be 0-65535 (2 octets), got {asn}", action="reject")
-        if not (math.isfinite(bytes_per_second) and bytes_per_second >= 0):
+        if isinstance(asn, bool) or not isinstance(asn, int) or not 0 <= asn <= 0xFFFF:
+            raise WireError(f"link-bandwidth AS must be 0-65535 (2 octets), got {asn!r}", action="reject")
+        if isinstance(bytes_per_second, bool) or not isinstance(bytes_per_second, int | float):
+            raise WireError(f"link bandwidth must be a number, got {bytes_per_second!r}", action="reject")
+        if bytes_per_second < 0 or (isinstance(bytes_per_second, float) and not math.isfinite(bytes_per_second)):
             raise WireError(f"link bandwidth must be a finite number >= 0, got {bytes_per_second!r}",
                             action="reject")
-        return cls(asn=asn, raw_bandwidth=float32_bits(bytes_per_second))
+        if bytes_per_second > _FLOAT32_MAX:  # also keeps float() of a huge int from overflowing
+            raise WireError(f"link bandwidth {bytes_per_second!r} does not fit a float32", action="reject")
+        return cls(asn=asn, raw_bandwidth=float32_bits(float(bytes_per_second)))
 
     @property
     def bytes_per_second(self) -> float:
         return bits_float32(self.raw_bandwidth)
 
     def pack(self) -> bytes:
+        _check_octet("type", self.type_code)
+        if not 0 <= self.asn <= 0xFFFF or not 0 <= self.raw_bandwidth <= UINT32_MAX:
+            raise WireError(f"link bandwidth fields out of range: AS {self.asn}, raw {self.raw_bandwidth}",
+                            action="reject")
         return struct.pack("!BBHI", self.type_code, LINK_BANDWIDTH_SUBTYPE, self.asn, self.raw_bandwidth)
 
     def describe(self) -> dict[str, object]:
@@ -300,6 +317,10 @@ class OpaqueCommunity:
     """Any other extended community: carried verbatim, never interpreted."""
 
     raw: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.raw) != 8:
+            raise WireError(f"an extended community has 8 octets, got {len(self.raw)}")
 
     def pack(self) -> bytes:
         return self.raw
@@ -346,10 +367,9 @@ def parse_hex(token: str) -> bytes:
     digits = text[2:]
     if len(digits) != 16:
         raise WireError(f"{token!r}: expected 16 hex digits, got {len(digits)}")
-    try:
-        return bytes.fromhex(digits)
-    except ValueError:
-        raise WireError(f"{token!r}: not hexadecimal") from None
+    if not all(char in _HEX_DIGITS for char in digits):  # bytes.fromhex would skip spaces
+        raise WireError(f"{token!r}: not hexadecimal")
+    return bytes.fromhex(digits)
 
 
 def to_hex(community: Community) -> str:
