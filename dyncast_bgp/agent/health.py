@@ -16,7 +16,9 @@ import ssl
 from dataclasses import dataclass
 from typing import Protocol, assert_never
 
-from dyncast_bgp.agent.sources import FetchError, http_get, redact_url, run_command
+from dyncast_bgp.agent.execute import run_command
+from dyncast_bgp.agent.httpclient import http_get, redact_url
+from dyncast_bgp.agent.iobase import FetchError
 from dyncast_bgp.config.schema import CommandHealth, HealthCheck, HttpHealth, NoHealth, TcpHealth
 
 MAX_HEALTH_BODY = 64 * 1024

@@ -20,30 +20,30 @@ procfs or cgroup collector takes a short internal sample (two reads
 that the very first announcement already carries CPU; every later ``collect``
 reports the average since the previous one (i.e. over the collect interval).
 
-The HTTP client and the subprocess runner at the bottom of this module are shared
-with :mod:`dyncast_bgp.agent.health`; they raise :class:`FetchError` with a message
-that does not name the source, and the callers add that context.
+HTTP and command sources use the I/O helpers shared with
+:mod:`dyncast_bgp.agent.health` (:mod:`dyncast_bgp.agent.httpclient`,
+:mod:`dyncast_bgp.agent.execute`); they raise
+:class:`~dyncast_bgp.agent.iobase.FetchError` with a message that does not name the
+source, and the collectors add that context.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import functools
 import json
 import math
 import os
 import shlex
-import signal
 import ssl
 import time
-import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, assert_never
 
+from dyncast_bgp.agent.execute import run_command
+from dyncast_bgp.agent.httpclient import http_get, redact_url
+from dyncast_bgp.agent.iobase import MAX_BODY, FetchError
 from dyncast_bgp.config.schema import (
     METRIC_NAMES,
     CgroupSource,
@@ -60,8 +60,6 @@ Sleep = Callable[[float], Awaitable[None]]
 
 FIRST_SAMPLE = 0.1
 """Seconds between the two reads of a procfs/cgroup collector's first CPU sample."""
-MAX_BODY = 1 << 20
-"""Largest HTTP body, command output or file (bytes) a collector accepts."""
 UINT32_MAX = 0xFFFF_FFFF
 _SLACK = 1e-3
 """Relative tolerance above a metric's maximum (and below 0) that is clamped, not rejected."""
@@ -74,10 +72,6 @@ class SourceError(Exception):
         super().__init__(f"{source}: {problem}")
         self.source = source
         self.problem = problem
-
-
-class FetchError(Exception):
-    """An HTTP request or command failed; the message says what went wrong, not where."""
 
 
 class ContentError(Exception):
@@ -603,266 +597,3 @@ class FileCollector:
 def _read_capped_file(path: Path) -> bytes:
     with path.open("rb") as handle:
         return handle.read(MAX_BODY + 1)
-
-
-# ---------------------------------------------------------------- shared I/O: HTTP GET
-
-
-@dataclass(frozen=True, slots=True)
-class HttpResponse:
-    status: int
-    reason: str
-    body: bytes
-    truncated: bool = False
-    """True when the body was longer than the limit and only its start was read."""
-
-
-async def http_get(url: str, *, timeout: float, max_body: int = MAX_BODY, truncate: bool = False,
-                   ssl_context: ssl.SSLContext | None = None) -> HttpResponse:
-    """GET ``url`` with one overall deadline; raises :class:`FetchError`.
-
-    A small HTTP/1.1 client on :func:`asyncio.open_connection` rather than
-    ``urllib`` in a thread: the deadline covers the whole exchange (urllib's
-    timeout is per socket operation, so a slowly dripping server could hold it
-    for ever) and cancelling the task really stops the request (a thread cannot
-    be cancelled). It sends ``Connection: close``, understands Content-Length,
-    chunked and read-until-close bodies and does not follow redirects. A body
-    above ``max_body`` is an error, or with ``truncate`` is cut to ``max_body``
-    bytes (``HttpResponse.truncated``). https:// uses ``ssl_context`` (default: system
-    trust store, hostname checked); user:password in the URL becomes Basic auth.
-    """
-    target = _parse_url(url)
-    writer: asyncio.StreamWriter | None = None
-    try:
-        async with asyncio.timeout(timeout):
-            context = (ssl_context or default_tls_context()) if target.tls else None
-            reader, writer = await asyncio.open_connection(
-                target.host, target.port, ssl=context, server_hostname=target.host if context else None,
-                limit=MAX_BODY)
-            writer.write(target.request())
-            await writer.drain()
-            response = await _read_response(reader, max_body)
-            if response.truncated and not truncate:
-                raise FetchError(f"body exceeds the {max_body}-byte limit")
-            return response
-    except TimeoutError:
-        raise FetchError(f"timed out after {timeout:g}s") from None
-    except ssl.SSLError as exc:
-        raise FetchError(f"TLS error: {getattr(exc, 'verify_message', None) or exc.reason or exc}") from None
-    except OSError as exc:
-        raise FetchError(_os_problem(exc)) from None
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
-        raise FetchError(f"malformed HTTP response: {exc}") from None
-    finally:
-        if writer is not None:
-            writer.transport.abort()
-
-
-@functools.cache
-def default_tls_context() -> ssl.SSLContext:
-    """System trust store with hostname checks, built once (loading the CA bundle is not free)."""
-    return ssl.create_default_context()
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for descriptions and logs."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    user, _, host = parts.netloc.rpartition("@")
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
-
-
-def _os_problem(exc: OSError) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    return exc.strerror or str(exc) or type(exc).__name__
-
-
-@dataclass(frozen=True, slots=True)
-class _Target:
-    tls: bool
-    host: str
-    port: int
-    host_header: str
-    path: str
-    authorization: str | None
-
-    def request(self) -> bytes:
-        lines = [f"GET {self.path} HTTP/1.1", f"Host: {self.host_header}", "User-Agent: dyncast-agent",
-                 "Accept: application/json, */*;q=0.5", "Connection: close"]
-        if self.authorization:
-            lines.append(f"Authorization: {self.authorization}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def _parse_url(url: str) -> _Target:
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise FetchError(f"bad URL: {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise FetchError("bad URL: need http:// or https:// and a host")
-    tls = parts.scheme == "https"
-    host_header = parts.netloc.rpartition("@")[2]
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    if any(ord(char) < 33 for char in path + host_header):
-        raise FetchError("bad URL: control characters or spaces")
-    authorization = None
-    if parts.username is not None:
-        credentials = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-        authorization = "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
-    return _Target(tls, parts.hostname, port or (443 if tls else 80), host_header, path, authorization)
-
-
-_MAX_HEADERS = 100
-
-
-async def _read_response(reader: asyncio.StreamReader, max_body: int) -> HttpResponse:
-    status_line = (await reader.readline()).decode("latin-1").strip()
-    version, _, rest = status_line.partition(" ")
-    code, _, reason = rest.partition(" ")
-    if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
-        raise FetchError(f"malformed HTTP status line {status_line[:80]!r}")
-    headers: dict[str, str] = {}
-    while True:
-        line = (await reader.readline()).decode("latin-1")
-        if line in ("\r\n", "\n", ""):
-            break
-        if len(headers) >= _MAX_HEADERS:
-            raise FetchError(f"more than {_MAX_HEADERS} response headers")
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        body, truncated = await _read_chunked(reader, max_body)
-    elif "content-length" in headers:
-        length = int(headers["content-length"])
-        if length < 0:
-            raise FetchError(f"malformed HTTP response: Content-Length {length}")
-        body, truncated = await reader.readexactly(min(length, max_body)), length > max_body
-    else:
-        body, truncated = await _read_to_eof(reader, max_body)
-    return HttpResponse(int(code), reason, body, truncated)
-
-
-async def _read_chunked(reader: asyncio.StreamReader, max_body: int) -> tuple[bytes, bool]:
-    """The de-chunked body, stopping once it passes ``max_body`` (then True)."""
-    body = bytearray()
-    while True:
-        size = int((await reader.readline()).split(b";")[0].strip(), 16)
-        if size == 0:
-            return bytes(body), False
-        if len(body) + size > max_body:
-            body += await reader.readexactly(max_body - len(body))
-            return bytes(body), True
-        body += await reader.readexactly(size)
-        await reader.readexactly(2)
-
-
-async def _read_to_eof(reader: asyncio.StreamReader, max_body: int) -> tuple[bytes, bool]:
-    """The body of a response without length, read until the server closes (or past ``max_body``)."""
-    body = bytearray()
-    while len(body) <= max_body and (chunk := await reader.read(65536)):
-        body += chunk
-    return bytes(body[:max_body]), len(body) > max_body
-
-
-# ---------------------------------------------------------------- shared I/O: commands
-
-
-@dataclass(frozen=True, slots=True)
-class CommandResult:
-    returncode: int
-    stdout: bytes
-    stderr: bytes
-    truncated: bool = False
-    """True when stdout was longer than the limit and only its start was kept."""
-
-    def failure(self) -> str:
-        """``exit N`` (or ``killed by SIGX``) with the first line of stderr."""
-        if self.returncode < 0:
-            try:
-                what = f"killed by {signal.Signals(-self.returncode).name}"
-            except ValueError:
-                what = f"killed by signal {-self.returncode}"
-        else:
-            what = f"exit {self.returncode}"
-        lines = self.stderr.decode("utf-8", errors="replace").strip().splitlines()
-        return f"{what}: {lines[0][:200]}" if lines else what
-
-
-_REAP_GRACE = 1.0
-"""Seconds to wait for a killed process group to exit before closing its pipes regardless."""
-
-
-class _Capture(asyncio.SubprocessProtocol):
-    """Collects a child's stdout/stderr (up to a limit each) and signals exit and pipe closure."""
-
-    def __init__(self, limit: int) -> None:
-        loop = asyncio.get_running_loop()
-        self.limit = limit
-        self.output: dict[int, bytearray] = {1: bytearray(), 2: bytearray()}
-        self.overflow: set[int] = set()
-        self.exited: asyncio.Future[None] = loop.create_future()
-        self.finished: asyncio.Future[None] = loop.create_future()
-
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        kept = self.output[fd]
-        room = self.limit - len(kept)
-        kept += data[:room]
-        if len(data) > room:
-            self.overflow.add(fd)
-
-    def process_exited(self) -> None:
-        if not self.exited.done():
-            self.exited.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Called once the process has exited and all its pipes are closed."""
-        if not self.finished.done():
-            self.finished.set_result(None)
-
-
-async def run_command(argv: tuple[str, ...] | list[str], *, timeout: float,
-                      max_output: int = MAX_BODY) -> CommandResult:
-    """Run ``argv`` (no shell, stdin from /dev/null) and capture its output; raises :class:`FetchError`.
-
-    The command is done when it has exited and closed stdout and stderr (so a
-    background child still holding them counts as running). It starts in its
-    own session, so on timeout or cancellation its whole process group gets
-    SIGKILL; the call returns within ``timeout`` plus at most :data:`_REAP_GRACE`
-    and always closes the pipes (a descendant that left the session with
-    ``setsid`` is out of reach and keeps running). Output beyond ``max_output``
-    bytes per stream is discarded (``truncated`` tells for stdout).
-    """
-    loop = asyncio.get_running_loop()
-    try:
-        transport, capture = await loop.subprocess_exec(
-            lambda: _Capture(max_output), *argv, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
-    except OSError as exc:
-        raise FetchError(f"cannot start: {exc.strerror or exc}") from None
-    finished = False
-    try:
-        async with asyncio.timeout(timeout):
-            await asyncio.shield(capture.finished)
-        finished = True
-    except TimeoutError:
-        raise FetchError(f"timed out after {timeout:g}s (process group killed)") from None
-    finally:
-        if not finished:
-            await _kill_group(transport.get_pid(), capture)
-        transport.close()
-    returncode = transport.get_returncode()
-    if returncode is None:  # pragma: no cover - connection_lost implies the process exited
-        raise FetchError("exit status unknown")
-    return CommandResult(returncode, bytes(capture.output[1]), bytes(capture.output[2]), 1 in capture.overflow)
-
-
-async def _kill_group(pid: int, capture: _Capture) -> None:
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    with suppress(TimeoutError):
-        async with asyncio.timeout(_REAP_GRACE):
-            await asyncio.shield(capture.exited)

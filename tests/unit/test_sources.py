@@ -21,12 +21,14 @@ from pathlib import Path
 
 import pytest
 
+from dyncast_bgp.agent.execute import run_command
+from dyncast_bgp.agent.httpclient import http_get
+from dyncast_bgp.agent.iobase import FetchError
 from dyncast_bgp.agent.sources import (
     CgroupCollector,
     Collector,
     CommandCollector,
     ContentError,
-    FetchError,
     FileCollector,
     HttpCollector,
     ProcCollector,
@@ -34,8 +36,6 @@ from dyncast_bgp.agent.sources import (
     build_collector,
     check_metric,
     count_cpus,
-    http_get,
-    run_command,
 )
 from dyncast_bgp.config.schema import (
     CgroupSource,
