@@ -288,6 +288,7 @@ class ServiceConfig(Strict):
 class AgentConfig(Strict):
     publish: Publish = Publish()
     withdraw_on_exit: bool = True
+    respawn: bool = Field(default=True, description="ExaBGP restarts the agent when it exits (rendered config)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics_listen: str | None = Field(default=None, description="host:port of the Prometheus endpoint")
 

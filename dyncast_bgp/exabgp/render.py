@@ -33,8 +33,10 @@ def render(config: Config, *, role: Role, command: Sequence[str], config_path: s
         f"process {process} {{",
         f"    run {' '.join(shlex.quote(arg) for arg in argv)};",
         f"    encoder {'text' if role == 'agent' else 'json'};",
-        "}",
     ]
+    if role == "agent" and not config.agent.respawn:
+        lines.append("    respawn false;")
+    lines.append("}")
     for neighbor in config.bgp.neighbors:
         lines.append("")
         lines.extend(_neighbor(config, neighbor, role, process))
