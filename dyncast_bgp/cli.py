@@ -19,6 +19,7 @@ AREAS = (
     "dyncast_bgp.wire.commands",
     "dyncast_bgp.agent.commands",
     "dyncast_bgp.exabgp.commands",
+    "dyncast_bgp.lab.commands",
 )
 
 

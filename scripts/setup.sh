@@ -5,6 +5,7 @@
 #   update runs only when a package is missing, and at most once per run.
 # - ./.venv with the python3.11 on PATH; `pip install -e '.[dev]'` only when
 #   pyproject.toml changed since the last install (stamp in .venv).
+# - ./.venv-exabgp42 with ExaBGP 4.2, for the configuration checks.
 #
 # The packaged services (frr, bird, gobgpd) are not needed: the lab harness
 # starts its own daemons inside network namespaces, with configs, sockets and
@@ -14,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PACKAGES=(nftables conntrack iproute2 frr bird2 gobgpd iputils-ping tcpdump procps)
+PACKAGES=(python3 python3-venv nftables conntrack iproute2 frr bird2 gobgpd iputils-ping tcpdump procps)
 SERVICES=(frr bird gobgpd)
 PYTHON=${PYTHON:-python3.11}
 VENV=.venv
@@ -98,6 +99,20 @@ setup_venv() {
   printf '%s\n' "$digest" >"$STAMP"
 }
 
+# ExaBGP 4.2 beside the project's 5.0, in its own venv: tests check that the
+# configurations we render and ship are valid for both versions.
+setup_exabgp42() {
+  local venv=.venv-exabgp42
+  if [[ -x $venv/bin/exabgp ]] && "$venv/bin/python" -c 'import exabgp' 2>/dev/null; then
+    log "$venv present"
+    return 0
+  fi
+  log "installing ExaBGP 4.2 into $venv"
+  "$PYTHON" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q 'exabgp>=4.2.25,<4.3'
+}
+
 install_packages
 handle_services
 setup_venv
+setup_exabgp42

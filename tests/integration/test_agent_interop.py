@@ -11,15 +11,14 @@ reflector client (FRR prints unknown extended communities without their value).
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
-from dyncast_bgp.lab.daemons import ExaBgp, wait_routes
+from dyncast_bgp.lab.agent_speaker import RenderedExaBgp, child_pids, start_agent
+from dyncast_bgp.lab.daemons import wait_routes
 from dyncast_bgp.lab.interop import InteropLab, instance_address
 from dyncast_bgp.lab.netns import Lab
 from dyncast_bgp.lab.poll import expect
@@ -37,15 +36,6 @@ A4, B4, C6 = instance_address(4, "ipv4"), instance_address(5, "ipv4"), instance_
 RECEIVERS = ["exabgp", "frr", "bird", "gobgp"]
 
 
-class RenderedExaBgp(ExaBgp):
-    """ExaBGP running the configuration `dyncast exabgp-conf` rendered (not the harness's own)."""
-
-    rendered: str = ""
-
-    def write_config(self) -> None:
-        self.config_path.write_text(self.rendered)
-
-
 @dataclass
 class Agent:
     directory: Path
@@ -57,23 +47,10 @@ class Agent:
         temporary.write_text(text)
         temporary.replace(target)
 
-    def agent_pids(self) -> list[int]:
-        pids: list[int] = []
-        for process in self.speaker.processes:
-            for task in Path(f"/proc/{process.pid}/task").glob("*"):
-                children = (task / "children").read_text().split()
-                pids.extend(int(pid) for pid in children)
-        return pids
 
-
-def agent_config(interop: InteropLab, directory: Path) -> dict[str, object]:
-    slot = interop.speakers[SLOT]
-    local = slot.local.addresses[0]
+def agent_config(directory: Path) -> dict[str, object]:
     return {
-        "bgp": {"router_id": slot.local.router_id, "local_as": slot.local.asn, "add_path": True,
-                "link_bandwidth": True,
-                "neighbors": [{"address": peer.address, "peer_as": peer.asn, "local_address": local,
-                               "description": peer.description} for peer in slot.peers]},
+        "bgp": {"add_path": True, "link_bandwidth": True},
         "agent": {"respawn": False, "publish": {"min_interval": 0.2, "refresh_interval": 30,
                                                 "threshold": {"relative": 0.05}}},
         "services": [
@@ -97,16 +74,7 @@ def agent(lab: Lab, interop: InteropLab) -> Iterator[Agent]:
     directory = lab.directory("agent")
     (directory / "a.metrics").write_text("cpu_utilization=20\nactive_sessions=120\n")
     (directory / "b.healthy").write_text("")
-    config_path = directory / "agent.yml"
-    config_path.write_text(yaml.safe_dump(agent_config(interop, directory)))
-    dyncast = str(Path(sys.executable).with_name("dyncast"))
-    rendered = subprocess.run([dyncast, "exabgp-conf", "--role", "agent", "--config", str(config_path),
-                               "--dyncast", dyncast], capture_output=True, text=True, check=True).stdout
-    slot = interop.speakers[SLOT]
-    RenderedExaBgp.rendered = rendered
-    speaker = RenderedExaBgp(lab, slot.namespace, name="agent-exabgp", local=slot.local, peers=slot.peers,
-                             receive_updates=False)
-    speaker.start()
+    speaker = start_agent(interop, SLOT, agent_config(directory), directory)
     interop.wait_established([SLOT])
     yield Agent(directory, speaker)
     speaker.stop()
@@ -176,7 +144,8 @@ def test_4_failed_health_check_withdraws_only_that_instance(agent: Agent, intero
 
 
 def test_5_sigterm_withdraws_everything_at_every_receiver(agent: Agent, interop: InteropLab) -> None:
-    pids = expect(agent.agent_pids, lambda found: len(found) == 1, what="the agent process under ExaBGP")
+    pids = expect(lambda: child_pids(agent.speaker), lambda found: len(found) == 1,
+                  what="the agent process under ExaBGP")
     subprocess.run(["kill", "-TERM", str(pids[0])], check=True)
     for receiver in [name for name in RECEIVERS if name in interop.receiver_names]:
         view = interop.value_view(receiver)
