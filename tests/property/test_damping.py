@@ -94,6 +94,8 @@ def test_change_below_threshold_waits_for_refresh(policy: Policy, old: float, ne
         assert result.action is None and result.due is None
     elif crossed:
         assert result.action == Action.ANNOUNCE
+    elif policy.refresh_interval <= policy.min_interval:  # the refresh is already due
+        assert result.action == Action.ANNOUNCE and result.reason == "refresh"
     else:
         assert result.action is None and result.due == policy.refresh_interval
 
