@@ -285,18 +285,148 @@ class ServiceConfig(Strict):
         return ServiceId.parse(self.dsid)
 
 
+class EchoResponder(Strict):
+    """UDP echo the routers' path probes reach (issue 3): off unless configured."""
+
+    listen: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = Field(min_length=1)
+    port: int = Field(default=9950, ge=1, le=65535)
+
+
 class AgentConfig(Strict):
     publish: Publish = Publish()
+    echo: EchoResponder | None = None
     withdraw_on_exit: bool = True
     respawn: bool = Field(default=True, description="ExaBGP restarts the agent when it exits (rendered config)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics_listen: str | None = Field(default=None, description="host:port of the Prometheus endpoint")
 
 
+# ---------------------------------------------------------------- router (ingress D-Router)
+
+
+class CategoryWeights(Strict):
+    """Weights of the L1 categories in the L2 score (CATS metric levels)."""
+
+    compute: NonNegative = 0.6
+    network: NonNegative = 0.4
+
+    @model_validator(mode="after")
+    def _some(self) -> CategoryWeights:
+        if self.compute + self.network <= 0:
+            raise ValueError("at least one category weight must be > 0")
+        return self
+
+
+class ServicePolicy(Strict):
+    """How one service's new flows are spread; every field has a default."""
+
+    policy: Literal["weighted", "best", "local-first", "consolidate"] = "weighted"
+    latency_budget_ms: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    loss_budget: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
+    utilization_ceiling: float = Field(default=95.0, gt=0, le=100)
+    category_weights: CategoryWeights = CategoryWeights()
+    use_agent_score: bool = Field(default=False, description="use the agent's L2 overall_score when present")
+    unknown_metrics: Literal["neutral", "pessimistic", "exclude"] = "neutral"
+    # stability (docs/control-law.md)
+    smoothing: float = Field(default=0.3, gt=0, le=1, description="EWMA weight of a new observation")
+    hysteresis: NonNegative = Field(default=0.1, description="relative score margin before `best` switches")
+    min_dwell: NonNegative = Field(default=5.0, description="seconds a weight is held after it moved")
+    max_step: float = Field(default=0.1, gt=0, le=1, description="largest weight change per decision step")
+    # local-first / consolidate
+    local: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = Field(
+        default=(), description="local-first: D-BIDs in these prefixes are local")
+    spill_at: float = Field(default=80.0, gt=0, le=100, description="local-first: utilisation that spills over")
+    target_utilization: float = Field(default=70.0, gt=0, le=100, description="consolidate: pack up to this")
+    # no eligible instance
+    fallback: Literal["least-cost", "keep", "blackhole"] = "least-cost"
+    fallback_grace: NonNegative = Field(default=10.0, description="seconds the last decision is kept first")
+    # dataplane
+    affinity: Literal["flow", "client"] = "flow"
+    affinity_timeout: PositiveSeconds = 300.0
+
+
+class Probes(Strict):
+    enabled: bool = True
+    method: Literal["udp", "icmp"] = "udp"
+    port: int = Field(default=9950, ge=1, le=65535, description="UDP echo port of the agents")
+    interval: PositiveSeconds = 1.0
+    timeout: PositiveSeconds = 1.0
+    window: int = Field(default=10, ge=1, le=10_000, description="probes per statistics window")
+    unreachable_after: int = Field(default=3, ge=1, le=100, description="lost probes in a row")
+
+    @model_validator(mode="after")
+    def _timeout(self) -> Probes:
+        if self.timeout > self.interval:
+            raise ValueError(f"timeout ({self.timeout:g}) must not exceed interval ({self.interval:g})")
+        return self
+
+
+class ForwardingRule(Strict):
+    """How to reach instances whose D-BID is in ``prefix`` (first matching rule wins)."""
+
+    prefix: ipaddress.IPv4Network | ipaddress.IPv6Network
+    mode: Literal["direct", "ipip", "gre"] = "direct"
+    next_hop: ipaddress.IPv4Address | ipaddress.IPv6Address | None = Field(
+        default=None, description="direct: default the D-BID itself")
+    device: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,15}$")
+    remote: ipaddress.IPv4Address | ipaddress.IPv6Address | None = Field(
+        default=None, description="tunnel endpoint; default the D-BID itself")
+    local: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+
+    @model_validator(mode="after")
+    def _tunnel(self) -> ForwardingRule:
+        if self.mode != "direct" and self.local is None:
+            raise ValueError(f"{self.mode} needs a local tunnel address")
+        return self
+
+
+class StaticPath(Strict):
+    """Path metrics used instead of probes (replay, or paths that cannot be probed)."""
+
+    binding: ipaddress.IPv4Address | ipaddress.IPv6Address
+    rtt_ms: NonNegative | None = None
+    loss: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
+    throughput_mbps: NonNegative | None = None
+
+
+class RouterConfig(Strict):
+    defaults: ServicePolicy = ServicePolicy()
+    services: dict[str, ServicePolicy] = Field(
+        default_factory=dict, description="D-SID -> overrides of `defaults` (only the fields given)")
+    probes: Probes = Probes()
+    forwarding: tuple[ForwardingRule, ...] = ()
+    static_paths: tuple[StaticPath, ...] = ()
+    metrics_max_age: PositiveSeconds | None = Field(
+        default=None, description="metrics older than this count as unknown (None: never)")
+    stale_routes_time: NonNegative | None = Field(
+        default=None, description="keep a down peer's routes this long (default: bgp.graceful_restart, else 0)")
+    apply_interval: NonNegative = Field(default=0.1, description="coalesce dataplane applies (seconds)")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics_listen: str | None = None
+
+    @field_validator("services")
+    @classmethod
+    def _dsids(cls, value: dict[str, ServicePolicy]) -> dict[str, ServicePolicy]:
+        for dsid in value:
+            text = dsid if "/" in dsid else dsid + ("/128" if ":" in dsid else "/32")
+            ServiceId.parse(text)
+        return value
+
+    def policy_for(self, service: ServiceId) -> ServicePolicy:
+        """The defaults with this service's explicitly given fields on top."""
+        for dsid, override in self.services.items():
+            text = dsid if "/" in dsid else dsid + ("/128" if ":" in dsid else "/32")
+            if ServiceId.parse(text) == service:
+                return self.defaults.model_copy(
+                    update={name: getattr(override, name) for name in override.model_fields_set})
+        return self.defaults
+
+
 class Config(Strict):
     bgp: Bgp
     agent: AgentConfig = AgentConfig()
     services: tuple[ServiceConfig, ...] = Field(default=(), max_length=100_000)
+    router: RouterConfig = RouterConfig()
 
     def publish_for(self, service: ServiceConfig) -> Publish:
         return service.publish or self.agent.publish

@@ -1,0 +1,139 @@
+"""What the ingress kernel should hold: the dataplane's whole desired state.
+
+The router turns every service's :class:`~dyncast_bgp.model.Decision` into one
+:class:`DesiredState` and hands it, whole, to a :class:`Dataplane` (STYLE.md
+habit 5): the backend diffs it against what it installed, applies the
+difference atomically, and can re-apply everything after a restart. The same
+types are read from a file by `dyncast dataplane apply`.
+
+A service's instances are reached by one of the :class:`Forwarding` modes:
+``direct`` (a connected next hop, e.g. intra-site server access) or an
+encapsulation (``ipip``, ``gre``; ``ip6ip6``/``ip6gre`` for IPv6) from this
+ingress to a tunnel endpoint at the instance's site, so the transit between
+ingress and egress needs no route for the D-SID (DESIGN.md section 4).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from dyncast_bgp.model import InstanceKey, IPAddress, ServiceId
+
+
+class Affinity(enum.StrEnum):
+    """How a flow keeps its instance."""
+
+    FLOW = "flow"  # 5-tuple: the conntrack entry carries the pick (default)
+    CLIENT = "client"  # source address + D-SID: all flows of one client go to one instance
+
+
+class Encap(enum.StrEnum):
+    DIRECT = "direct"
+    IPIP = "ipip"
+    GRE = "gre"
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarding:
+    """How packets for one instance leave the ingress.
+
+    ``direct``: route the D-SID to ``next_hop`` (on a connected network) via
+    ``device`` if given. ``ipip``/``gre``: encapsulate toward ``remote`` (the
+    egress or the instance) from ``local``; the instance side decapsulates.
+    """
+
+    mode: Encap
+    next_hop: IPAddress | None = None
+    device: str | None = None
+    remote: IPAddress | None = None
+    local: IPAddress | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode is Encap.DIRECT and self.next_hop is None:
+            raise ValueError("direct forwarding needs a next_hop")
+        if self.mode is not Encap.DIRECT and (self.remote is None or self.local is None):
+            raise ValueError(f"{self.mode} forwarding needs remote and local tunnel endpoints")
+        if self.remote is not None and self.local is not None and self.remote.version != self.local.version:
+            raise ValueError("tunnel endpoints must be of one IP version")
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceTarget:
+    key: InstanceKey
+    weight: float
+    forwarding: Forwarding
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.weight) and self.weight >= 0.0):
+            raise ValueError(f"{self.key}: weight must be a finite number >= 0, got {self.weight!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceTarget:
+    """One D-SID: how new flows are spread over its instances and how flows stick."""
+
+    service: ServiceId
+    instances: tuple[InstanceTarget, ...]
+    affinity: Affinity = Affinity.FLOW
+    affinity_timeout: float = 300.0  # seconds an idle client keeps its instance (client affinity)
+
+    def __post_init__(self) -> None:
+        keys = [target.key for target in self.instances]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"{self.service}: an instance is listed twice")
+        for target in self.instances:
+            if target.key.service != self.service:
+                raise ValueError(f"{target.key} is not an instance of {self.service}")
+        if not (math.isfinite(self.affinity_timeout) and self.affinity_timeout > 0):
+            raise ValueError(f"{self.service}: affinity_timeout must be > 0")
+
+    @property
+    def weights(self) -> Mapping[InstanceKey, float]:
+        return {target.key: target.weight for target in self.instances}
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    services: tuple[ServiceTarget, ...] = ()
+
+    def __post_init__(self) -> None:
+        seen = [target.service for target in self.services]
+        if len(set(seen)) != len(seen):
+            raise ValueError("a service is listed twice")
+
+    @classmethod
+    def of(cls, services: Iterable[ServiceTarget]) -> DesiredState:
+        return cls(tuple(sorted(services, key=lambda s: s.service.sort_key)))
+
+
+class DataplaneError(Exception):
+    """The backend refused a desired state (nothing changed) or failed to apply it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    changed: bool
+    seconds: float
+    summary: str = ""
+    details: Mapping[str, int] = field(default_factory=dict)
+
+
+class Dataplane(Protocol):
+    """Kernel programming, as the router sees it."""
+
+    def apply(self, desired: DesiredState) -> ApplyResult:
+        """Install ``desired`` whole (diffed against what is installed); on error nothing changes."""
+        ...
+
+    def flow_counts(self) -> Mapping[InstanceKey, int]:
+        """Live flows (conntrack entries) per instance."""
+        ...
+
+    def evict(self, keys: Iterable[InstanceKey]) -> int:
+        """Hard removal: delete these instances' conntrack and affinity entries; returns how many."""
+        ...
