@@ -1,0 +1,178 @@
+"""The router's state, owned by one task: RIB, path metrics, per-service memory and decisions.
+
+Inputs arrive as calls (ExaBGP events, path metrics); ``step(now)`` recomputes
+the services whose inputs changed, plus those still converging (a weight held
+by the slew limit or dwell, a fallback grace running), and returns the
+outcomes whose decision changed. ``desired()`` is the whole dataplane state
+for the current decisions. No I/O; time comes in as ``now``.
+
+An instance that disappears from the RIB (withdrawn, its peer gone) stays in
+the desired state with weight 0 for its service's ``affinity_timeout``, so the
+flows already pinned to it keep their route (soft removal, ETSI GS NFV-REL 006
+clause 6.2); new flows go elsewhere at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from dyncast_bgp.config.schema import RouterConfig, ServicePolicy
+from dyncast_bgp.dataplane.desired import Affinity, DesiredState, Forwarding, InstanceTarget, ServiceTarget
+from dyncast_bgp.engine.decide import Outcome, decide
+from dyncast_bgp.engine.rib import Rib
+from dyncast_bgp.model import Decision, InstanceKey, IPAddress, PathMetrics, ServiceId
+from dyncast_bgp.router.forwarding import forwarding_for
+from dyncast_bgp.wire.exabgp_json import Event
+
+REVIEW_INTERVAL = 1.0  # seconds between re-evaluations of a service that is still converging
+
+
+@dataclass(slots=True)
+class _Service:
+    policy: ServicePolicy
+    outcome: Outcome | None = None
+    bindings: frozenset[IPAddress] = frozenset()
+    lingering: dict[InstanceKey, float] = field(default_factory=dict)  # key -> until
+
+
+class RouterEngine:
+    def __init__(self, config: RouterConfig, *, stale_time: float = 0.0,
+                 static_paths: Callable[[IPAddress], PathMetrics] | None = None) -> None:
+        self.config = config
+        self.rib = Rib(stale_time=stale_time)
+        self._static = static_paths
+        self._paths: dict[IPAddress, PathMetrics] = {}
+        self._services: dict[ServiceId, _Service] = {}
+        self._by_binding: dict[IPAddress, set[ServiceId]] = {}
+        self._dirty: set[ServiceId] = set()
+        self._review_at: dict[ServiceId, float] = {}
+        self.decisions_changed = 0
+
+    # ------------------------------------------------------------ inputs
+
+    def on_event(self, event: Event, now: float) -> None:
+        self._dirty |= self.rib.apply(event, now)
+
+    def on_path(self, binding: IPAddress, metrics: PathMetrics) -> None:
+        if self._paths.get(binding) == metrics:
+            return
+        self._paths[binding] = metrics
+        self._dirty |= self._by_binding.get(binding, set())
+
+    def path_of(self, binding: IPAddress) -> PathMetrics:
+        measured = self._paths.get(binding)
+        if measured is not None:
+            return measured
+        return self._static(binding) if self._static is not None else PathMetrics()
+
+    # ------------------------------------------------------------ decisions
+
+    def next_due(self) -> float | None:
+        times = list(self._review_at.values())
+        expiry = self.rib.next_expiry()
+        if expiry is not None:
+            times.append(expiry)
+        times.extend(until for entry in self._services.values() for until in entry.lingering.values())
+        return min(times) if times else None
+
+    def step(self, now: float) -> list[Outcome]:
+        """Recompute what needs it; return the outcomes whose decision changed."""
+        self._dirty |= self.rib.expire(now)
+        self._dirty |= {service for service, at in self._review_at.items() if at <= now}
+        self._dirty |= {service for service, entry in self._services.items()
+                        if any(until <= now for until in entry.lingering.values())}
+        changed: list[Outcome] = []
+        for service in sorted(self._dirty):
+            outcome = self._recompute(service, now)
+            if outcome is not None:
+                changed.append(outcome)
+        self._dirty.clear()
+        self.decisions_changed += len(changed)
+        return changed
+
+    def _recompute(self, service: ServiceId, now: float) -> Outcome | None:
+        entry = self._services.get(service)
+        if entry is None:
+            entry = self._services[service] = _Service(self.config.policy_for(service))
+        candidates = self.rib.candidates(service, now, path_of=self.path_of, max_age=self.config.metrics_max_age)
+        self._index(service, entry, frozenset(c.key.binding for c in candidates))
+        previous = entry.outcome
+        if not candidates and previous is None:
+            del self._services[service]
+            return None
+        outcome = decide(service, candidates, entry.policy, previous.memory if previous else None, now)
+        present = {c.key for c in candidates}
+        if previous is not None:
+            for key in previous.decision.weights.keys() | previous.decision.excluded.keys():
+                if key not in present and key not in entry.lingering:
+                    entry.lingering[key] = now + entry.policy.affinity_timeout
+        entry.lingering = {key: until for key, until in entry.lingering.items() if until > now and key not in present}
+        entry.outcome = outcome
+        self._schedule_review(service, outcome, now)
+        if previous is not None and _same(previous.decision, outcome.decision):
+            return None
+        if not candidates and not entry.lingering:
+            del self._services[service]
+            self._review_at.pop(service, None)
+        return outcome
+
+    def _index(self, service: ServiceId, entry: _Service, bindings: frozenset[IPAddress]) -> None:
+        for gone in entry.bindings - bindings:
+            services = self._by_binding.get(gone)
+            if services is not None:
+                services.discard(service)
+                if not services:
+                    del self._by_binding[gone]
+        for new in bindings - entry.bindings:
+            self._by_binding.setdefault(new, set()).add(service)
+        entry.bindings = bindings
+
+    def _schedule_review(self, service: ServiceId, outcome: Outcome, now: float) -> None:
+        converging = outcome.fallback == "grace" or any(
+            item.target is not None and not math.isclose(item.target, item.weight, abs_tol=1e-9)
+            for item in outcome.explain)
+        if converging:
+            self._review_at[service] = now + REVIEW_INTERVAL
+        else:
+            self._review_at.pop(service, None)
+
+    # ------------------------------------------------------------ outputs
+
+    def outcome(self, service: ServiceId) -> Outcome | None:
+        entry = self._services.get(service)
+        return entry.outcome if entry else None
+
+    def outcomes(self) -> Iterable[Outcome]:
+        return (entry.outcome for entry in self._services.values() if entry.outcome is not None)
+
+    def desired(self) -> DesiredState:
+        targets = []
+        for service, entry in self._services.items():
+            if entry.outcome is None:
+                continue
+            weights = dict.fromkeys(entry.lingering, 0.0)
+            weights.update(dict.fromkeys(entry.outcome.decision.excluded, 0.0))
+            weights.update(entry.outcome.decision.weights)
+            if not weights:
+                continue
+            instances = tuple(InstanceTarget(key, weight, self._forwarding(key.binding))
+                              for key, weight in sorted(weights.items()))
+            targets.append(ServiceTarget(service, instances, Affinity(entry.policy.affinity),
+                                         entry.policy.affinity_timeout))
+        return DesiredState.of(targets)
+
+    def _forwarding(self, binding: IPAddress) -> Forwarding:
+        return forwarding_for(binding, self.config.forwarding)
+
+
+def _same(a: Decision, b: Decision) -> bool:
+    return dict(a.weights) == dict(b.weights) and dict(a.excluded) == dict(b.excluded)
+
+
+def decision_line(decision: Decision) -> dict[str, object]:
+    """The replay / audit form: ``{"service", "weights": {D-BID: w}, "excluded": {D-BID: reason}}``."""
+    return {"service": str(decision.service),
+            "weights": {str(key.binding): round(weight, 6) for key, weight in sorted(decision.weights.items())},
+            "excluded": {str(key.binding): reason for key, reason in sorted(decision.excluded.items())}}

@@ -1,0 +1,319 @@
+"""Properties of the ExaBGP JSON parser.
+
+1. Whatever the input (arbitrary text, arbitrary JSON, captured lines with keys
+   dropped, values replaced or retyped, text cut or spliced), parse_line returns
+   a well-typed event or raises ExabgpJsonError, nothing else.
+2. UPDATEs built in the captured 5.0 and 4.2 shapes from arbitrary routes parse
+   back to exactly those routes.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dyncast_bgp.wire.exabgp_json import (
+    FAMILIES,
+    EndOfRib,
+    Event,
+    ExabgpJsonError,
+    Ignored,
+    Notification,
+    PeerState,
+    Route,
+    RouteKey,
+    RouteUpdate,
+    SessionState,
+    Shutdown,
+    parse_line,
+)
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "exabgp_json"
+CAPTURED = [line for path in sorted(GOLDEN.glob("*.jsonl"))
+            for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+ADDRESS_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)
+NETWORK_TYPES = (ipaddress.IPv4Network, ipaddress.IPv6Network)
+
+
+def _decodes(line: str) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
+DECODABLE = [line for line in CAPTURED if _decodes(line)]
+UPDATE_TEMPLATES = {
+    version: json.loads(next(line for line in DECODABLE if f'"exabgp": "{version}"' in line and '"announce"' in line))
+    for version in ("5.0.0", "4.0.1")
+}
+
+
+def check(line: str) -> Event | ExabgpJsonError:
+    """parse_line's outcome, asserting it is a well-typed event or our error."""
+    try:
+        event = parse_line(line)
+    except ExabgpJsonError as error:
+        assert len(error.excerpt) <= 203
+        assert error.message and repr(error.excerpt) in str(error)
+        return error
+    assert_well_typed(event)
+    return event
+
+
+def assert_well_typed(event: Event) -> None:
+    if isinstance(event, RouteUpdate):
+        assert isinstance(event.peer, ADDRESS_TYPES)
+        for route in event.announced:
+            assert isinstance(route.prefix, NETWORK_TYPES) and isinstance(route.next_hop, ADDRESS_TYPES)
+            assert 0 <= route.path_id < 1 << 32
+            assert all(isinstance(asn, int) and 0 <= asn < 1 << 32 for asn in route.as_path + route.as_set)
+            assert route.med is None or 0 <= route.med < 1 << 32
+            assert route.local_pref is None or 0 <= route.local_pref < 1 << 32
+            assert route.origin is None or isinstance(route.origin, str)
+            assert all(isinstance(raw, bytes) and len(raw) == 8 for raw in route.ext_communities)
+            route.communities()  # any 8 octets decode
+        for key in event.withdrawn:
+            assert isinstance(key.prefix, NETWORK_TYPES) and 0 <= key.path_id < 1 << 32
+    elif isinstance(event, EndOfRib):
+        assert event.family in FAMILIES
+    elif isinstance(event, PeerState):
+        assert isinstance(event.state, SessionState) and (event.reason is None or isinstance(event.reason, str))
+    elif isinstance(event, Notification):
+        assert 0 <= event.code < 256 and 0 <= event.subcode < 256 and isinstance(event.data, bytes)
+    elif isinstance(event, Ignored):
+        assert isinstance(event.kind, str) and isinstance(event.reason, str)
+    else:
+        assert isinstance(event, Shutdown)
+
+
+# ------------------------------------------------------------------ never anything but ExabgpJsonError
+
+EXABGP_KEYS = ["exabgp", "type", "neighbor", "address", "peer", "local", "direction", "message", "update",
+               "announce", "withdraw", "attribute", "nlri", "path-information", "as-path", "as-set", "med",
+               "local-preference", "origin", "extended-community", "value", "element", "eor", "afi", "safi",
+               "state", "reason", "notification", "code", "subcode", "data", "answer", "ipv4 unicast",
+               "ipv6 unicast", "192.0.2.1", "2001:db8::1", "0"]
+EXABGP_WORDS = ["update", "state", "notification", "up", "down", "connected", "receive", "send", "ipv4", "ipv6",
+                "unicast", "flow", "as-sequence", "as-set", "shutdown", "127.0.0.1", "::1", "fe80::1",
+                "10.0.0.0/8", "2001:db8::/32", "0.0.0.1", "0x0102", "5.0.0", "4.0.1"]
+
+json_scalars = (st.none() | st.booleans() | st.integers(min_value=-(1 << 70), max_value=1 << 70)
+                | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20) | st.sampled_from(EXABGP_WORDS))
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (st.lists(children, max_size=4)
+                      | st.dictionaries(st.sampled_from(EXABGP_KEYS) | st.text(max_size=8), children, max_size=5)),
+    max_leaves=30,
+)
+
+
+@given(st.text())
+def test_arbitrary_text(text: str) -> None:
+    check(text)
+
+
+@given(json_values)
+def test_arbitrary_json(value: Any) -> None:
+    check(json.dumps(value))
+
+
+@given(st.sampled_from(["update", "state", "notification", "open"]), json_values)
+def test_arbitrary_neighbor_objects(kind: str, neighbor: Any) -> None:
+    check(json.dumps({"exabgp": "5.0.0", "type": kind, "neighbor": neighbor}))
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every position in a decoded JSON tree, as the keys/indexes leading to it."""
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found += _paths(child, (*prefix, index))
+    return found
+
+
+def _retyped(value: Any) -> list[Any]:
+    """The same content in other JSON types."""
+    text = json.dumps(value)
+    return [text, [value], {"value": value}, None, True, -1, 1 << 64, 1.5, "", []]
+
+
+@settings(max_examples=300)
+@given(st.data())
+def test_mutated_captured_lines(data: st.DataObject) -> None:
+    original = json.loads(data.draw(st.sampled_from(DECODABLE)))
+    tree = copy.deepcopy(original)
+    path = data.draw(st.sampled_from(_paths(tree)[1:]))
+    parent = tree
+    for step in path[:-1]:
+        parent = parent[step]
+    action = data.draw(st.sampled_from(["drop", "replace", "retype"]))
+    if action == "drop":
+        del parent[path[-1]]
+    elif action == "replace":
+        parent[path[-1]] = data.draw(json_values)
+    else:
+        parent[path[-1]] = data.draw(st.sampled_from(_retyped(parent[path[-1]])))
+    check(json.dumps(tree))
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(CAPTURED), st.integers(min_value=0, max_value=2000), st.text(max_size=3),
+       st.integers(min_value=0, max_value=3))
+def test_spliced_captured_lines(line: str, at: int, insert: str, drop: int) -> None:
+    position = at % (len(line) + 1)
+    check(line[:position] + insert + line[position + drop:])
+    check(line[:position])
+
+
+# ------------------------------------------------------------------ arbitrary routes in the real shapes
+
+
+@st.composite
+def networks(draw: st.DrawFn, version: Literal[4, 6]) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    address = draw(st.ip_addresses(v=version))
+    length = draw(st.integers(min_value=0, max_value=address.max_prefixlen))
+    return ipaddress.ip_network((address, length), strict=False)
+
+
+@st.composite
+def updates(draw: st.DrawFn) -> tuple[list[Route], list[RouteKey], bool]:
+    """Routes sharing one set of attributes, keys to withdraw, and whether ADD-PATH is on."""
+    addpath = draw(st.booleans())
+    path_ids = st.integers(min_value=0, max_value=(1 << 32) - 1) if addpath else st.just(0)
+    asns = st.lists(st.integers(min_value=0, max_value=(1 << 32) - 1), max_size=5).map(tuple)
+    attrs = {
+        "as_path": draw(asns), "as_set": draw(asns),
+        "med": draw(st.none() | st.integers(min_value=0, max_value=(1 << 32) - 1)),
+        "local_pref": draw(st.none() | st.integers(min_value=0, max_value=(1 << 32) - 1)),
+        "origin": draw(st.none() | st.sampled_from(["igp", "egp", "incomplete"])),
+        "ext_communities": tuple(draw(st.lists(st.binary(min_size=8, max_size=8), max_size=5))),
+    }
+    routes: dict[RouteKey, Route] = {}
+    versions: list[Literal[4, 6]] = draw(st.lists(st.sampled_from([4, 6]), max_size=2, unique=True))
+    for version in versions:
+        any_address = st.ip_addresses(v=4) | st.ip_addresses(v=6)
+        next_hops = draw(st.lists(any_address.filter(lambda a: not a.is_link_local), min_size=1, max_size=3,
+                                  unique=True))
+        for next_hop in next_hops:
+            for prefix in draw(st.lists(networks(version), min_size=1, max_size=4)):
+                key = RouteKey(prefix, draw(path_ids))
+                routes.setdefault(key, Route(prefix, next_hop, key.path_id, **attrs))  # type: ignore[arg-type]
+    withdrawn = {RouteKey(prefix, draw(path_ids))
+                 for prefix in draw(st.lists(networks(4) | networks(6), max_size=4))}
+    return list(routes.values()), sorted(withdrawn, key=_key_order), addpath
+
+
+def _nlri(prefix: Any, path_id: int, addpath: bool, as_int: bool) -> dict[str, Any]:
+    item: dict[str, Any] = {"nlri": str(prefix)}
+    if addpath:
+        item["path-information"] = path_id if as_int else str(ipaddress.IPv4Address(path_id))
+    return item
+
+
+def _family(prefix: Any) -> str:
+    return f"ipv{prefix.version} unicast"
+
+
+def render(version: str, routes: list[Route], withdrawn: list[RouteKey], addpath: bool, as_int: bool) -> str:
+    """An UPDATE line in the captured shape of ExaBGP ``version`` (5.0.0 or 4.0.1)."""
+    line = copy.deepcopy(UPDATE_TEMPLATES[version])
+    body: dict[str, Any] = {}
+    if routes:
+        first = routes[0]
+        attribute: dict[str, Any] = {}
+        if first.origin is not None:
+            attribute["origin"] = first.origin
+        if version == "5.0.0":
+            segments = [("as-sequence", first.as_path), ("as-set", first.as_set)]
+            present = [(element, list(asns)) for element, asns in segments if asns]
+            if present:
+                attribute["as-path"] = {str(index): {"element": element, "value": asns}
+                                        for index, (element, asns) in enumerate(present)}
+        elif first.as_path or first.as_set:
+            attribute["as-path"] = list(first.as_path)
+            if first.as_set:
+                attribute["as-set"] = list(first.as_set)
+            attribute["confederation-path"] = []
+        if first.med is not None:
+            attribute["med"] = first.med
+        if first.local_pref is not None:
+            attribute["local-preference"] = first.local_pref
+        if first.ext_communities:
+            attribute["extended-community"] = [{"value": int.from_bytes(raw, "big"), "string": ""}
+                                               for raw in first.ext_communities]
+        body["attribute"] = attribute
+        announce: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for route in routes:
+            announce.setdefault(_family(route.prefix), {}).setdefault(str(route.next_hop), []).append(
+                _nlri(route.prefix, route.path_id, addpath, as_int))
+        body["announce"] = announce
+    if withdrawn:
+        withdraw: dict[str, list[dict[str, Any]]] = {}
+        for key in withdrawn:
+            withdraw.setdefault(_family(key.prefix), []).append(_nlri(key.prefix, key.path_id, addpath, as_int))
+        body["withdraw"] = withdraw
+    line["neighbor"]["message"] = {"update": body}
+    return json.dumps(line)
+
+
+@settings(max_examples=300)
+@given(updates(), st.sampled_from(["5.0.0", "4.0.1"]), st.booleans())
+def test_rendered_updates_parse_back(update: tuple[list[Route], list[RouteKey], bool], version: str,
+                                     as_int: bool) -> None:
+    routes, withdrawn, addpath = update
+    event = parse_line(render(version, routes, withdrawn, addpath, as_int))
+    if not routes and not withdrawn:
+        assert isinstance(event, Ignored) and event.kind == "update"
+        return
+    assert isinstance(event, RouteUpdate)
+    assert event.peer == ipaddress.ip_address("127.0.83.1")
+    assert sorted(event.announced, key=_order) == sorted(routes, key=_order)
+    assert sorted(event.withdrawn, key=_key_order) == sorted(withdrawn, key=_key_order)
+
+
+def _order(route: Route) -> tuple[int, int, int, int]:
+    return _key_order(route.key)
+
+
+def _key_order(key: RouteKey) -> tuple[int, int, int, int]:
+    return (key.prefix.version, int(key.prefix.network_address), key.prefix.prefixlen, key.path_id)
+
+
+# ------------------------------------------------------------------ addresses agree with the ipaddress module
+
+address_like = (st.text(alphabet="0123456789abcdefABCDEF.:/%", max_size=45)
+                | st.ip_addresses().map(str)
+                | st.builds(lambda a, b: f"{a}/{b}", st.ip_addresses(), st.integers(min_value=-1, max_value=130))
+                | st.builds(lambda a, b: f"{a}/{b}", st.ip_addresses(), st.text(alphabet="0123456789 +_", max_size=4)))
+
+
+def _with_announce(family: str, next_hop: str, nlri: str) -> str:
+    line = copy.deepcopy(UPDATE_TEMPLATES["5.0.0"])
+    line["neighbor"]["message"]["update"]["announce"] = {family: {next_hop: [{"nlri": nlri}]}}
+    return json.dumps(line)
+
+
+@given(address_like)
+def test_prefixes_parse_as_ipaddress_does(text: str) -> None:
+    family = "ipv6 unicast" if ":" in text else "ipv4 unicast"
+    outcome = check(_with_announce(family, "192.0.2.1", text))
+    if isinstance(outcome, RouteUpdate):
+        assert outcome.announced[0].prefix == ipaddress.ip_network(text, strict=True)
+
+
+@given(address_like)
+def test_next_hops_parse_as_ipaddress_does(text: str) -> None:
+    outcome = check(_with_announce("ipv4 unicast", text, "10.0.0.0/8"))
+    if isinstance(outcome, RouteUpdate):
+        assert outcome.announced[0].next_hop == ipaddress.ip_address(text)

@@ -1,0 +1,118 @@
+"""The router's RIB: announcements, withdrawals, ADD-PATH, peers going down with and without GR."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from dyncast_bgp.engine.rib import Rib
+from dyncast_bgp.model import InstanceState, PathMetrics, ServiceId, StateFlag
+from dyncast_bgp.wire.exabgp_json import (
+    EndOfRib,
+    ExabgpJsonError,
+    PeerState,
+    Route,
+    RouteKey,
+    RouteUpdate,
+    SessionState,
+    parse_line,
+)
+from dyncast_bgp.wire.metrics import encode_metrics
+
+PEER = ipaddress.ip_address("10.0.0.3")
+OTHER_PEER = ipaddress.ip_address("10.0.0.9")
+SVC = ServiceId.parse("203.0.113.10/32")
+A, B = ipaddress.ip_address("198.51.100.11"), ipaddress.ip_address("198.51.100.12")
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "exabgp_json"
+
+
+def route(next_hop: ipaddress.IPv4Address | ipaddress.IPv6Address, path_id: int, cpu: float,
+          flags: StateFlag = StateFlag.NONE) -> Route:
+    communities = tuple(c.pack() for c in encode_metrics({"cpu_utilization": cpu}, flags=flags))
+    return Route(prefix=SVC.prefix, next_hop=next_hop, path_id=path_id, ext_communities=communities)
+
+
+def no_path(_: object) -> PathMetrics:
+    return PathMetrics()
+
+
+def cpus(rib: Rib, now: float = 0.0, **kwargs: float) -> dict[str, float | None]:
+    return {str(c.key.binding): c.metrics.get("cpu_utilization")
+            for c in rib.candidates(SVC, now, path_of=no_path, **kwargs)}
+
+
+def test_add_path_instances_withdraw_and_replace() -> None:
+    rib = Rib()
+    changed = rib.apply(RouteUpdate(PEER, (route(A, 1, 20), route(B, 2, 70))), 0.0)
+    assert changed == {SVC}
+    assert cpus(rib) == {"198.51.100.11": 20.0, "198.51.100.12": 70.0}
+    rib.apply(RouteUpdate(PEER, (route(A, 1, 30),)), 1.0)  # same path id: replaces
+    assert cpus(rib) == {"198.51.100.11": 30.0, "198.51.100.12": 70.0}
+    rib.apply(RouteUpdate(PEER, withdrawn=(RouteKey(SVC.prefix, 2),)), 2.0)
+    assert cpus(rib) == {"198.51.100.11": 30.0}
+    rib.check_invariants()
+    assert rib.apply(RouteUpdate(PEER, withdrawn=(RouteKey(SVC.prefix, 2),)), 3.0) == set()
+
+
+def test_draining_flag_becomes_state_and_old_metrics_become_unknown() -> None:
+    rib = Rib()
+    rib.apply(RouteUpdate(PEER, (route(A, 1, 20, StateFlag.DRAINING),)), 0.0)
+    (candidate,) = rib.candidates(SVC, 100.0, path_of=no_path, max_age=60.0)
+    assert candidate.state is InstanceState.DRAINING  # the flag survives ageing
+    assert candidate.metrics.get("cpu_utilization") is None and candidate.metrics_age == 100.0
+
+
+def test_same_instance_from_two_peers_is_one_candidate_with_the_freshest_metrics() -> None:
+    rib = Rib()
+    rib.apply(RouteUpdate(PEER, (route(A, 1, 20),)), 0.0)
+    rib.apply(RouteUpdate(OTHER_PEER, (route(A, 7, 25),)), 1.0)
+    assert cpus(rib) == {"198.51.100.11": 25.0}
+
+
+def test_peer_down_without_graceful_restart_removes_its_paths_at_once() -> None:
+    rib = Rib(stale_time=0)
+    rib.apply(RouteUpdate(PEER, (route(A, 1, 20),)), 0.0)
+    rib.apply(RouteUpdate(OTHER_PEER, (route(B, 1, 40),)), 0.0)
+    assert rib.apply(PeerState(PEER, SessionState.DOWN, "hold timer expired"), 5.0) == {SVC}
+    assert cpus(rib) == {"198.51.100.12": 40.0}
+    rib.check_invariants()
+
+
+def test_graceful_restart_keeps_stale_paths_until_time_or_end_of_rib() -> None:
+    rib = Rib(stale_time=120)
+    rib.apply(RouteUpdate(PEER, (route(A, 1, 20), route(B, 2, 30))), 0.0)
+    rib.apply(PeerState(PEER, SessionState.DOWN, None), 10.0)
+    assert cpus(rib) == {"198.51.100.11": 20.0, "198.51.100.12": 30.0}  # forwarding continues
+    assert rib.next_expiry() == 130.0
+    rib.apply(PeerState(PEER, SessionState.UP, None), 20.0)
+    rib.apply(RouteUpdate(PEER, (route(A, 1, 22),)), 21.0)  # re-sent after the restart
+    rib.apply(EndOfRib(PEER, "ipv4 unicast"), 22.0)  # B was not re-sent: gone now
+    assert cpus(rib) == {"198.51.100.11": 22.0}
+    rib.apply(PeerState(PEER, SessionState.DOWN, None), 30.0)
+    assert rib.expire(149.0) == set()
+    assert rib.expire(150.0) == {SVC}
+    assert cpus(rib, 150.0) == {}
+    rib.check_invariants()
+
+
+def test_malformed_metric_is_counted_and_that_metric_is_unknown() -> None:
+    rib = Rib()
+    bad_cpu = bytes.fromhex("83012280" + "43960000")  # 300.0 percent
+    rib.apply(RouteUpdate(PEER, (Route(SVC.prefix, A, 1, ext_communities=(bad_cpu,)),)), 0.0)
+    assert cpus(rib) == {"198.51.100.11": None}
+    assert rib.counters.metric_problems == 1
+
+
+@pytest.mark.parametrize("capture", sorted(GOLDEN.glob("*.jsonl")), ids=lambda p: p.name)
+def test_recorded_exabgp_output_of_both_versions_builds_a_consistent_rib(capture: Path) -> None:
+    rib = Rib(stale_time=0)
+    for number, line in enumerate(capture.read_text().splitlines()):
+        try:
+            event = parse_line(line)
+        except ExabgpJsonError:
+            continue
+        rib.apply(event, float(number))
+        rib.check_invariants()
+    assert rib.counters.announced > 0 and rib.counters.withdrawn > 0
