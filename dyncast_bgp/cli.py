@@ -20,6 +20,7 @@ AREAS = (
     "dyncast_bgp.agent.commands",
     "dyncast_bgp.exabgp.commands",
     "dyncast_bgp.lab.commands",
+    "dyncast_bgp.router.commands",
 )
 
 

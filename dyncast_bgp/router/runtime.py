@@ -1,0 +1,169 @@
+"""The live router: ExaBGP JSON in, probes alongside, decisions out to the dataplane.
+
+One task owns the :class:`RouterEngine`. ExaBGP lines (stdin) and probe
+changes arrive on one queue; after each batch the owner steps the engine and,
+when a decision changed, schedules one dataplane apply, coalescing changes
+that come within ``router.apply_interval``. The dataplane runs in a worker
+thread (it waits on nft/ip), so reading ExaBGP never stalls behind it. A
+malformed ExaBGP line is logged (truncated) and skipped; a dataplane error is
+logged and retried on the next change, and the previous kernel state stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from dyncast_bgp.config.schema import Config
+from dyncast_bgp.dataplane.desired import Dataplane, DataplaneError, DesiredState
+from dyncast_bgp.engine.decide import Outcome
+from dyncast_bgp.engine.owner import RouterEngine, decision_line
+from dyncast_bgp.model import IPAddress, PathMetrics
+from dyncast_bgp.probe.prober import Prober, queue_sink
+from dyncast_bgp.router.static import static_paths
+from dyncast_bgp.wire.exabgp_json import ExabgpJsonError, PeerState, Shutdown, parse_line
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class RouterCounters:
+    lines: int = 0
+    rejected_lines: int = 0
+    path_changes: int = 0
+    applies: int = 0
+    apply_errors: int = 0
+    last_apply_seconds: float = 0.0
+
+
+class RouterRuntime:
+    def __init__(self, config: Config, *, lines: AsyncIterator[str], dataplane: Dataplane | None,
+                 probes: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+        router = config.router
+        stale = router.stale_routes_time
+        if stale is None:
+            stale = float(config.bgp.graceful_restart or 0)
+        self.config = config
+        self.engine = RouterEngine(router, stale_time=stale, static_paths=static_paths(router.static_paths))
+        self.counters = RouterCounters()
+        self.stopping = asyncio.Event()
+        self._lines = lines
+        self._dataplane = dataplane
+        self._clock = clock
+        self._paths: asyncio.Queue[tuple[IPAddress, PathMetrics]] = asyncio.Queue()
+        self._prober = Prober(router.probes, on_change=queue_sink(self._paths)) \
+            if probes and router.probes.enabled else None
+        self._apply_wanted = asyncio.Event()
+        self._wake = asyncio.Event()
+        self.installed: DesiredState | None = None
+
+    async def run(self) -> None:
+        if self._prober is not None:
+            await self._prober.start()
+        tasks = [asyncio.create_task(self._read(), name="exabgp"),
+                 asyncio.create_task(self._paths_in(), name="probes"),
+                 asyncio.create_task(self._applier(), name="dataplane")]
+        log.info("router_started", probes=self._prober is not None, dataplane=self._dataplane is not None)
+        try:
+            await self._own()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._prober is not None:
+                await self._prober.close()
+            log.info("router_stopped", lines=self.counters.lines, rejected=self.counters.rejected_lines,
+                     applies=self.counters.applies, apply_errors=self.counters.apply_errors)
+
+    # ------------------------------------------------------------ the owner
+
+    async def _own(self) -> None:
+        while not self.stopping.is_set():
+            due = self.engine.next_due()
+            timeout = None if due is None else max(0.0, due - self._clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            self._wake.clear()
+            self._after_inputs()
+
+    def _after_inputs(self) -> None:
+        changed = self.engine.step(self._clock())
+        for outcome in changed:
+            _log_outcome(outcome)
+        if changed:
+            if self._prober is not None:
+                self._prober.set_targets(self._bindings())
+            self._apply_wanted.set()
+
+    def _bindings(self) -> set[IPAddress]:
+        return {key.binding for outcome in self.engine.outcomes()
+                for key in (*outcome.decision.weights, *outcome.decision.excluded)}
+
+    # ------------------------------------------------------------ the feeders
+
+    async def _read(self) -> None:
+        try:
+            async for line in self._lines:
+                self.counters.lines += 1
+                try:
+                    event = parse_line(line)
+                except ExabgpJsonError as exc:
+                    self.counters.rejected_lines += 1
+                    log.warning("exabgp_line_rejected", error=str(exc))
+                    continue
+                if isinstance(event, Shutdown):
+                    log.info("exabgp_shutdown")
+                    break
+                if isinstance(event, PeerState):
+                    log.info("bgp_peer_state", peer=str(event.peer), state=str(event.state), reason=event.reason)
+                self.engine.on_event(event, self._clock())
+                self._wake.set()
+        finally:
+            log.info("exabgp_input_closed")
+            self.stopping.set()
+            self._wake.set()
+
+    async def _paths_in(self) -> None:
+        while True:
+            binding, metrics = await self._paths.get()
+            self.counters.path_changes += 1
+            if not metrics.reachable:
+                log.warning("instance_unreachable", binding=str(binding))
+            self.engine.on_path(binding, metrics)
+            self._wake.set()
+
+    async def _applier(self) -> None:
+        if self._dataplane is None:
+            return
+        interval = self.config.router.apply_interval
+        while True:
+            await self._apply_wanted.wait()
+            await asyncio.sleep(interval)  # coalesce changes that arrive together
+            self._apply_wanted.clear()
+            desired = self.engine.desired()
+            if desired == self.installed:
+                continue
+            try:
+                result = await asyncio.to_thread(self._dataplane.apply, desired)
+            except DataplaneError as exc:
+                self.counters.apply_errors += 1
+                log.error("dataplane_apply_failed", error=str(exc))
+                continue
+            self.installed = desired
+            self.counters.applies += 1
+            self.counters.last_apply_seconds = result.seconds
+            log.info("dataplane_applied", changed=result.changed, seconds=round(result.seconds, 4),
+                     summary=result.summary)
+
+
+def _log_outcome(outcome: Outcome) -> None:
+    line = decision_line(outcome.decision)
+    if outcome.fallback is not None:
+        log.warning("service_fallback", fallback=outcome.fallback, status=outcome.status, **line)
+    else:
+        log.info("decision_changed", status=outcome.status, **line)
