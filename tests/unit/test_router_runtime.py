@@ -1,0 +1,89 @@
+"""RouterRuntime with fed ExaBGP lines and a fake dataplane that checks what it is given."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Iterable, Mapping
+
+from dyncast_bgp.config.loader import parse
+from dyncast_bgp.dataplane.desired import ApplyResult, DataplaneError, DesiredState
+from dyncast_bgp.model import InstanceKey
+from dyncast_bgp.router.runtime import RouterRuntime
+from tests.unit.exabgp_lines import update, withdraw
+
+CONFIG = """
+bgp: {router_id: 192.0.2.1, local_as: 65000}
+router:
+  apply_interval: 0.05
+  probes: {enabled: false}
+  defaults: {max_step: 1.0, min_dwell: 0, smoothing: 1.0}
+"""
+SVC, A, B = "203.0.113.10/32", "198.51.100.11", "198.51.100.12"
+
+
+class CheckingDataplane:
+    """Fails the test on a malformed desired state; can refuse the first apply."""
+
+    def __init__(self, *, fail_first: bool = False) -> None:
+        self.applied: list[DesiredState] = []
+        self.fail_first = fail_first
+
+    def apply(self, desired: DesiredState) -> ApplyResult:
+        for service in desired.services:
+            total = sum(target.weight for target in service.instances)
+            assert math.isclose(total, 1.0) or total == 0.0, f"weights of {service.service} sum to {total}"
+        if self.fail_first:
+            self.fail_first = False
+            raise DataplaneError("refused on purpose")
+        self.applied.append(desired)
+        return ApplyResult(changed=True, seconds=0.001)
+
+    def flow_counts(self) -> Mapping[InstanceKey, int]:
+        return {}
+
+    def evict(self, keys: Iterable[InstanceKey]) -> int:
+        return 0
+
+
+async def feed(lines: list[tuple[float, str]]) -> AsyncIterator[str]:
+    for delay, line in lines:
+        await asyncio.sleep(delay)
+        yield line
+
+
+def run(lines: list[tuple[float, str]], dataplane: CheckingDataplane) -> RouterRuntime:
+    async def go() -> RouterRuntime:
+        runtime = RouterRuntime(parse(CONFIG), lines=feed(lines), dataplane=dataplane)
+        task = asyncio.create_task(runtime.run())
+        await asyncio.wait_for(task, timeout=10)
+        return runtime
+    return asyncio.run(go())
+
+
+def weights(state: DesiredState) -> dict[str, float]:
+    return {str(t.key.binding): t.weight for s in state.services for t in s.instances}
+
+
+def test_decisions_reach_the_dataplane_coalesced_and_bad_lines_are_skipped() -> None:
+    dataplane = CheckingDataplane()
+    lines = [(0, update(1, "10.0.0.3", SVC, A, 1, {"cpu_utilization": 20, "capacity": 1000})),
+             (0, update(1, "10.0.0.3", SVC, B, 2, {"cpu_utilization": 20, "capacity": 1000})),
+             (0, "{garbage"),
+             (0.3, withdraw(2, "10.0.0.3", SVC, 2)),
+             (0.3, "")]
+    runtime = run(lines, dataplane)
+    assert runtime.counters.rejected_lines == 1
+    assert weights(dataplane.applied[0]) == {A: 0.5, B: 0.5}  # both updates in one apply
+    assert weights(dataplane.applied[-1]) == {A: 1.0, B: 0.0}  # B lingers at 0 for its flows
+    assert len(dataplane.applied) == 2
+
+
+def test_a_refused_apply_is_counted_and_the_next_change_is_applied() -> None:
+    dataplane = CheckingDataplane(fail_first=True)
+    lines = [(0, update(1, "10.0.0.3", SVC, A, 1, {"cpu_utilization": 20})),
+             (0.3, update(2, "10.0.0.3", SVC, B, 2, {"cpu_utilization": 20})),
+             (0.3, "")]
+    runtime = run(lines, dataplane)
+    assert runtime.counters.apply_errors == 1
+    assert weights(dataplane.applied[-1]) == {A: 0.5, B: 0.5}
