@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 
+from dyncast_bgp.model import StateFlag
 from dyncast_bgp.wire.metrics import encode_metrics
 
 
-def update(time: float, peer: str, prefix: str, next_hop: str, path_id: int, metrics: dict[str, float],
+def update(time: float, peer: str, prefix: str, next_hop: str, path_id: int, *, metrics: dict[str, float],
            flags: int = 0) -> str:
-    from dyncast_bgp.model import StateFlag
-
     values = [int.from_bytes(c.pack(), "big") for c in encode_metrics(metrics, flags=StateFlag(flags))]
     family = "ipv6 unicast" if ":" in prefix else "ipv4 unicast"
     return json.dumps({

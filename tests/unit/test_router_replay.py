@@ -26,9 +26,9 @@ def run(lines: list[str], config: RouterConfig = FAST) -> list[dict[str, object]
 
 def story() -> list[str]:
     return [
-        update(100.0, "10.0.0.3", SVC, A, 1, {"cpu_utilization": 20, "capacity": 1000}),
-        update(100.1, "10.0.0.3", SVC, B, 2, {"cpu_utilization": 20, "capacity": 1000}),
-        update(110.0, "10.0.0.3", SVC, A, 1, {"cpu_utilization": 90, "capacity": 1000}),
+        update(100.0, "10.0.0.3", SVC, A, 1, metrics={"cpu_utilization": 20, "capacity": 1000}),
+        update(100.1, "10.0.0.3", SVC, B, 2, metrics={"cpu_utilization": 20, "capacity": 1000}),
+        update(110.0, "10.0.0.3", SVC, A, 1, metrics={"cpu_utilization": 90, "capacity": 1000}),
         withdraw(120.0, "10.0.0.3", SVC, 2),
         peer_down(130.0, "10.0.0.3"),
     ]

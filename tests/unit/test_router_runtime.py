@@ -67,8 +67,8 @@ def weights(state: DesiredState) -> dict[str, float]:
 
 def test_decisions_reach_the_dataplane_coalesced_and_bad_lines_are_skipped() -> None:
     dataplane = CheckingDataplane()
-    lines = [(0, update(1, "10.0.0.3", SVC, A, 1, {"cpu_utilization": 20, "capacity": 1000})),
-             (0, update(1, "10.0.0.3", SVC, B, 2, {"cpu_utilization": 20, "capacity": 1000})),
+    lines = [(0, update(1, "10.0.0.3", SVC, A, 1, metrics={"cpu_utilization": 20, "capacity": 1000})),
+             (0, update(1, "10.0.0.3", SVC, B, 2, metrics={"cpu_utilization": 20, "capacity": 1000})),
              (0, "{garbage"),
              (0.3, withdraw(2, "10.0.0.3", SVC, 2)),
              (0.3, "")]
@@ -81,8 +81,8 @@ def test_decisions_reach_the_dataplane_coalesced_and_bad_lines_are_skipped() -> 
 
 def test_a_refused_apply_is_counted_and_the_next_change_is_applied() -> None:
     dataplane = CheckingDataplane(fail_first=True)
-    lines = [(0, update(1, "10.0.0.3", SVC, A, 1, {"cpu_utilization": 20})),
-             (0.3, update(2, "10.0.0.3", SVC, B, 2, {"cpu_utilization": 20})),
+    lines = [(0, update(1, "10.0.0.3", SVC, A, 1, metrics={"cpu_utilization": 20})),
+             (0.3, update(2, "10.0.0.3", SVC, B, 2, metrics={"cpu_utilization": 20})),
              (0.3, "")]
     runtime = run(lines, dataplane)
     assert runtime.counters.apply_errors == 1
