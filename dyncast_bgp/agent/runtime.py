@@ -24,6 +24,7 @@ from typing import Protocol
 
 import structlog
 
+from dyncast_bgp.agent.echo import EchoError, EchoServer, serve_echo
 from dyncast_bgp.agent.health import Checker, build_checker
 from dyncast_bgp.agent.risefall import next_interval
 from dyncast_bgp.agent.sources import Collector, SourceError, build_collector
@@ -98,11 +99,14 @@ class AgentRuntime:
                 tasks.append(asyncio.create_task(self._collect(iid, index, source), name=f"metrics {iid}#{index}"))
             if not isinstance(instance.health, NoHealth):
                 tasks.append(asyncio.create_task(self._check(iid, instance.health), name=f"health {iid}"))
+        echo = await self._start_echo()
         log.info("agent_started", services=len(self.config.services),
-                 instances=sum(len(s.instances) for s in self.config.services))
+                 instances=sum(len(s.instances) for s in self.config.services), echo=echo is not None)
         try:
             await self._own_state()
         finally:
+            if echo is not None:
+                echo.close()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -110,6 +114,16 @@ class AgentRuntime:
                 await self._send(self.state.withdraw_all(), why="exit")
             log.info("agent_stopped", commands=self.counters.commands_written, acks_done=self.counters.acks_done,
                      acks_error=self.counters.acks_error)
+
+    async def _start_echo(self) -> EchoServer | None:
+        """The UDP echo the routers' path probes reach; a failure to bind is logged, not fatal."""
+        if self.config.agent.echo is None:
+            return None
+        try:
+            return await serve_echo(self.config.agent.echo)
+        except EchoError as exc:
+            log.error("echo_responder_failed", error=str(exc))
+            return None
 
     # ------------------------------------------------------------ the owner
 

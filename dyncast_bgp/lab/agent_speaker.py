@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from dyncast_bgp.exabgp.render import Role
+from dyncast_bgp.lab.daemons.base import Local, Peer
 from dyncast_bgp.lab.daemons.exabgp import ExaBgp
 from dyncast_bgp.lab.interop import InteropLab
+from dyncast_bgp.lab.netns import Lab, Namespace
 
 
 class RenderedExaBgp(ExaBgp):
@@ -35,30 +38,42 @@ def dyncast_executable() -> str:
     return str(Path(sys.executable).with_name("dyncast"))
 
 
-def base_config(interop: InteropLab, slot: int) -> dict[str, Any]:
-    """The ``bgp`` section for an agent in ``slot``: one neighbor per receiver of the lab."""
-    spec = interop.speakers[slot]
-    local = spec.local.addresses[0]
-    return {"router_id": spec.local.router_id, "local_as": spec.local.asn,
-            "neighbors": [{"address": peer.address, "peer_as": peer.asn, "local_address": local,
-                           "description": peer.description} for peer in spec.peers]}
+def base_config(local: Local, peers: Sequence[Peer]) -> dict[str, Any]:
+    """The ``bgp`` section for an agent with identity ``local`` peering with ``peers``."""
+    source = local.addresses[0]
+    return {"router_id": local.router_id, "local_as": local.asn,
+            "neighbors": [{"address": peer.address, "peer_as": peer.asn, "local_address": source,
+                           "description": peer.description} for peer in peers]}
+
+
+def start_speaker(lab: Lab, namespace: Namespace, local: Local, peers: Sequence[Peer], *, role: Role,
+                  config: Mapping[str, Any], directory: Path, name: str, extra_args: Sequence[str] = ()
+                  ) -> RenderedExaBgp:
+    """Write ``config`` (``bgp`` merged over the identity), render ExaBGP's for ``role``, start it.
+
+    ``extra_args`` are appended to the dyncast command ExaBGP runs (e.g. ``--no-dataplane``).
+    """
+    merged = dict(config)
+    merged["bgp"] = {**base_config(local, peers), **dict(config.get("bgp", {}))}
+    config_path = directory / f"{role}.yml"
+    config_path.write_text(yaml.safe_dump(merged, sort_keys=False))
+    dyncast = dyncast_executable()
+    rendered = subprocess.run([dyncast, "exabgp-conf", "--role", role, "--config", str(config_path),
+                               "--dyncast", dyncast], capture_output=True, text=True, check=True).stdout
+    if extra_args:
+        rendered = rendered.replace(f"--config {config_path};", f"--config {config_path} {' '.join(extra_args)};")
+    speaker = RenderedExaBgp(lab, namespace, name=name, local=local, peers=peers, receive_updates=False,
+                             rendered=rendered)
+    speaker.start()
+    return speaker
 
 
 def start_agent(interop: InteropLab, slot: int, config: Mapping[str, Any], directory: Path,
                 *, name: str = "agent-exabgp") -> RenderedExaBgp:
-    """Write ``config`` (with ``bgp`` merged over the slot's identity), render ExaBGP's, start it."""
-    merged = dict(config)
-    merged["bgp"] = {**base_config(interop, slot), **dict(config.get("bgp", {}))}
-    config_path = directory / "agent.yml"
-    config_path.write_text(yaml.safe_dump(merged, sort_keys=False))
-    dyncast = dyncast_executable()
-    rendered = subprocess.run([dyncast, "exabgp-conf", "--role", "agent", "--config", str(config_path),
-                               "--dyncast", dyncast], capture_output=True, text=True, check=True).stdout
+    """The agent in speaker ``slot`` of the interop lab, peering with every receiver."""
     spec = interop.speakers[slot]
-    speaker = RenderedExaBgp(interop.lab, spec.namespace, name=name, local=spec.local, peers=spec.peers,
-                             receive_updates=False, rendered=rendered)
-    speaker.start()
-    return speaker
+    return start_speaker(interop.lab, spec.namespace, spec.local, spec.peers, role="agent", config=config,
+                         directory=directory, name=name)
 
 
 def child_pids(speaker: ExaBgp) -> list[int]:
