@@ -25,16 +25,37 @@ from dyncast_bgp.model import (
     ServiceId,
     state_from_flags,
 )
-from dyncast_bgp.wire.community import EXPERIMENTAL_TYPES, decode
+from dyncast_bgp.wire.community import EXPERIMENTAL_TYPES
 from dyncast_bgp.wire.exabgp_json import EndOfRib, Event, PeerState, Route, RouteUpdate, SessionState
-from dyncast_bgp.wire.metrics import decode_metrics
+from dyncast_bgp.wire.fastdecode import decode_raw
 
 
-@dataclass(frozen=True, slots=True)
 class PathKey:
-    peer: IPAddress
-    service: ServiceId
-    path_id: int
+    """(peer, D-SID, path id), immutable, with its hash computed once.
+
+    A path key is hashed several times per update (path table and two indexes),
+    and hashing an ``ipaddress`` object formats a string each time.
+    """
+
+    __slots__ = ("_hash", "path_id", "peer", "service")
+
+    def __init__(self, peer: IPAddress, service: ServiceId, path_id: int) -> None:
+        self.peer = peer
+        self.service = service
+        self.path_id = path_id
+        self._hash = hash((peer, service.prefix, path_id))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PathKey):
+            return NotImplemented
+        return (self._hash == other._hash and self.path_id == other.path_id and self.peer == other.peer
+                and self.service == other.service)
+
+    def __repr__(self) -> str:
+        return f"PathKey({self.peer}, {self.service}, {self.path_id})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +66,7 @@ class Path:
     problems: tuple[str, ...]
     received_at: float
     stale_since: float | None = None
+    raw: tuple[bytes, ...] = ()  # the communities as received, to skip decoding an unchanged set
 
     @property
     def instance(self) -> InstanceKey:
@@ -94,11 +116,15 @@ class Rib:
         return changed
 
     def _announce(self, peer: IPAddress, route: Route, now: float) -> ServiceId:
-        decoded = decode_metrics(decode(raw, metric_types=self.metric_types) for raw in route.ext_communities)
-        if decoded.problems:
-            self.counters.metric_problems += len(decoded.problems)
         key = PathKey(peer, ServiceId(route.prefix), route.path_id)
-        self._paths[key] = Path(key, route.next_hop, decoded.metrics, decoded.problems, now)
+        previous = self._paths.get(key)
+        if previous is not None and previous.raw == route.ext_communities:  # same bytes: same metrics
+            metrics, problems = previous.metrics, previous.problems
+        else:
+            decoded = decode_raw(route.ext_communities, metric_types=self.metric_types)
+            metrics, problems = decoded.metrics, decoded.problems
+            self.counters.metric_problems += len(problems)
+        self._paths[key] = Path(key, route.next_hop, metrics, problems, now, raw=route.ext_communities)
         self._by_service[key.service].add(key)
         self._by_peer[peer].add(key)
         self.counters.announced += 1

@@ -77,6 +77,10 @@ class Statistic(enum.IntEnum):
     MIN = 3
 
 
+_MAX_UNIT = max(Unit)
+_MAX_SOURCE = max(Source)
+
+
 @dataclass(frozen=True, slots=True)
 class MetricSpec:
     """One entry of the metric registry: what a sub-type means."""
@@ -233,9 +237,9 @@ class MetricCommunity:
         issues: list[str] = []
         if self.level > Level.OVERALL:
             issues.append(f"level {self.level} is undefined")
-        if self.unit > max(Unit):
+        if self.unit > _MAX_UNIT:
             issues.append(f"unit {self.unit} is undefined")
-        if self.source > max(Source):
+        if self.source > _MAX_SOURCE:
             issues.append(f"source {self.source} is undefined")
         spec = self.spec
         if spec is None:

@@ -129,8 +129,7 @@ class _Reader:
             self.unknown.append(community)
 
     def _metric(self, community: MetricCommunity) -> None:
-        label = _label(community)
-        if label is None:
+        if not _packable(community):
             self.problems.append(f"{community!r}: not a valid extended community, ignored")
             return
         spec = community.spec
@@ -138,12 +137,12 @@ class _Reader:
             self.unknown.append(community)
             return
         if spec.subtype in self.seen:
-            self.problems.append(f"{spec.name} ({label}): duplicate sub-type, the first one is used")
+            self.problems.append(f"{spec.name} ({to_hex(community)}): duplicate sub-type, the first one is used")
             return
         self.seen.add(spec.subtype)
         issues = _issues(community)
         if issues:
-            self.problems.append(f"{spec.name} ({label}): {'; '.join(issues)}; metric ignored")
+            self.problems.append(f"{spec.name} ({to_hex(community)}): {'; '.join(issues)}; metric ignored")
             return
         self._use(spec.name, community.value)
 
@@ -177,6 +176,14 @@ def decode_metrics(communities: Iterable[Community]) -> DecodedMetrics:
     metrics = ComputeMetrics(values=MetricsView(reader.values), flags=reader.flags, version=reader.version)
     return DecodedMetrics(metrics=metrics, problems=tuple(reader.problems), unknown=tuple(reader.unknown),
                           link_bandwidth=lowest)
+
+
+def _packable(community: MetricCommunity) -> bool:
+    """Whether the fields fit their octets (always true for decoded ones); cheaper than packing."""
+    return (0 <= community.type_code <= 0xFF and 0 <= community.subtype <= 0xFF
+            and 0 <= community.raw_value <= UINT32_MAX and 0 <= community.level <= 3 and 0 <= community.fmt <= 1
+            and 0 <= community.unit <= 15 and 0 <= community.source <= 7 and 0 <= community.statistic <= 3
+            and 0 <= community.reserved <= 15)
 
 
 def _label(community: MetricCommunity | LinkBandwidth) -> str | None:
