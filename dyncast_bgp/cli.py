@@ -21,11 +21,14 @@ AREAS = (
     "dyncast_bgp.exabgp.commands",
     "dyncast_bgp.lab.commands",
     "dyncast_bgp.router.commands",
+    "dyncast_bgp.probe.commands",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dyncast", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="dyncast", description="Dynamic Anycast (Dyncast / IETF CATS) over BGP: the metric agent, the ingress "
+        "router, and tools to check configs, decode communities, probe paths and run labs.")
     parser.add_argument("--version", action="version", version=f"dyncast-bgp {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in AREAS:

@@ -25,6 +25,7 @@ from dyncast_bgp.engine.decide import Outcome
 from dyncast_bgp.engine.owner import RouterEngine, decision_line
 from dyncast_bgp.model import IPAddress, PathMetrics
 from dyncast_bgp.probe.prober import Prober, queue_sink
+from dyncast_bgp.probe.static import throughput_from_static
 from dyncast_bgp.router.static import static_paths
 from dyncast_bgp.wire.exabgp_json import ExabgpJsonError, PeerState, Shutdown, parse_line
 
@@ -56,7 +57,8 @@ class RouterRuntime:
         self._dataplane = dataplane
         self._clock = clock
         self._paths: asyncio.Queue[tuple[IPAddress, PathMetrics]] = asyncio.Queue()
-        self._prober = Prober(router.probes, on_change=queue_sink(self._paths)) \
+        self._prober = Prober(router.probes, on_change=queue_sink(self._paths),
+                              throughput=throughput_from_static(router.static_paths)) \
             if probes and router.probes.enabled else None
         self._apply_wanted = asyncio.Event()
         self._wake = asyncio.Event()

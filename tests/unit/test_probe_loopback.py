@@ -1,0 +1,168 @@
+"""Prober and echo responder together over loopback (127.0.0.1 and ::1), on asyncio and on uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+import uvloop
+
+from dyncast_bgp.agent.echo import serve_echo
+from dyncast_bgp.config.schema import EchoResponder, Probes
+from dyncast_bgp.model import IPAddress, PathMetrics
+from dyncast_bgp.probe.prober import Prober, queue_sink
+from dyncast_bgp.probe.sockets import ProbeSetupError, open_icmp, ping_group_range
+
+LOOP4 = ipaddress.ip_address("127.0.0.1")
+LOOP6 = ipaddress.ip_address("::1")
+SILENT = ipaddress.ip_address("127.0.0.9")  # nobody answers here
+INTERVAL = 0.1
+
+
+
+def free_port() -> int:
+    """A UDP port free on both 127.0.0.1 and ::1 right now."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as v4, \
+                socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as v6:
+            v4.bind(("127.0.0.1", 0))
+            port: int = v4.getsockname()[1]
+            try:
+                v6.bind(("::1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free UDP port")
+
+
+Runner = Callable[[Coroutine[Any, Any, None]], None]
+RUNNERS: dict[str, Runner] = {"asyncio": asyncio.run, "uvloop": uvloop.run}
+
+
+async def until(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def settle(prober: Prober, addresses: list[IPAddress], probes: int) -> Callable[[], bool]:
+    def done() -> bool:
+        statuses = [prober.status(address) for address in addresses]
+        return all(status is not None and status.replies + status.lost >= probes for status in statuses)
+    return done
+
+
+@pytest.mark.parametrize("loop_name", sorted(RUNNERS))
+def test_udp_probes_measure_loopback(loop_name: str) -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        changes: asyncio.Queue[tuple[IPAddress, PathMetrics]] = asyncio.Queue()
+        config = Probes(port=port, interval=INTERVAL, timeout=INTERVAL, window=10, unreachable_after=3)
+        async with await serve_echo(EchoResponder(listen=(LOOP4, LOOP6), port=port)) as server, \
+                Prober(config, on_change=queue_sink(changes), throughput={LOOP4: 1e10}) as prober:
+            prober.set_targets([LOOP4, LOOP6, SILENT])
+            assert prober.socket_kinds == {4: "udp", 6: "udp"}  # one socket per family, not per target
+            await until(settle(prober, [LOOP4, LOOP6, SILENT], 10), timeout=5.0)
+            snapshot = prober.snapshot()
+            for address in (LOOP4, LOOP6):
+                metrics = snapshot[address]
+                assert metrics.loss_mean == 0.0 and metrics.loss_peak == 0.0 and metrics.reachable
+                assert metrics.rtt_mean_us is not None and metrics.rtt_peak_us is not None
+                assert 1.0 < metrics.rtt_mean_us <= metrics.rtt_peak_us < 50_000.0
+            assert snapshot[LOOP4].throughput_bps == 1e10 and snapshot[LOOP6].throughput_bps is None
+            assert snapshot[SILENT] == PathMetrics(None, None, 1.0, 1.0, None, reachable=False)
+            silent = prober.status(SILENT)
+            assert silent is not None and silent.streak_started_at is not None
+            seen: dict[IPAddress, list[PathMetrics]] = {}
+            while not changes.empty():
+                address, metrics = changes.get_nowait()
+                seen.setdefault(address, []).append(metrics)
+            assert [m.reachable for m in seen[SILENT]][-1] is False
+            assert seen[LOOP4][0].rtt_mean_us is not None
+            counters = prober.counters
+            assert counters.matched == server.counters.replied
+            assert counters.unknown == counters.foreign == counters.mismatched == 0 and not counters.malformed
+        assert prober.socket_kinds == {}
+    RUNNERS[loop_name](scenario())
+
+
+def test_targets_change_at_run_time_and_dead_targets_recover() -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        config = Probes(port=port, interval=INTERVAL, timeout=0.05, window=5, unreachable_after=3)
+        async with Prober(config) as prober:
+            prober.set_targets([LOOP4])
+            await until(lambda: not prober.snapshot()[LOOP4].reachable, timeout=2.0)  # no responder yet
+            status = prober.status(LOOP4)
+            assert status is not None and status.lost == 3 and status.streak_started_at is not None
+            detected = time.monotonic() - status.streak_started_at
+            assert detected <= 3 * INTERVAL + 0.05, f"marked unreachable {detected:.3f}s after the first lost probe"
+            async with await serve_echo(EchoResponder(listen=(LOOP4, LOOP6), port=port)):
+                await until(lambda: prober.snapshot()[LOOP4].reachable, timeout=2 * INTERVAL + 0.2)
+                prober.set_targets([LOOP6])
+                assert set(prober.snapshot()) == {LOOP6}
+                assert prober.socket_kinds == {4: "udp", 6: "udp"}
+                await until(lambda: prober.snapshot()[LOOP6].rtt_mean_us is not None, timeout=1.0)
+                prober.set_targets([LOOP4, LOOP6])
+                assert prober.snapshot()[LOOP4] == PathMetrics()  # a fresh window
+    uvloop.run(scenario())
+
+
+def _icmp_available(mode: str) -> str | None:
+    try:
+        open_icmp(4, mode=mode).close()  # type: ignore[arg-type]
+    except ProbeSetupError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.parametrize("mode", ["raw", "dgram"])
+def test_icmp_probes_over_loopback(mode: str) -> None:
+    reason = _icmp_available(mode)
+    if reason:
+        pytest.skip(f"ICMP {mode} socket not permitted here: {reason}")
+
+    async def scenario() -> None:
+        config = Probes(method="icmp", interval=INTERVAL, timeout=INTERVAL, window=5)
+        async with Prober(config, icmp_socket=mode) as prober:  # type: ignore[arg-type]
+            prober.set_targets([LOOP4, LOOP6])
+            assert prober.socket_kinds == {4: f"icmp-{mode}", 6: f"icmp-{mode}"}
+            await until(settle(prober, [LOOP4, LOOP6], 5), timeout=3.0)
+            for metrics in prober.snapshot().values():
+                assert metrics.loss_mean == 0.0 and metrics.rtt_mean_us is not None
+                assert metrics.rtt_mean_us < 50_000
+    uvloop.run(scenario())
+
+
+def test_icmp_without_permission_says_what_to_change() -> None:
+    groups = ping_group_range()
+    if groups is None or groups[0] <= os.getegid() <= groups[1]:
+        pytest.skip(f"ping sockets are permitted here (ping_group_range {groups})")
+    with pytest.raises(ProbeSetupError, match=r"ping_group_range is '\d+ \d+' and must include gid"):
+        open_icmp(4, mode="dgram")
+
+
+def test_a_family_that_cannot_be_opened_is_left_out_not_fatal() -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        config = Probes(port=port, interval=INTERVAL, timeout=INTERVAL, window=5)
+        wrong_source = ipaddress.ip_address("::1")  # not an IPv4 address: the IPv4 socket cannot be bound
+        async with await serve_echo(EchoResponder(listen=(LOOP6,), port=port)), \
+                Prober(config, source_v4=wrong_source) as prober:
+            with pytest.raises(ProbeSetupError, match="not an IPv4 address"):
+                prober.open_sockets([4, 6])
+            prober.set_targets([LOOP4, LOOP6])  # logged, IPv4 left out
+            assert prober.targets == {LOOP6} and prober.socket_kinds == {6: "udp"}
+            await until(settle(prober, [LOOP6], 3), timeout=2.0)
+            assert prober.snapshot()[LOOP6].loss_mean == 0.0
+    uvloop.run(scenario())
