@@ -100,7 +100,8 @@ class AgentState:
         self._status: dict[InstanceId, InstanceStatus] = {}
         self._health: dict[InstanceId, RiseFall] = {}
         self._records: dict[RouteKey, damping.Record] = {}
-        self._due: list[tuple[float, str]] = []
+        self._due: list[tuple[float, str]] = []  # (when, service), lazily cleaned of superseded entries
+        self._scheduled: dict[str, float] = {}  # service -> the one time it is due
         self._dirty: set[str] = set()
         self.updates_sent = 0
         self.updates_held = 0
@@ -173,12 +174,30 @@ class AgentState:
     # ------------------------------------------------------------ outputs
 
     def next_due(self) -> float | None:
+        self._drop_superseded()
         return self._due[0][0] if self._due else None
+
+    def _schedule(self, service: str, when: float) -> None:
+        """Look at ``service`` again at ``when``: one entry per service, the earliest time wins."""
+        current = self._scheduled.get(service)
+        if current is not None and current <= when:
+            return
+        self._scheduled[service] = when
+        heapq.heappush(self._due, (when, service))
+
+    def _drop_superseded(self) -> None:
+        while self._due and self._scheduled.get(self._due[0][1]) != self._due[0][0]:
+            heapq.heappop(self._due)
 
     def plan(self, now: float) -> list[Command]:
         """Commands to send now; afterwards ``next_due()`` says when to call again."""
+        self._drop_superseded()
         while self._due and self._due[0][0] <= now:
-            self._dirty.add(heapq.heappop(self._due)[1])
+            _, service = heapq.heappop(self._due)
+            if self._scheduled.get(service) is not None and self._scheduled[service] <= now:
+                del self._scheduled[service]
+                self._dirty.add(service)
+            self._drop_superseded()
         commands: list[Command] = []
         for name in sorted(self._dirty):
             commands.extend(self._plan_service(self._services[name], now))
@@ -207,11 +226,11 @@ class AgentState:
                 self.updates_sent += 1
             if result.due is not None:
                 self.updates_held += 1
-                heapq.heappush(self._due, (result.due, entry.config.name))
+                self._schedule(entry.config.name, result.due)
         for iid in entry.instances:
             expiry = _next_expiry(self._status[iid], now)
             if expiry is not None:
-                heapq.heappush(self._due, (expiry, entry.config.name))
+                self._schedule(entry.config.name, expiry)
         return commands
 
     def _desired(self, entry: _Service, now: float) -> dict[RouteKey, damping.Content | None]:

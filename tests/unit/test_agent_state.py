@@ -150,3 +150,15 @@ services:
     assert state.plan(3.0) == []
     state.record_health(c, False, "refused")
     assert state.plan(4.0) == [Withdraw(up[0].service, up[0].next_hop, 0)]
+
+
+def test_held_readings_keep_one_due_entry_per_service() -> None:
+    state = make()
+    state.record_metrics(B, 0, MetricsView({"cpu_utilization": 10}), None, 0.0)
+    state.plan(0.0)
+    for step in range(1, 200):  # sub-threshold drift every 50 ms: each reading is held until the refresh
+        now = step * 0.05
+        state.record_metrics(B, 0, MetricsView({"cpu_utilization": 10 + (step % 3) * 0.1}), None, now)
+        assert state.plan(now) == []
+    assert len(state._due) <= 2  # one live entry, at most one superseded not yet dropped
+    assert state.next_due() == pytest.approx(30.0)  # the refresh, 30 s after the first announcement
