@@ -14,7 +14,6 @@ clause 6.2); new flows go elsewhere at once.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -130,10 +129,7 @@ class RouterEngine:
         entry.bindings = bindings
 
     def _schedule_review(self, service: ServiceId, outcome: Outcome, now: float) -> None:
-        converging = outcome.fallback == "grace" or any(
-            item.target is not None and not math.isclose(item.target, item.weight, abs_tol=1e-9)
-            for item in outcome.explain)
-        if converging:
+        if outcome.fallback == "grace" or outcome.converging:
             self._review_at[service] = now + REVIEW_INTERVAL
         else:
             self._review_at.pop(service, None)

@@ -1,0 +1,107 @@
+"""Read-only mappings that put off work until someone reads them.
+
+A decision's weights are keyed by :class:`~dyncast_bgp.model.InstanceKey`,
+whose hash runs in Python (its ``ipaddress`` fields): building a dict of 16
+of them costs more than deciding the weights. :class:`KeyedValues` keeps the
+keys and values side by side and builds its index on the first lookup by
+key; iterating it (what validating, printing and diffing a decision mostly
+do) never hashes. :class:`LazyMapping` builds its whole content (the reason
+texts) on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, ItemsView, Iterator, Mapping, Sequence, ValuesView
+from typing import Any, Generic, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class KeyedValues(Mapping[K, V]):
+    """A read-only mapping over parallel ``keys`` and ``values`` (keys unique), indexed on first lookup."""
+
+    __slots__ = ("_index", "_keys", "_values")
+
+    def __init__(self, keys: Sequence[K], values: Sequence[V]) -> None:
+        if len(keys) != len(values):
+            raise ValueError(f"{len(keys)} keys for {len(values)} values")
+        self._keys = keys
+        self._values = values
+        self._index: dict[K, V] | None = None
+
+    def _indexed(self) -> dict[K, V]:
+        if self._index is None:
+            self._index = dict(zip(self._keys, self._values, strict=True))
+        return self._index
+
+    def __getitem__(self, key: K) -> V:
+        return self._indexed()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._indexed()
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def items(self) -> ItemsView[K, V]:
+        return _Items(self, self._keys, self._values)
+
+    def values(self) -> ValuesView[V]:
+        return _Values(self, self._values)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(zip(self._keys, self._values, strict=True))!r})"
+
+
+class _Items(ItemsView[K, V], Generic[K, V]):
+    __slots__ = ("_pairs",)
+
+    def __init__(self, mapping: Mapping[K, V], keys: Sequence[K], values: Sequence[V]) -> None:
+        super().__init__(mapping)
+        self._pairs = (keys, values)
+
+    def __iter__(self) -> Iterator[tuple[K, V]]:
+        return zip(*self._pairs, strict=True)
+
+
+class _Values(ValuesView[V], Generic[V]):
+    __slots__ = ("_sequence",)
+
+    def __init__(self, mapping: Mapping[Any, V], values: Sequence[V]) -> None:
+        super().__init__(mapping)
+        self._sequence = values
+
+    def __iter__(self) -> Iterator[V]:
+        return iter(self._sequence)
+
+
+class LazyMapping(Mapping[K, V]):
+    """A read-only mapping whose content ``build()`` makes on first use (once)."""
+
+    __slots__ = ("_build", "_data")
+
+    def __init__(self, build: Callable[[], Mapping[K, V]]) -> None:
+        self._build: Callable[[], Mapping[K, V]] | None = build
+        self._data: Mapping[K, V] | None = None
+
+    def _resolved(self) -> Mapping[K, V]:
+        if self._data is None:
+            assert self._build is not None
+            self._data, self._build = self._build(), None
+        return self._data
+
+    def __getitem__(self, key: K) -> V:
+        return self._resolved()[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._resolved())
+
+    def __len__(self) -> int:
+        return len(self._resolved())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self._resolved())!r})"
