@@ -8,15 +8,30 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 import structlog
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time of the write.
+
+    Binding the stream object at configure time breaks when it is later
+    replaced or closed (a test harness's capture, a daemon redirecting its
+    output): every log call would then raise into the code that logs.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str = "info", *, fmt: Literal["json", "console"] = "json", stream: TextIO | None = None) -> None:
-    out = stream or sys.stderr
+    out: Any = stream if stream is not None else _CurrentStderr()
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer(sort_keys=False) if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False))
@@ -32,5 +47,6 @@ def configure(level: str = "info", *, fmt: Literal["json", "console"] = "json", 
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(stream=out, level=LEVELS.get(level, logging.INFO), force=True,
+    logging.basicConfig(stream=stream if stream is not None else sys.stderr, level=LEVELS.get(level, logging.INFO),
+                        force=True,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
