@@ -8,9 +8,11 @@ types are read from a file by `dyncast dataplane apply`.
 
 A service's instances are reached by one of the :class:`Forwarding` modes:
 ``direct`` (a connected next hop, e.g. intra-site server access) or an
-encapsulation (``ipip``, ``gre``; ``ip6ip6``/``ip6gre`` for IPv6) from this
-ingress to a tunnel endpoint at the instance's site, so the transit between
-ingress and egress needs no route for the D-SID (DESIGN.md section 4).
+encapsulation (``ipip``, ``gre``: a tunnel device per endpoint pair, ``sit``,
+``ip6tnl`` or ``ip6gre`` chosen by the address families; ``srv6``: an SRv6
+H.Encaps route toward a SID) from this ingress to a tunnel endpoint at the
+instance's site, so the transit between ingress and egress needs no route for
+the D-SID (DESIGN.md section 4).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Encap(enum.StrEnum):
     DIRECT = "direct"
     IPIP = "ipip"
     GRE = "gre"
+    SRV6 = "srv6"  # seg6 lwtunnel encap toward the SID in ``remote`` (the egress decapsulates: End.DX4/DX6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +46,11 @@ class Forwarding:
 
     ``direct``: route the D-SID to ``next_hop`` (on a connected network) via
     ``device`` if given. ``ipip``/``gre``: encapsulate toward ``remote`` (the
-    egress or the instance) from ``local``; the instance side decapsulates.
+    egress or the instance) from ``local``, bound to the underlay ``device`` if
+    given; the instance side decapsulates. ``srv6``: encapsulate in IPv6 toward
+    the SID ``remote`` (``local`` is optional and informative: the kernel takes
+    the outer source from ``ip sr tunsrc`` or the route), leaving by ``device``
+    (default: the interface of the main-table route to the SID).
     """
 
     mode: Encap
@@ -55,8 +62,10 @@ class Forwarding:
     def __post_init__(self) -> None:
         if self.mode is Encap.DIRECT and self.next_hop is None:
             raise ValueError("direct forwarding needs a next_hop")
-        if self.mode is not Encap.DIRECT and (self.remote is None or self.local is None):
+        if self.mode in (Encap.IPIP, Encap.GRE) and (self.remote is None or self.local is None):
             raise ValueError(f"{self.mode} forwarding needs remote and local tunnel endpoints")
+        if self.mode is Encap.SRV6 and (self.remote is None or self.remote.version != 6):
+            raise ValueError("srv6 forwarding needs an IPv6 SID as remote")
         if self.remote is not None and self.local is not None and self.remote.version != self.local.version:
             raise ValueError("tunnel endpoints must be of one IP version")
 
@@ -113,6 +122,10 @@ class DesiredState:
 
 class DataplaneError(Exception):
     """The backend refused a desired state (nothing changed) or failed to apply it."""
+
+
+class DataplaneInputError(DataplaneError):
+    """The input was refused before anything in the kernel changed (bad prefix, unknown instance ...)."""
 
 
 @dataclass(frozen=True, slots=True)
