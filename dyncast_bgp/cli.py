@@ -22,6 +22,7 @@ AREAS = (
     "dyncast_bgp.lab.commands",
     "dyncast_bgp.router.commands",
     "dyncast_bgp.probe.commands",
+    "dyncast_bgp.dataplane.commands",
 )
 
 
@@ -35,9 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):  # area not built yet
-                continue
-            raise
+            raise SystemExit(f"dyncast: cannot load {module_name}: {exc}") from exc
         module.register(subparsers)
     return parser
 

@@ -365,17 +365,17 @@ class ForwardingRule(Strict):
     """How to reach instances whose D-BID is in ``prefix`` (first matching rule wins)."""
 
     prefix: ipaddress.IPv4Network | ipaddress.IPv6Network
-    mode: Literal["direct", "ipip", "gre"] = "direct"
+    mode: Literal["direct", "ipip", "gre", "srv6"] = "direct"
     next_hop: ipaddress.IPv4Address | ipaddress.IPv6Address | None = Field(
         default=None, description="direct: default the D-BID itself")
     device: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,15}$")
     remote: ipaddress.IPv4Address | ipaddress.IPv6Address | None = Field(
-        default=None, description="tunnel endpoint; default the D-BID itself")
+        default=None, description="tunnel endpoint (srv6: the SID); default the D-BID itself")
     local: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
 
     @model_validator(mode="after")
     def _tunnel(self) -> ForwardingRule:
-        if self.mode != "direct" and self.local is None:
+        if self.mode in ("ipip", "gre") and self.local is None:
             raise ValueError(f"{self.mode} needs a local tunnel address")
         return self
 
@@ -401,6 +401,10 @@ class RouterConfig(Strict):
     stale_routes_time: NonNegative | None = Field(
         default=None, description="keep a down peer's routes this long (default: bgp.graceful_restart, else 0)")
     apply_interval: NonNegative = Field(default=0.1, description="coalesce dataplane applies (seconds)")
+    startup_hold: NonNegative = Field(
+        default=15.0, description="after a start, the kernel is first programmed when every established peer has "
+        "sent End-of-RIB, or after this many seconds, so a restart never replaces the installed state with a "
+        "half-learned RIB (instances missing from the desired state lose their flows)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics_listen: str | None = None
 

@@ -34,6 +34,7 @@ class _Service:
     outcome: Outcome | None = None
     bindings: frozenset[IPAddress] = frozenset()
     lingering: dict[InstanceKey, float] = field(default_factory=dict)  # key -> until
+    target: ServiceTarget | None = None  # the dataplane target built from ``outcome``, reused until it changes
 
 
 class RouterEngine:
@@ -107,7 +108,11 @@ class RouterEngine:
             for key in previous.decision.weights.keys() | previous.decision.excluded.keys():
                 if key not in present and key not in entry.lingering:
                     entry.lingering[key] = now + entry.policy.affinity_timeout
-        entry.lingering = {key: until for key, until in entry.lingering.items() if until > now and key not in present}
+        lingering = {key: until for key, until in entry.lingering.items() if until > now and key not in present}
+        if lingering.keys() != entry.lingering.keys() or previous is None or not _same(previous.decision,
+                                                                                      outcome.decision):
+            entry.target = None  # rebuilt on the next desired(); unchanged services pass the same object
+        entry.lingering = lingering
         entry.outcome = outcome
         self._schedule_review(service, outcome, now)
         if previous is not None and _same(previous.decision, outcome.decision):
@@ -146,18 +151,23 @@ class RouterEngine:
     def desired(self) -> DesiredState:
         targets = []
         for service, entry in self._services.items():
-            if entry.outcome is None:
-                continue
-            weights = dict.fromkeys(entry.lingering, 0.0)
-            weights.update(dict.fromkeys(entry.outcome.decision.excluded, 0.0))
-            weights.update(entry.outcome.decision.weights)
-            if not weights:
-                continue
-            instances = tuple(InstanceTarget(key, weight, self._forwarding(key.binding))
-                              for key, weight in sorted(weights.items()))
-            targets.append(ServiceTarget(service, instances, Affinity(entry.policy.affinity),
-                                         entry.policy.affinity_timeout))
+            if entry.target is None:
+                entry.target = self._target(service, entry)
+            if entry.target is not None:
+                targets.append(entry.target)
         return DesiredState.of(targets)
+
+    def _target(self, service: ServiceId, entry: _Service) -> ServiceTarget | None:
+        if entry.outcome is None:
+            return None
+        weights = dict.fromkeys(entry.lingering, 0.0)
+        weights.update(dict.fromkeys(entry.outcome.decision.excluded, 0.0))
+        weights.update(entry.outcome.decision.weights)
+        if not weights:
+            return None
+        instances = tuple(InstanceTarget(key, weight, self._forwarding(key.binding))
+                          for key, weight in sorted(weights.items()))
+        return ServiceTarget(service, instances, Affinity(entry.policy.affinity), entry.policy.affinity_timeout)
 
     def _forwarding(self, binding: IPAddress) -> Forwarding:
         return forwarding_for(binding, self.config.forwarding)

@@ -22,6 +22,7 @@ from dyncast_bgp.agent.commands import stdin_lines
 from dyncast_bgp.config.loader import ConfigError, load
 from dyncast_bgp.config.schema import Config, RouterConfig
 from dyncast_bgp.dataplane.desired import Dataplane
+from dyncast_bgp.dataplane.linux import LinuxDataplane
 from dyncast_bgp.obs.log import configure
 from dyncast_bgp.router.replay import replay
 from dyncast_bgp.router.runtime import RouterRuntime
@@ -79,8 +80,8 @@ def _replay(args: argparse.Namespace, router: RouterConfig, config: Config | Non
     return 0
 
 
-def _linux_dataplane() -> Dataplane | None:
-    return None  # wired to the Linux backend (issue 4) below
+def _linux_dataplane() -> Dataplane:
+    return LinuxDataplane()
 
 
 async def _live(config: Config, dataplane: Dataplane | None, *, probes: bool) -> int:

@@ -27,7 +27,7 @@ from dyncast_bgp.model import IPAddress, PathMetrics
 from dyncast_bgp.probe.prober import Prober, queue_sink
 from dyncast_bgp.probe.static import throughput_from_static
 from dyncast_bgp.router.static import static_paths
-from dyncast_bgp.wire.exabgp_json import ExabgpJsonError, PeerState, Shutdown, parse_line
+from dyncast_bgp.wire.exabgp_json import EndOfRib, ExabgpJsonError, PeerState, SessionState, Shutdown, parse_line
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +62,10 @@ class RouterRuntime:
             if probes and router.probes.enabled else None
         self._apply_wanted = asyncio.Event()
         self._wake = asyncio.Event()
+        self._started_at = clock()
+        self._peers_up: set[IPAddress] = set()
+        self._peers_synced: set[IPAddress] = set()
+        self._synced = asyncio.Event()
         self.installed: DesiredState | None = None
 
     async def run(self) -> None:
@@ -123,12 +127,38 @@ class RouterRuntime:
                     break
                 if isinstance(event, PeerState):
                     log.info("bgp_peer_state", peer=str(event.peer), state=str(event.state), reason=event.reason)
+                self._track_sync(event)
                 self.engine.on_event(event, self._clock())
                 self._wake.set()
         finally:
             log.info("exabgp_input_closed")
             self.stopping.set()
             self._wake.set()
+
+    def _track_sync(self, event: object) -> None:
+        """Ready to program the kernel once every established peer has sent its End-of-RIB."""
+        if self._synced.is_set():
+            return
+        if isinstance(event, PeerState):
+            if event.state is SessionState.UP:
+                self._peers_up.add(event.peer)
+            elif event.state is SessionState.DOWN:
+                self._peers_up.discard(event.peer)
+        elif isinstance(event, EndOfRib):
+            self._peers_synced.add(event.peer)
+        if self._peers_up and self._peers_up <= self._peers_synced:
+            log.info("rib_synced", peers=sorted(str(peer) for peer in self._peers_up),
+                     seconds=round(self._clock() - self._started_at, 3))
+            self._synced.set()
+
+    async def _wait_for_sync(self) -> None:
+        hold = self.config.router.startup_hold
+        try:
+            await asyncio.wait_for(self._synced.wait(), timeout=hold)
+        except TimeoutError:
+            log.warning("rib_sync_timeout", seconds=hold, peers_up=len(self._peers_up),
+                        peers_synced=len(self._peers_synced & self._peers_up))
+            self._synced.set()
 
     async def _paths_in(self) -> None:
         while True:
@@ -143,6 +173,7 @@ class RouterRuntime:
         if self._dataplane is None:
             return
         interval = self.config.router.apply_interval
+        await self._wait_for_sync()  # never program a half-learned RIB over the installed state
         while True:
             await self._apply_wanted.wait()
             await asyncio.sleep(interval)  # coalesce changes that arrive together

@@ -38,3 +38,17 @@ def peer_down(time: float, peer: str) -> str:
                        "type": "state", "neighbor": {"address": {"local": "10.0.0.2", "peer": peer},
                                                      "asn": {"local": 65000, "peer": 65000},
                                                      "state": "down", "reason": "hold timer expired"}})
+
+
+def peer_up(time: float, peer: str) -> str:
+    return json.dumps({"exabgp": "5.0.0", "time": time, "host": "h", "pid": 1, "ppid": 1, "counter": 4,
+                       "type": "state", "neighbor": {"address": {"local": "10.0.0.2", "peer": peer},
+                                                     "asn": {"local": 65000, "peer": 65000}, "state": "up"}})
+
+
+def end_of_rib(time: float, peer: str) -> str:
+    return json.dumps({"exabgp": "5.0.0", "time": time, "host": "h", "pid": 1, "ppid": 1, "counter": 5,
+                       "type": "update", "neighbor": {"address": {"local": "10.0.0.2", "peer": peer},
+                                                      "asn": {"local": 65000, "peer": 65000},
+                                                      "direction": "receive",
+                                                      "message": {"eor": {"afi": "ipv4", "safi": "unicast"}}}})

@@ -10,12 +10,13 @@ from dyncast_bgp.config.loader import parse
 from dyncast_bgp.dataplane.desired import ApplyResult, DataplaneError, DesiredState
 from dyncast_bgp.model import InstanceKey
 from dyncast_bgp.router.runtime import RouterRuntime
-from tests.unit.exabgp_lines import update, withdraw
+from tests.unit.exabgp_lines import end_of_rib, peer_up, update, withdraw
 
 CONFIG = """
 bgp: {router_id: 192.0.2.1, local_as: 65000}
 router:
   apply_interval: 0.05
+  startup_hold: %(hold)s
   probes: {enabled: false}
   defaults: {max_step: 1.0, min_dwell: 0, smoothing: 1.0}
 """
@@ -52,9 +53,9 @@ async def feed(lines: list[tuple[float, str]]) -> AsyncIterator[str]:
         yield line
 
 
-def run(lines: list[tuple[float, str]], dataplane: CheckingDataplane) -> RouterRuntime:
+def run(lines: list[tuple[float, str]], dataplane: CheckingDataplane, hold: float = 0) -> RouterRuntime:
     async def go() -> RouterRuntime:
-        runtime = RouterRuntime(parse(CONFIG), lines=feed(lines), dataplane=dataplane)
+        runtime = RouterRuntime(parse(CONFIG % {"hold": hold}), lines=feed(lines), dataplane=dataplane)
         task = asyncio.create_task(runtime.run())
         await asyncio.wait_for(task, timeout=10)
         return runtime
@@ -87,3 +88,33 @@ def test_a_refused_apply_is_counted_and_the_next_change_is_applied() -> None:
     runtime = run(lines, dataplane)
     assert runtime.counters.apply_errors == 1
     assert weights(dataplane.applied[-1]) == {A: 0.5, B: 0.5}
+
+
+def test_kernel_is_first_programmed_after_end_of_rib_not_before() -> None:
+    """After a restart a half-learned RIB must not replace the installed state (that would evict flows)."""
+    dataplane = CheckingDataplane()
+    applied_before_eor: list[int] = []
+    lines = [(0, peer_up(1, "10.0.0.3")),
+             (0, update(1, "10.0.0.3", SVC, A, 1, metrics={"cpu_utilization": 20})),
+             (0.5, update(2, "10.0.0.3", SVC, B, 2, metrics={"cpu_utilization": 20})),
+             (0, end_of_rib(2, "10.0.0.3")),
+             (0.3, "")]
+
+    async def go() -> None:
+        runtime = RouterRuntime(parse(CONFIG % {"hold": 30}), lines=feed(lines), dataplane=dataplane)
+        task = asyncio.create_task(runtime.run())
+        await asyncio.sleep(0.4)  # A is known, B not yet, no End-of-RIB: nothing may be applied
+        applied_before_eor.append(len(dataplane.applied))
+        await asyncio.wait_for(task, timeout=10)
+
+    asyncio.run(go())
+    assert applied_before_eor == [0]
+    assert [weights(state) for state in dataplane.applied] == [{A: 0.5, B: 0.5}]  # the full RIB, once
+
+
+def test_without_end_of_rib_the_hold_expires_and_the_kernel_is_programmed() -> None:
+    dataplane = CheckingDataplane()
+    lines = [(0, peer_up(1, "10.0.0.3")), (0, update(1, "10.0.0.3", SVC, A, 1, metrics={"cpu_utilization": 20})),
+             (1.0, "")]
+    run(lines, dataplane, hold=0.3)
+    assert [weights(state) for state in dataplane.applied] == [{A: 1.0}]
