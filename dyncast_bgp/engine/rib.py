@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from dyncast_bgp.engine.candidate import Candidate
 from dyncast_bgp.model import (
@@ -28,6 +28,7 @@ from dyncast_bgp.model import (
 from dyncast_bgp.wire.community import EXPERIMENTAL_TYPES
 from dyncast_bgp.wire.exabgp_json import EndOfRib, Event, PeerState, Route, RouteUpdate, SessionState
 from dyncast_bgp.wire.fastdecode import decode_raw
+from dyncast_bgp.wire.metrics import DecodedMetrics
 
 
 class PathKey:
@@ -58,15 +59,36 @@ class PathKey:
         return f"PathKey({self.peer}, {self.service}, {self.path_id})"
 
 
-@dataclass(frozen=True, slots=True)
 class Path:
-    key: PathKey
-    next_hop: IPAddress
-    metrics: ComputeMetrics
-    problems: tuple[str, ...]
-    received_at: float
-    stale_since: float | None = None
-    raw: tuple[bytes, ...] = ()  # the communities as received, to skip decoding an unchanged set
+    """One received path. Its metric communities are decoded on first use, not on receipt:
+    most updates of a busy feed are replaced by the next one before any decision reads them."""
+
+    __slots__ = ("_decoded", "key", "next_hop", "raw", "received_at", "stale_since")
+
+    def __init__(self, key: PathKey, next_hop: IPAddress, raw: tuple[bytes, ...], received_at: float,
+                 stale_since: float | None = None) -> None:
+        self.key = key
+        self.next_hop = next_hop
+        self.raw = raw
+        self.received_at = received_at
+        self.stale_since = stale_since
+        self._decoded: DecodedMetrics | None = None
+
+    def decoded(self, counters: RibCounters | None = None,
+                metric_types: range | frozenset[int] = EXPERIMENTAL_TYPES) -> DecodedMetrics:
+        if self._decoded is None:
+            self._decoded = decode_raw(self.raw, metric_types=metric_types)
+            if counters is not None:
+                counters.metric_problems += len(self._decoded.problems)
+        return self._decoded
+
+    @property
+    def metrics(self) -> ComputeMetrics:
+        return self.decoded().metrics
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        return self.decoded().problems
 
     @property
     def instance(self) -> InstanceKey:
@@ -117,14 +139,11 @@ class Rib:
 
     def _announce(self, peer: IPAddress, route: Route, now: float) -> ServiceId:
         key = PathKey(peer, ServiceId(route.prefix), route.path_id)
+        path = Path(key, route.next_hop, route.ext_communities, now)
         previous = self._paths.get(key)
-        if previous is not None and previous.raw == route.ext_communities:  # same bytes: same metrics
-            metrics, problems = previous.metrics, previous.problems
-        else:
-            decoded = decode_raw(route.ext_communities, metric_types=self.metric_types)
-            metrics, problems = decoded.metrics, decoded.problems
-            self.counters.metric_problems += len(problems)
-        self._paths[key] = Path(key, route.next_hop, metrics, problems, now, raw=route.ext_communities)
+        if previous is not None and previous.raw == route.ext_communities:  # same bytes: keep what was decoded
+            path._decoded = previous._decoded
+        self._paths[key] = path
         self._by_service[key.service].add(key)
         self._by_peer[peer].add(key)
         self.counters.announced += 1
@@ -151,7 +170,7 @@ class Rib:
         for key in keys:
             path = self._paths[key]
             if path.stale_since is None:
-                self._paths[key] = replace(path, stale_since=now)
+                path.stale_since = now
                 self.counters.stale_marked += 1
         self._stale_until[peer] = now + self.stale_time
         return {key.service for key in keys}
@@ -199,7 +218,7 @@ class Rib:
         result = []
         for next_hop, path in sorted(chosen.items(), key=lambda item: (item[0].version, int(item[0]))):
             age = now - path.received_at
-            metrics = path.metrics
+            metrics = path.decoded(self.counters, self.metric_types).metrics
             if max_age is not None and age > max_age:
                 metrics = ComputeMetrics(flags=path.metrics.flags, version=path.metrics.version)
             state = state_from_flags(metrics.flags)
