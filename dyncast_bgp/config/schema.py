@@ -104,11 +104,9 @@ class CgroupSource(SourceBase):
     path: str = Field(min_length=1, description="cgroup directory, e.g. /sys/fs/cgroup/system.slice/web.service")
 
 
-class HttpSource(SourceBase):
-    """An HTTP(S) endpoint of the instance returning a JSON object."""
+class DocumentSource(SourceBase):
+    """A source returning a document (JSON, or ``name=value`` lines) from which ``fields`` picks metrics."""
 
-    type: Literal["http"]
-    url: str = Field(pattern=r"^https?://")
     fields: dict[str, str] = Field(
         default_factory=dict,
         description="metric name -> dotted JSON path; default: metric names at the top level")
@@ -121,34 +119,25 @@ class HttpSource(SourceBase):
         return value
 
 
-class CommandSource(SourceBase):
+class HttpSource(DocumentSource):
+    """An HTTP(S) endpoint of the instance returning a JSON object."""
+
+    type: Literal["http"]
+    url: str = Field(pattern=r"^https?://")
+
+
+class CommandSource(DocumentSource):
     """A command (argv, no shell) printing JSON or ``name=value`` lines."""
 
     type: Literal["command"]
     argv: tuple[str, ...] = Field(min_length=1)
-    fields: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("fields")
-    @classmethod
-    def _names(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            _check_metric_name(name)
-        return value
 
 
-class FileSource(SourceBase):
+class FileSource(DocumentSource):
     """A file holding JSON or ``name=value`` lines, re-read every interval."""
 
     type: Literal["file"]
     path: str = Field(min_length=1)
-    fields: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("fields")
-    @classmethod
-    def _names(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            _check_metric_name(name)
-        return value
 
 
 MetricSource = Annotated[ProcSource | CgroupSource | HttpSource | CommandSource | FileSource,
