@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -109,7 +110,7 @@ class AgentRuntime:
                 echo.close()
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _cancelled(tasks)
             if self.config.agent.withdraw_on_exit:
                 await self._send(self.state.withdraw_all(), why="exit")
             log.info("agent_stopped", commands=self.counters.commands_written, acks_done=self.counters.acks_done,
@@ -168,8 +169,9 @@ class AgentRuntime:
         self._in_flight.extend(text.splitlines())
         await self._writer.write(text)
         self.counters.commands_written += len(commands)
-        for command in commands:
-            log.debug("command_sent", why=why, command=command.render())
+        if log.is_enabled_for(logging.DEBUG):
+            for line in text.splitlines():
+                log.debug("command_sent", why=why, command=line)
 
     # ------------------------------------------------------------ the feeders
 
@@ -180,7 +182,10 @@ class AgentRuntime:
             values: MetricsView | None = None
             error: str | None = None
             try:
-                raw = await asyncio.wait_for(collector.collect(), timeout=source.timeout + 1.0)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the task's cancellation when the
+                # inner call finishes at the same moment (CPython gh-86296), and the agent then never stops.
+                async with asyncio.timeout(source.timeout + 1.0):
+                    raw = await collector.collect()
                 values = MetricsView(raw)
             except SourceError as exc:
                 error = str(exc)
@@ -226,3 +231,16 @@ class AgentRuntime:
 
     def _pop_in_flight(self) -> str | None:
         return self._in_flight.popleft() if self._in_flight else None
+
+
+SHUTDOWN_GRACE = 2.0  # seconds the feeder tasks get to finish cancelling before the agent withdraws anyway
+
+
+async def _cancelled(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for cancelled tasks, but never past SHUTDOWN_GRACE: withdraw-on-exit must always run."""
+    done, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task_failed", task=task.get_name(), error=repr(task.exception()))
+    if pending:
+        log.warning("tasks_not_stopped", tasks=sorted(task.get_name() for task in pending))

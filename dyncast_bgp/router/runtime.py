@@ -80,7 +80,7 @@ class RouterRuntime:
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(tasks, timeout=2.0)  # bounded: a stuck task must not keep the router up
             if self._prober is not None:
                 await self._prober.close()
             log.info("router_stopped", lines=self.counters.lines, rejected=self.counters.rejected_lines,
@@ -93,7 +93,8 @@ class RouterRuntime:
             due = self.engine.next_due()
             timeout = None if due is None else max(0.0, due - self._clock())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: it can swallow cancellation on 3.11
+                    await self._wake.wait()
             self._wake.clear()
             self._after_inputs()
 
@@ -154,7 +155,8 @@ class RouterRuntime:
     async def _wait_for_sync(self) -> None:
         hold = self.config.router.startup_hold
         try:
-            await asyncio.wait_for(self._synced.wait(), timeout=hold)
+            async with asyncio.timeout(hold):
+                await self._synced.wait()
         except TimeoutError:
             log.warning("rib_sync_timeout", seconds=hold, peers_up=len(self._peers_up),
                         peers_synced=len(self._peers_synced & self._peers_up))

@@ -175,3 +175,30 @@ def test_real_process_never_stalls_on_a_flood_of_acks_and_stops_at_end_of_input(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_sigterm_always_stops_and_withdraws_with_many_busy_collectors(tmp_path: Path) -> None:
+    """Regression: asyncio.wait_for swallowed cancellations on 3.11 (about 1 in 6 stops hung with 1,000 sources)."""
+    metrics = tmp_path / "m.metrics"
+    metrics.write_text("cpu_utilization=20\n")
+    source = f"{{type: file, path: {metrics}, interval: 0.01, timeout: 0.01}}"
+    instances = "\n".join(f"      - {{name: i{n}, binding: 198.51.100.{n + 1}, metrics: [{source}]}}"
+                          for n in range(60))
+    config = tmp_path / "agent.yml"
+    config.write_text("bgp: {router_id: 192.0.2.1, local_as: 65001, add_path: true}\n"
+                      "services:\n  - name: web\n    dsid: 203.0.113.10\n    instances:\n" + instances + "\n")
+    for _ in range(8):
+        proc = subprocess.Popen([sys.executable, "-m", "dyncast_bgp.cli", "agent", "--config", str(config)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            first = _read_lines(proc, 60)
+            assert sum(line.startswith("announce") for line in first) == 60
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
+            assert proc.stdout is not None
+            rest = first[60:] + proc.stdout.read().decode().splitlines()
+            assert sum(line.startswith("withdraw") for line in rest) == 60
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
