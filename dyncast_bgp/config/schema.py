@@ -24,6 +24,11 @@ Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][
 METRIC_NAMES = tuple(name for name in BY_NAME if name not in ("state", "version"))
 
 
+def with_length(dsid: str) -> str:
+    """A D-SID written without a length is a host route: ``/32`` or ``/128``."""
+    return dsid if "/" in dsid else dsid + ("/128" if ":" in dsid else "/32")
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -265,7 +270,7 @@ class ServiceConfig(Strict):
     @field_validator("dsid")
     @classmethod
     def _dsid(cls, value: str) -> str:
-        text = value if "/" in value else (value + ("/128" if ":" in value else "/32"))
+        text = with_length(value)
         ServiceId.parse(text)
         return text
 
@@ -401,15 +406,19 @@ class RouterConfig(Strict):
     @classmethod
     def _dsids(cls, value: dict[str, ServicePolicy]) -> dict[str, ServicePolicy]:
         for dsid in value:
-            text = dsid if "/" in dsid else dsid + ("/128" if ":" in dsid else "/32")
-            ServiceId.parse(text)
+            ServiceId.parse(with_length(dsid))
         return value
+
+    def stale_time(self, graceful_restart: int | None) -> float:
+        """How long a lost peer's paths are kept: ``stale_routes_time``, else the graceful-restart time."""
+        if self.stale_routes_time is not None:
+            return self.stale_routes_time
+        return float(graceful_restart or 0)
 
     def policy_for(self, service: ServiceId) -> ServicePolicy:
         """The defaults with this service's explicitly given fields on top."""
         for dsid, override in self.services.items():
-            text = dsid if "/" in dsid else dsid + ("/128" if ":" in dsid else "/32")
-            if ServiceId.parse(text) == service:
+            if ServiceId.parse(with_length(dsid)) == service:
                 return self.defaults.model_copy(
                     update={name: getattr(override, name) for name in override.model_fields_set})
         return self.defaults

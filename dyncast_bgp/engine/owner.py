@@ -141,6 +141,10 @@ class RouterEngine:
 
     # ------------------------------------------------------------ outputs
 
+    def bindings(self) -> frozenset[IPAddress]:
+        """Every D-BID some service currently has a path to (what the probes should measure)."""
+        return frozenset(self._by_binding)
+
     def outcome(self, service: ServiceId) -> Outcome | None:
         entry = self._services.get(service)
         return entry.outcome if entry else None

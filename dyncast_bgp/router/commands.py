@@ -66,10 +66,10 @@ def _replay(args: argparse.Namespace, router: RouterConfig, config: Config | Non
     except OSError as exc:
         print(f"dyncast router: cannot read {args.replay}: {exc}", file=sys.stderr)
         return 2
-    stale = float(config.bgp.graceful_restart or 0) if config else 0.0
     sink = sys.stdout if args.print_decisions else io.StringIO()
     try:
-        report = replay(text.splitlines(), router, sink, stale_time=router.stale_routes_time or stale)
+        stale = router.stale_time(config.bgp.graceful_restart if config else None)
+        report = replay(text.splitlines(), router, sink, stale_time=stale)
     except BrokenPipeError:  # the reader went away (`| head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -46,11 +46,9 @@ class RouterRuntime:
     def __init__(self, config: Config, *, lines: AsyncIterator[str], dataplane: Dataplane | None,
                  probes: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
         router = config.router
-        stale = router.stale_routes_time
-        if stale is None:
-            stale = float(config.bgp.graceful_restart or 0)
         self.config = config
-        self.engine = RouterEngine(router, stale_time=stale, static_paths=static_paths(router.static_paths))
+        self.engine = RouterEngine(router, stale_time=router.stale_time(config.bgp.graceful_restart),
+                                   static_paths=static_paths(router.static_paths))
         self.counters = RouterCounters()
         self.stopping = asyncio.Event()
         self._lines = lines
@@ -104,12 +102,8 @@ class RouterRuntime:
             _log_outcome(outcome)
         if changed:
             if self._prober is not None:
-                self._prober.set_targets(self._bindings())
+                self._prober.set_targets(self.engine.bindings())
             self._apply_wanted.set()
-
-    def _bindings(self) -> set[IPAddress]:
-        return {key.binding for outcome in self.engine.outcomes()
-                for key in (*outcome.decision.weights, *outcome.decision.excluded)}
 
     # ------------------------------------------------------------ the feeders
 

@@ -10,6 +10,7 @@ import pytest
 
 from dyncast_bgp.cli import main
 from dyncast_bgp.config.loader import ConfigError, parse
+from dyncast_bgp.config.schema import RouterConfig
 
 GOOD = """\
 bgp:
@@ -84,3 +85,10 @@ def test_config_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     proc = subprocess.run([sys.executable, "-m", "dyncast_bgp.cli", "config", "check", str(bad)],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "bad.yml:3: bgp.local_as" in proc.stderr
+
+
+def test_stale_time_rule_is_one_for_live_router_and_replay() -> None:
+    assert RouterConfig().stale_time(120) == 120.0  # default: the graceful-restart time
+    assert RouterConfig().stale_time(None) == 0.0
+    assert RouterConfig(stale_routes_time=0).stale_time(120) == 0.0  # an explicit 0 is honoured
+    assert RouterConfig(stale_routes_time=30).stale_time(120) == 30.0

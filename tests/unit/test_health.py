@@ -21,6 +21,7 @@ from dyncast_bgp.agent.health import (
     build_checker,
 )
 from dyncast_bgp.config.schema import CommandHealth, HttpHealth, NoHealth, TcpHealth
+from tests.unit.netutil import closed_port
 
 # path -> (status, body, delay in seconds)
 ROUTES: dict[str, tuple[int, bytes, float]] = {
@@ -64,13 +65,6 @@ def base_url() -> Iterator[str]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(5)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def run_check(checker: Checker) -> CheckResult:

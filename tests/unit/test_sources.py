@@ -9,7 +9,6 @@ import math
 import os
 import shlex
 import shutil
-import socket
 import ssl
 import subprocess
 import threading
@@ -45,6 +44,7 @@ from dyncast_bgp.config.schema import (
     MetricSource,
     ProcSource,
 )
+from tests.unit.netutil import closed_port
 
 # ---------------------------------------------------------------- a real HTTP server
 
@@ -117,13 +117,6 @@ def server() -> Iterator[Server]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(5)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def http_source(url: str, **fields: str) -> HttpSource:
