@@ -293,6 +293,36 @@ class AgentConfig(Strict):
     respawn: bool = Field(default=True, description="ExaBGP restarts the agent when it exits (rendered config)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics_listen: str | None = Field(default=None, description="host:port of the Prometheus endpoint")
+    control_socket: str | None = Field(
+        default=None, min_length=2, description="absolute path of the unix socket `dyncast ctl` talks to (drain, "
+        "undrain, withdraw, restore, instances, status); None: no control socket")
+    control_socket_mode: int = Field(
+        default=0o660, ge=0, le=0o777, description="permissions of the control socket file; octal, e.g. 0o660 or "
+        "\"0660\" (whoever may write to it may drain instances)")
+
+    @field_validator("control_socket")
+    @classmethod
+    def _control_socket(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        if "\0" in value or value.endswith("/"):
+            raise ValueError("must be a file path")
+        if len(value.encode()) > 107:
+            raise ValueError("a unix socket path may have at most 107 bytes")
+        return value
+
+    @field_validator("control_socket_mode", mode="before")
+    @classmethod
+    def _octal(cls, value: object) -> object:
+        """YAML reads 0660 as octal already; a string is read as octal too ("0660", "0o660", "660")."""
+        if isinstance(value, str):
+            text = value.strip().lower().removeprefix("0o")
+            if not text or any(digit not in "01234567" for digit in text):
+                raise ValueError(f"not an octal mode: {value!r}")
+            return int(text, 8)
+        return value
 
 
 # ---------------------------------------------------------------- router (ingress D-Router)
@@ -401,6 +431,9 @@ class RouterConfig(Strict):
         "half-learned RIB (instances missing from the desired state lose their flows)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics_listen: str | None = None
+    status_file: str | None = Field(
+        default=None, description="write the status document (decisions and their reasons, JSON) here")
+    status_interval: PositiveSeconds = Field(default=0.5, description="how often the status file is rewritten")
 
     @field_validator("services")
     @classmethod

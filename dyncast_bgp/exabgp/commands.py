@@ -1,4 +1,4 @@
-"""`dyncast exabgp-conf --role agent|router --config FILE`."""
+"""`dyncast exabgp-conf` (render ExaBGP's configuration) and `dyncast exabgp-run` (render, then run ExaBGP)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from dyncast_bgp.config.loader import ConfigError, load
 from dyncast_bgp.exabgp.render import render
+from dyncast_bgp.exabgp.run import default_workdir, exec_exabgp, write_config
 
 
 def register(subparsers: Any) -> None:
@@ -20,6 +21,14 @@ def register(subparsers: Any) -> None:
                       help="path of the dyncast executable ExaBGP runs (default: the one running now)")
     conf.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
     conf.set_defaults(handler=_run)
+
+    runner = subparsers.add_parser(
+        "exabgp-run", help="render ExaBGP's configuration for a role into a work directory and exec ExaBGP on it")
+    runner.add_argument("--role", choices=("agent", "router"), required=True)
+    runner.add_argument("--config", required=True, help="the dyncast YAML config")
+    runner.add_argument("--workdir", default=None,
+                        help="where the rendered file goes (default: per config, under the temp dir)")
+    runner.set_defaults(handler=_exec)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -39,3 +48,20 @@ def _run(args: argparse.Namespace) -> int:
     else:
         Path(args.output).write_text(text, encoding="utf-8")
     return 0
+
+
+def _exec(args: argparse.Namespace) -> int:
+    config_path = Path(args.config)
+    try:
+        config = load(config_path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    workdir = Path(args.workdir) if args.workdir else default_workdir(config_path, args.role)
+    try:
+        conf = write_config(config, role=args.role, config_path=config_path, workdir=workdir)
+        exec_exabgp(conf)
+    except (OSError, ValueError) as exc:
+        print(f"dyncast exabgp-run: {exc}", file=sys.stderr)
+        return 2
+    return 0  # not reached: exec replaced the process

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
@@ -27,6 +29,7 @@ from dyncast_bgp.model import IPAddress, PathMetrics
 from dyncast_bgp.probe.prober import Prober, queue_sink
 from dyncast_bgp.probe.static import throughput_from_static
 from dyncast_bgp.router.static import static_paths
+from dyncast_bgp.router.status import status_document, write_status
 from dyncast_bgp.wire.exabgp_json import EndOfRib, ExabgpJsonError, PeerState, SessionState, Shutdown, parse_line
 
 log = structlog.get_logger(__name__)
@@ -72,6 +75,9 @@ class RouterRuntime:
         tasks = [asyncio.create_task(self._read(), name="exabgp"),
                  asyncio.create_task(self._paths_in(), name="probes"),
                  asyncio.create_task(self._applier(), name="dataplane")]
+        if self.config.router.status_file:
+            tasks.append(asyncio.create_task(self._status_writer(Path(self.config.router.status_file)),
+                                             name="status"))
         log.info("router_started", probes=self._prober is not None, dataplane=self._dataplane is not None)
         try:
             await self._own()
@@ -164,6 +170,21 @@ class RouterRuntime:
                 log.warning("instance_unreachable", binding=str(binding))
             self.engine.on_path(binding, metrics)
             self._wake.set()
+
+    async def _status_writer(self, path: Path) -> None:
+        """Rewrite the status document every ``status_interval`` (a failure is logged once per kind)."""
+        failed: str | None = None
+        while True:
+            document = status_document(self.engine.outcomes(), now=time.time(), synced=self._synced.is_set(),
+                                       counters=dataclasses.asdict(self.counters))
+            try:
+                await asyncio.to_thread(write_status, path, document)
+                failed = None
+            except OSError as exc:
+                if failed != type(exc).__name__:
+                    log.error("status_write_failed", path=str(path), error=str(exc))
+                failed = type(exc).__name__
+            await asyncio.sleep(self.config.router.status_interval)
 
     async def _applier(self) -> None:
         if self._dataplane is None:
