@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PACKAGES=(python3 python3-venv nftables conntrack iproute2 frr bird2 gobgpd iputils-ping tcpdump procps)
+PACKAGES=(python3 python3-venv nftables conntrack iproute2 frr bird2 gobgpd iputils-ping tcpdump procps curl)
 SERVICES=(frr bird gobgpd)
 PYTHON=${PYTHON:-python3.11}
 VENV=.venv

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from dyncast_bgp.lab.agent_demo import run_demo
+from dyncast_bgp.lab.service_cli import add_commands as add_service_commands
 from dyncast_bgp.obs.log import configure
 
 
@@ -16,6 +17,7 @@ def register(subparsers: Any) -> None:
     actions = lab.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
     demo = actions.add_parser("agent-demo", help="the agent announcing to ExaBGP, FRR, BIRD and GoBGP, step by step")
     demo.set_defaults(handler=_agent_demo)
+    add_service_commands(actions)
 
 
 def _agent_demo(args: argparse.Namespace) -> int:
