@@ -316,6 +316,20 @@ def _delete_namespaces(names: Sequence[str]) -> list[str]:
     return [f"namespaces not deleted: {', '.join(left)}"] if left else []
 
 
+def remove_namespaces(names: Sequence[str]) -> list[str]:
+    """SIGKILL every process inside the namespaces ``names`` (those that exist), then delete them;
+    returns what could not be removed. For tearing down a lab from its recorded state."""
+    present = set(list_namespaces())
+    _kill_members([Namespace(name) for name in names if name in present])
+    return _delete_namespaces(names)
+
+
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot), or ``None`` if it does not run: with the pid,
+    it names one process even after the pid is reused."""
+    return _start_time(pid)
+
+
 def list_namespaces() -> list[str]:
     """Names of all network namespaces (``ip netns list``)."""
     done = run(None, ["ip", "netns", "list"])

@@ -10,8 +10,8 @@ the prober's egress (requests are delayed or dropped, replies are not). Where
 the kernel has netem, ``tc qdisc ... netem`` on ``to-a``/``to-b`` does that and
 the bridges only pass frames; where it does not (CONFIG_NET_SCH_NETEM unset,
 as on the Firecracker kernel this was written on) the bridges impose the same
-delay and loss themselves: :data:`BRIDGE` is a small userspace L2 forwarder on
-AF_PACKET sockets. The test prints which one it used.
+delay and loss themselves: :mod:`dyncast_bgp.lab.impair` is a userspace L2
+forwarder on AF_PACKET sockets. The test prints which one it used.
 
 The prober and the responders are the real tools (``python -m
 dyncast_bgp.probe probe|echo``) started with the Lab harness; the prober
@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import pytest
 
+from dyncast_bgp.lab.impair import ImpairControl, Impairment
 from dyncast_bgp.lab.netns import Lab, Namespace
 from dyncast_bgp.lab.poll import expect
 from dyncast_bgp.lab.process import Process
@@ -47,100 +48,6 @@ UNREACHABLE_AFTER = 3
 DELAY_MS = 20.0
 A4, A6, B4, B6 = "10.31.1.2", "fd00:31:1::2", "10.31.2.2", "fd00:31:2::2"
 PORT = 9950
-
-BRIDGE = r'''
-"""Userspace L2 impairment bridge between two interfaces: delay and loss from LEFT to RIGHT (like netem on egress)."""
-import heapq, json, os, random, select, socket, struct, sys, time
-
-left_if, right_if, control = sys.argv[1], sys.argv[2], sys.argv[3]
-ETH_P_ALL, PACKET_OUTGOING = 0x0003, 4
-
-
-def open_port(ifname):
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    sock.bind((ifname, 0))
-    sock.setblocking(False)
-    return sock
-
-
-def fold(total):
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def csum(data):
-    if len(data) % 2:
-        data += b"\0"
-    return sum(struct.unpack(f"!{len(data) // 2}H", data))
-
-
-def fix_udp(frame):
-    """Recompute the UDP checksum (veth leaves it to an offload that a packet socket never performs)."""
-    ethertype = frame[12:14]
-    if ethertype == b"\x08\x00" and frame[23] == 17:
-        ihl = (frame[14] & 0x0F) * 4
-        start = 14 + ihl
-        length = struct.unpack("!H", frame[start + 4:start + 6])[0]
-        pseudo = frame[26:34] + struct.pack("!BBH", 0, 17, length)
-    elif ethertype == b"\x86\xdd" and frame[20] == 17:
-        start = 54
-        length = struct.unpack("!H", frame[start + 4:start + 6])[0]
-        pseudo = frame[22:54] + struct.pack("!IxxxB", length, 17)
-    else:
-        return frame
-    segment = bytearray(frame[start:start + length])
-    segment[6:8] = b"\0\0"
-    value = fold(csum(pseudo) + csum(bytes(segment))) or 0xFFFF
-    return frame[:start + 6] + struct.pack("!H", value) + frame[start + 8:]
-
-
-ports = {"left": open_port(left_if), "right": open_port(right_if)}
-settings = {"delay_ms": 0.0, "loss": 0.0}
-mtime = None
-queue = []  # (due, order, out port, frame)
-order = 0
-passed = dropped = 0
-print(json.dumps({"bridge": "ready", "time": time.monotonic()}), flush=True)
-while True:
-    try:
-        info = os.stat(control)
-        stat = (info.st_ino, info.st_mtime_ns)  # a replaced file is a new inode even within one mtime tick
-    except FileNotFoundError:
-        stat = None
-    if stat != mtime and stat is not None:
-        mtime = stat
-        with open(control) as handle:
-            settings = json.load(handle)
-        print(json.dumps({"bridge": "applied", "settings": settings, "time": time.monotonic(),
-                          "passed": passed, "dropped": dropped}), flush=True)
-    now = time.monotonic()
-    while queue and queue[0][0] <= now:
-        _, _, out, frame = heapq.heappop(queue)
-        ports[out].send(frame)
-    timeout = 0.01 if not queue else max(0.0, min(0.01, queue[0][0] - now))
-    readable, _, _ = select.select(list(ports.values()), [], [], timeout)
-    for sock in readable:
-        side = "left" if sock is ports["left"] else "right"
-        while True:
-            try:
-                frame, address = sock.recvfrom(65535)
-            except BlockingIOError:
-                break
-            if address[2] == PACKET_OUTGOING:
-                continue
-            frame = fix_udp(frame)
-            if side == "left":
-                if random.random() < settings["loss"]:
-                    dropped += 1
-                    continue
-                passed += 1
-                order += 1
-                heapq.heappush(queue, (time.monotonic() + settings["delay_ms"] / 1000.0, order, "right", frame))
-            else:
-                ports["left"].send(frame)
-'''
-
 
 def skip_reason() -> str | None:
     if os.geteuid() != 0:
@@ -191,23 +98,11 @@ class Netem:
 
 @dataclass
 class Bridges:
-    controls: dict[str, Path]
-    logs: dict[str, Path]
-    name: str = "userspace bridge (no netem in this kernel)"
+    controls: dict[str, ImpairControl]
+    name: str = "userspace forwarder dyncast_bgp.lab.impair (no netem in this kernel)"
 
     def set(self, path: str, *, delay_ms: float = 0.0, loss: float = 0.0) -> float:
-        settings = {"delay_ms": delay_ms, "loss": loss}
-        before = time.monotonic()
-        temporary = self.controls[path].with_suffix(".tmp")
-        temporary.write_text(json.dumps(settings))
-        temporary.replace(self.controls[path])
-
-        def applied() -> list[dict[str, Any]]:
-            return [r for r in records(self.logs[path], "bridge", "applied")
-                    if r["settings"] == settings and r["time"] >= before]
-
-        seen = expect(applied, bool, what=f"bridge {path} applying {settings}", timeout=5.0)
-        return float(seen[-1]["time"])
+        return self.controls[path].set("ab", Impairment(delay_ms=delay_ms, loss=loss))
 
 
 @dataclass
@@ -266,16 +161,16 @@ def probe_lab() -> Iterator[ProbeLab]:
         imp.set_sysctls({"net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1})
         _path(lab, prb, imp, ra, path="a", v4=A4, v6=A6)
         _path(lab, prb, imp, rb, path="b", v4=B4, v6=B6)
-        script = lab.workdir / "bridge.py"
-        script.write_text(BRIDGE)
-        controls = {path: lab.workdir / f"bridge-{path}.json" for path in ("a", "b")}
-        bridges = {path: lab.spawn(imp, f"bridge-{path}", [sys.executable, str(script), f"p{path}0",
-                                                            f"p{path}1", str(controls[path])])
-                   for path in ("a", "b")}
+        sockets = {path: lab.workdir / f"impair-{path}.sock" for path in ("a", "b")}
+        bridges = [lab.spawn(imp, f"impair-{path}", [sys.executable, "-m", "dyncast_bgp.lab.impair", "forward",
+                                                      "--port-a", f"p{path}0", "--port-b", f"p{path}1",
+                                                      "--control", str(sockets[path])])
+                   for path in ("a", "b")]
+        for bridge, sock in zip(bridges, sockets.values(), strict=True):
+            expect(sock.exists, bool, what=f"{bridge.name} control socket", timeout=10.0,
+                   diagnose=bridge.log_tail)
         impair: Impairer = Netem(prb) if _has_netem(prb) else \
-            Bridges(controls, {path: process.log_path for path, process in bridges.items()})
-        for path in ("a", "b"):
-            controls[path].write_text(json.dumps({"delay_ms": 0.0, "loss": 0.0}))
+            Bridges({path: ImpairControl(sock) for path, sock in sockets.items()})
         impair.set("a", delay_ms=DELAY_MS)
         for ns, addresses in ((ra, (A4, A6)), (rb, (B4, B6))):
             listen = [arg for address in addresses for arg in ("--listen", address)]
