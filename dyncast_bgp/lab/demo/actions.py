@@ -6,6 +6,8 @@ import subprocess
 from collections.abc import Sequence
 from typing import Protocol
 
+from dyncast_bgp.ctl.client import ClientError, call
+from dyncast_bgp.ctl.protocol import Request
 from dyncast_bgp.lab.demo.story import Action, Story
 from dyncast_bgp.lab.errors import LabError
 
@@ -30,12 +32,15 @@ def perform(lab: LabControl, story: Story, action: Action) -> str:
         lab.impair(node, ifname, delay_ms=action.value, loss=action.loss)
         return action.describe()
     if action.kind in ("drain", "undrain"):
+        # a unix socket is a file: reachable from here whatever network namespace the agent runs in
         site = story.site_by_name(story.site_of(action.target))
-        done = lab.exec(site.agent, ["dyncast", "ctl", "--socket", site.control_socket, action.kind,
-                                     f"{SERVICE_NAME}/{action.target}"], check=False)
-        if done.returncode != 0:
-            raise LabError(f"{action.describe()}: dyncast ctl exited {done.returncode}: "
-                           f"{(done.stderr or done.stdout).strip()}")
+        try:
+            answer = call(site.control_socket, Request(action.kind, {"instance": f"{SERVICE_NAME}/{action.target}"}),
+                          timeout=5.0)
+        except ClientError as exc:
+            raise LabError(f"{action.describe()}: {exc}") from None
+        if not answer.get("ok"):
+            raise LabError(f"{action.describe()}: the agent refused: {answer.get('error')}")
         return action.describe()
     path = {"busy": f"/admin/load?busy={int(action.value)}", "fail": "/admin/fail",
             "recover": "/admin/recover"}[action.kind]
@@ -44,5 +49,5 @@ def perform(lab: LabControl, story: Story, action: Action) -> str:
     done = lab.exec(site.agent, ["curl", "-sS", "-m", "2", "-X", "POST", "-o", "/dev/null", "-w", "%{http_code}",
                                  url], check=False)
     if done.returncode != 0 or not done.stdout.strip().startswith("2"):
-        raise LabError(f"{action.describe()}: POST {url} gave {done.stdout.strip() or done.stderr.strip()}")
+        raise LabError(f"{action.describe()}: POST {url} gave {done.stdout.strip()} {done.stderr.strip()}")
     return action.describe()

@@ -62,18 +62,22 @@ def instance_rows(document: Mapping[str, Any], names: Mapping[str, str], service
 class RouterSampler:
     """Reads every router's status file; keeps the latest rows and a series per quantity."""
 
-    def __init__(self, status_files: Mapping[str, str], names: Mapping[str, str]) -> None:
+    def __init__(self, status_files: Mapping[str, str], names: Mapping[str, str], *, since: float = 0.0) -> None:
         self._files = {router: Path(path) for router, path in status_files.items()}
+        self.since = since  # documents written before this (wall clock) are a previous run's: ignored
         self._names = dict(names)
         self.latest: dict[str, list[InstanceRow]] = {}
+        self.programmed: dict[str, bool] = {}  # router -> synced and the kernel programmed at least once
         self.series: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
 
     def sample(self, now: float) -> dict[str, list[InstanceRow]]:
         for router, path in self._files.items():
             document = read_status(path)
-            if document is None:
+            if document is None or float(document.get("time", 0.0)) < self.since:
                 continue
             rows = instance_rows(document, self._names)
+            counters = document.get("counters") or {}
+            self.programmed[router] = bool(document.get("synced")) and int(counters.get("applies", 0)) > 0
             self.latest[router] = rows
             for row in rows:
                 self._add(f"weight {router}", row.instance, now, row.weight)
@@ -89,5 +93,5 @@ class RouterSampler:
     def ready(self, expected_instances: int) -> bool:
         """Every router has a decision covering ``expected_instances`` instances with some weight."""
         return len(self.latest) == len(self._files) and all(
-            len(rows) >= expected_instances and sum(row.weight for row in rows) > 0.99
-            for rows in self.latest.values())
+            self.programmed.get(router, False) and len(rows) >= expected_instances
+            and sum(row.weight for row in rows) > 0.99 for router, rows in self.latest.items())

@@ -98,6 +98,7 @@ class Demo:
             tail.path.unlink(missing_ok=True)
         topology = load_topology(options.topology)
         began = time.monotonic()
+        self.sampler.since = time.time()
         with self.console.status("starting the lab") as status:
             def progress(message: str) -> None:
                 status.update(f"[{time.monotonic() - began:5.1f} s] {message}")
@@ -133,6 +134,12 @@ class Demo:
                 status.update(f"[{time.monotonic() - began:5.1f} s] waiting for BGP and the first decisions "
                               f"({sum(len(r) for r in self.sampler.latest.values())} instance paths seen)")
                 time.sleep(0.25)
+        for client in self.story.clients:  # one real request end to end from every client site
+            probe = lab.exec(client, ["curl", "-sS", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}",
+                                      f"http://{DSID}:{SERVICE_PORT}/"], check=False)
+            if probe.stdout.strip() != "200":
+                raise LabError(f"{client}: a request to {DSID}:{SERVICE_PORT} gave "
+                               f"{probe.stdout.strip() or probe.stderr.strip()}; lab logs: {lab.workdir}")
         self.console.print(f"lab ready in {time.monotonic() - began:.1f} s: "
                            f"{len(self.story.routers)} ingress routers see {expected} instances")
 
