@@ -23,6 +23,7 @@ AREAS = (
     "dyncast_bgp.router.commands",
     "dyncast_bgp.probe.commands",
     "dyncast_bgp.dataplane.commands",
+    "dyncast_bgp.ctl.commands",
 )
 
 

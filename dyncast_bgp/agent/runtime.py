@@ -11,6 +11,11 @@ next event or the next held update is due. ExaBGP's ``done``/``error`` replies
 are read all the time (so ExaBGP never stalls writing to us), counted, and an
 ``error`` is logged with the command it answers. End of stdin or a
 ``shutdown`` line means ExaBGP is going away: the agent stops.
+
+The control socket (``agent.control_socket``, :mod:`dyncast_bgp.agent.control`)
+is one more feeder: each request becomes a :class:`ControlEvent` on the same
+queue, so the owner wakes at once, applies it, plans and writes, and only then
+answers, so the reply already reflects what was sent.
 """
 
 from __future__ import annotations
@@ -25,12 +30,16 @@ from typing import Protocol
 
 import structlog
 
+from dyncast_bgp import __version__
+from dyncast_bgp.agent import control
 from dyncast_bgp.agent.echo import EchoError, EchoServer, serve_echo
 from dyncast_bgp.agent.health import Checker, build_checker
 from dyncast_bgp.agent.risefall import next_interval
 from dyncast_bgp.agent.sources import Collector, SourceError, build_collector
 from dyncast_bgp.agent.state import AgentState, InstanceId
 from dyncast_bgp.config.schema import Config, HealthBase, HealthCheck, MetricSource, NoHealth
+from dyncast_bgp.ctl.protocol import Request, Response, error
+from dyncast_bgp.ctl.server import ControlServer, ControlSocketError, serve_control
 from dyncast_bgp.model import MetricsView
 from dyncast_bgp.wire.exabgp_text import Command, Reply, parse_reply, render_all
 
@@ -57,7 +66,13 @@ class HealthResult:
     reply: asyncio.Future[float]
 
 
-Event = MetricResult | HealthResult
+@dataclass(frozen=True, slots=True)
+class ControlEvent:
+    request: Request
+    reply: asyncio.Future[Response]
+
+
+Event = MetricResult | HealthResult | ControlEvent
 
 
 @dataclass(slots=True)
@@ -67,6 +82,7 @@ class Counters:
     acks_error: int = 0
     source_failures: int = 0
     health_flips: int = 0
+    admin_changes: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -88,6 +104,9 @@ class AgentRuntime:
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._in_flight: collections.deque[str] = collections.deque(maxlen=10_000)
         self.stopping = asyncio.Event()
+        self.control_server: ControlServer | None = None
+        self._started_at = clock()
+        self._answers: list[tuple[ControlEvent, control.Applied]] = []
         self._health_config: dict[InstanceId, HealthBase] = {
             iid: instance.health for iid, instance in self.state.instances()
             if isinstance(instance.health, HealthBase)}
@@ -101,11 +120,15 @@ class AgentRuntime:
             if not isinstance(instance.health, NoHealth):
                 tasks.append(asyncio.create_task(self._check(iid, instance.health), name=f"health {iid}"))
         echo = await self._start_echo()
+        self.control_server = await self._start_control()
         log.info("agent_started", services=len(self.config.services),
-                 instances=sum(len(s.instances) for s in self.config.services), echo=echo is not None)
+                 instances=sum(len(s.instances) for s in self.config.services), echo=echo is not None,
+                 control_socket=str(self.control_server.path) if self.control_server is not None else None)
         try:
             await self._own_state()
         finally:
+            if self.control_server is not None:
+                await self.control_server.close()
             if echo is not None:
                 echo.close()
             for task in tasks:
@@ -126,6 +149,26 @@ class AgentRuntime:
             log.error("echo_responder_failed", error=str(exc))
             return None
 
+    async def _start_control(self) -> ControlServer | None:
+        """The control socket `dyncast ctl` talks to; a failure is logged, not fatal (announcing matters more)."""
+        path = self.config.agent.control_socket
+        if path is None:
+            return None
+        try:
+            return await serve_control(path, mode=self.config.agent.control_socket_mode, verbs=control.VERBS,
+                                       handle=self.submit)
+        except ControlSocketError as exc:
+            log.error("control_socket_failed", error=str(exc))
+            return None
+
+    async def submit(self, request: Request) -> Response:
+        """Hand a control request to the owner task; its answer comes after the change was written."""
+        if self.stopping.is_set():
+            return error("the agent is stopping")
+        reply: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        await self._queue.put(ControlEvent(request, reply))
+        return await reply
+
     # ------------------------------------------------------------ the owner
 
     async def _own_state(self) -> None:
@@ -134,6 +177,7 @@ class AgentRuntime:
         try:
             while not self.stopping.is_set():
                 await self._send(self.state.plan(self._clock()), why="plan")
+                self._answer_control()
                 due = self.state.next_due()
                 timeout = None if due is None else max(0.0, due - self._clock())
                 done, _ = await asyncio.wait({get, stop_wait}, timeout=timeout,
@@ -146,9 +190,42 @@ class AgentRuntime:
         finally:
             get.cancel()
             stop_wait.cancel()
+            unanswered = [event for event, _ in self._answers]
+            while not self._queue.empty():  # requests that came too late to be applied
+                event = self._queue.get_nowait()
+                if isinstance(event, ControlEvent):
+                    unanswered.append(event)
+            for event in unanswered:
+                if not event.reply.done():
+                    event.reply.set_result(error("the agent is stopping"))
+            self._answers.clear()
+
+    def _answer_control(self) -> None:
+        now = self._clock()
+        for event, applied in self._answers:
+            if not event.reply.done():
+                event.reply.set_result(control.answer(self.state, event.request, applied, now, self._status(now)))
+        self._answers.clear()
+
+    def _status(self, now: float) -> dict[str, object]:
+        served = self.control_server
+        return {
+            "version": __version__, "uptime": round(now - self._started_at, 3),
+            "services": len(self.config.services), "instances": control.admin_counts(self.state),
+            "published_routes": self.state.published_routes, "updates_sent": self.state.updates_sent,
+            "updates_held": self.state.updates_held, "commands_written": self.counters.commands_written,
+            "acks_done": self.counters.acks_done, "acks_error": self.counters.acks_error,
+            "source_failures": self.counters.source_failures, "health_flips": self.counters.health_flips,
+            "admin_changes": self.counters.admin_changes,
+            "control_requests": served.requests if served is not None else 0,
+            "control_rejected": served.rejected if served is not None else 0,
+        }
 
     def _apply(self, event: Event) -> None:
         now = self._clock()
+        if isinstance(event, ControlEvent):
+            self._apply_control(event)
+            return
         if isinstance(event, MetricResult):
             self.state.record_metrics(event.iid, event.source, event.values, event.error, now)
             return
@@ -161,6 +238,15 @@ class AgentRuntime:
         health = self._health_config.get(event.iid)
         if not event.reply.done() and machine is not None and health is not None:
             event.reply.set_result(next_interval(machine, health.interval, health.fast_interval))
+
+    def _apply_control(self, event: ControlEvent) -> None:
+        applied = control.apply(self.state, event.request)
+        transition = applied.transition
+        if transition is not None and transition.changed:
+            self.counters.admin_changes += 1
+            log.info("instance_admin_changed", service=transition.iid.service, instance=transition.iid.instance,
+                     **{"from": str(transition.before), "to": str(transition.after)}, by="ctl")
+        self._answers.append((event, applied))
 
     async def _send(self, commands: list[Command], *, why: str) -> None:
         if not commands:

@@ -163,8 +163,29 @@ class AgentState:
         self._update(iid, changed)
         return flipped
 
-    def set_admin(self, iid: InstanceId, admin: Admin) -> None:
+    def set_admin(self, iid: InstanceId, admin: Admin) -> Admin:
+        """Set the operator state; returns the one it replaces. The next ``plan`` acts on it."""
+        before = self._status[iid].admin
         self._update(iid, replace(self._status[iid], admin=admin))
+        return before
+
+    def configured_admin(self, iid: InstanceId) -> Admin:
+        """The operator state the config file gives the instance (what it started with)."""
+        entry = self._services[iid.service]
+        return Admin(entry.config.instances[entry.instances.index(iid)].state)
+
+    def path_id(self, iid: InstanceId) -> int:
+        return self._services[iid.service].path_ids[iid.instance]
+
+    def published(self, iid: InstanceId, now: float) -> damping.Content | None:
+        """What peers hold for this instance: its own route, or (per-site) the site route it is part of."""
+        entry = self._services[iid.service]
+        record = self._records.get(RouteKey(entry.service_id, entry.path_ids[iid.instance]))
+        if record is None or record.published is None:
+            return None
+        if entry.per_site:
+            return record.published if self._status[iid].withhold_reason(now) is None else None
+        return record.published if record.published.next_hop == self._status[iid].binding else None
 
     def _update(self, iid: InstanceId, status: InstanceStatus) -> None:
         if status != self._status[iid]:
