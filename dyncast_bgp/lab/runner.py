@@ -527,16 +527,44 @@ class LabRun:
 
     def _start_daemons(self) -> None:
         for node in self.topology.nodes:
-            plan = self.plans[node.name]
-            if plan.daemon == "frr":
-                self.progress(f"{node.name}: FRR")
-                self._start_frr(plan)
-            elif plan.daemon == "bird":
-                self.progress(f"{node.name}: BIRD")
-                self._start_bird(plan)
-            elif plan.daemon == "cmd" and plan.cmd is not None:
-                self.progress(f"{node.name}: cmd {plan.cmd}")
-                self.spawn(node.name, f"{node.role}-cmd", ["sh", "-c", plan.cmd])
+            self._start_node(node.name)
+
+    def _start_node(self, name: str) -> None:
+        node = self.topology.node(name)
+        plan = self.plans[name]
+        if plan.daemon == "frr":
+            self.progress(f"{name}: FRR")
+            self._start_frr(plan)
+        elif plan.daemon == "bird":
+            self.progress(f"{name}: BIRD")
+            self._start_bird(plan)
+        elif plan.daemon == "cmd" and plan.cmd is not None:
+            self.progress(f"{name}: cmd {plan.cmd}")
+            self.spawn(name, f"{node.role}-cmd", ["sh", "-c", plan.cmd])
+
+    def node_processes(self, node: str) -> list[Process]:
+        """The live processes started in ``node`` (its daemons, its cmd, whatever :meth:`spawn` put there)."""
+        self.topology.node(node)  # KeyError naming the nodes when unknown
+        return [process for process in self.lab.processes
+                if self._process_nodes.get(process.pid) == node and process.alive()]
+
+    def restart_node(self, node: str, *, down_for: float = 0.0) -> None:
+        """Stop ``node``'s daemons or cmd (SIGTERM, then SIGKILL after the grace), wait ``down_for``, start again.
+
+        Namespaces, links, addresses and kernel state stay: this is a process
+        restart, as a container's would be. Stale FRR/BIRD sockets and pid files
+        are removed first, so the new daemons never wait on a dead one's socket.
+        """
+        self.stop(*self.node_processes(node))
+        daemon_dir = self._node_dir(node) / "daemon"
+        if daemon_dir.is_dir():
+            for stale in (*daemon_dir.glob("*.vty"), *daemon_dir.glob("*.pid"), *daemon_dir.glob("*.api"),
+                          *daemon_dir.glob("*.ctl")):
+                stale.unlink(missing_ok=True)
+        if down_for > 0:
+            time.sleep(down_for)
+        self._start_node(node)
+        self.save()
 
     def _node_dir(self, node: str) -> Path:
         path = self.lab.workdir / "nodes" / self.topology.node(node).role
