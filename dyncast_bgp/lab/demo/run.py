@@ -152,6 +152,14 @@ class Demo:
                     f"{options.think_ms:g}", "--timeout", "3", "--seed", str(seed), "--client", client,
                     "--out", str(self.tails[client].path), "--log-level", "warning"]
             processes.append(lab.spawn(client, f"load-{client}", argv))
+        deadline = time.monotonic() + 30.0
+        with self.console.status("starting client load"):
+            while not self.events:  # the story's clock starts with the first request, not before
+                self._collect()
+                if time.monotonic() > deadline:
+                    raise LabError("the load generators recorded no request within 30 s: "
+                                   + "; ".join(process.describe() for process in processes))
+                time.sleep(0.1)
         return processes
 
     # ------------------------------------------------------------------ the story
@@ -224,7 +232,7 @@ class Demo:
         series = {group.replace(" ", "-"): {name: list(points) for name, points in values.items()}
                   for group, values in self.sampler.series.items()}
         files = write_report_from_events(self.options.out_dir, self.events, phases, series=series,
-                                         sites=self.sites, title="dyncast-bgp three-site demo", end=end,
+                                         sites=self.sites, title="dyncast-bgp three-site demo", end=end, bucket_s=2.0,
                                          sources=[tail.path.name for tail in self.tails.values()])
         results = checks(self.events, story, self.starts, end)
         text = files.markdown.read_text(encoding="utf-8")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
@@ -49,10 +51,23 @@ def _fmt(value: float | None, spec: str = ".0f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+_WEIGHTED = re.compile(r"free capacity ([\d.]+) x score ([\d.]+)")
+
+
+def short_reason(row: InstanceRow) -> str:
+    """The router's reason in a few words: why excluded, or what the weight grew from."""
+    if not row.eligible:
+        return row.reason
+    match = _WEIGHTED.search(row.reason)
+    if match:
+        return f"free {float(match.group(1)):.0f} x {float(match.group(2)):.1f}"
+    return row.reason.split(";", 1)[0]
+
+
 def render(state: ViewState) -> RenderableType:
     title = Text.assemble((f"phase {state.phase_index}/{state.phases}: ", "bold"), (state.phase, "bold cyan"),
                           f"   {state.elapsed:5.1f} s in, {state.remaining:5.1f} s left")
-    shares = Table(title="share of new sessions (last 5 s)", show_edge=False, expand=False)
+    shares = Table(title="share of new sessions (last 5 s)", show_edge=False, expand=False, pad_edge=False)
     shares.add_column("site")
     shares.add_column("share", justify="right")
     shares.add_column("")
@@ -61,32 +76,31 @@ def render(state: ViewState) -> RenderableType:
         shares.add_row(site, f"{share * 100:5.1f} %", _bar(share))
 
     routers = sorted(state.rows)
-    instances = Table(title="instances as the ingress routers see them", show_edge=False)
-    instances.add_column("instance")
-    instances.add_column("site")
+    instances = Table(title="instances as the ingress routers see them (w = weight at ingress N)", box=box.SIMPLE_HEAD,
+                      show_edge=False, pad_edge=False, collapse_padding=True)
+    instances.add_column("inst", no_wrap=True)
+    instances.add_column("site", no_wrap=True)
     for router in routers:
-        instances.add_column(f"weight {router}", justify="right")
-    instances.add_column("load %", justify="right")
-    instances.add_column("sessions", justify="right")
-    instances.add_column("delay ms", justify="right")
-    instances.add_column("RTT ms", justify="right")
-    instances.add_column("reason")
+        instances.add_column(f"w {router.removeprefix('ingress')}", justify="right", no_wrap=True)
+    for header in ("load%", "sess", "delay", "rtt"):
+        instances.add_column(header, justify="right", no_wrap=True)
+    instances.add_column("why", no_wrap=True, overflow="ellipsis", max_width=34)
     by_router = {router: {row.instance: row for row in state.rows[router]} for router in routers}
     names = sorted({name for rows in by_router.values() for name in rows})
     for name in names:
         first = next(rows[name] for rows in by_router.values() if name in rows)
-        weights = [(_fmt(by_router[r][name].weight * 100, ".0f") + " %") if name in by_router[r] else "-"
+        weights = [(_fmt(by_router[r][name].weight * 100, ".0f") + "%") if name in by_router[r] else "-"
                    for r in routers]
         style = "" if first.eligible else "dim"
         instances.add_row(name, state.instance_site.get(name, "?"), *weights, _fmt(first.load),
-                          _fmt(first.sessions), _fmt(first.delay_ms, ".1f"), _fmt(first.rtt_ms, ".1f"),
-                          first.reason[:48], style=style)
+                          _fmt(first.sessions), _fmt(first.delay_ms, ".0f"), _fmt(first.rtt_ms, ".1f"),
+                          short_reason(first), style=style)
 
     traffic = state.traffic
-    line = Text(f"{traffic.requests_per_second:6.0f} req/s   latency p50 {_fmt(traffic.p50_ms, '.0f')} ms, "
-                f"p99 {_fmt(traffic.p99_ms, '.0f')} ms   sessions {traffic.sessions}   ")
+    line = Text(f"{traffic.requests_per_second:.0f} req/s  p50 {_fmt(traffic.p50_ms, '.0f')} ms  "
+                f"p99 {_fmt(traffic.p99_ms, '.0f')} ms  sessions {traffic.sessions}  ")
     line.append(f"failed {traffic.failed}", style="bold red" if traffic.failed else "green")
-    line.append("   ")
+    line.append("  ")
     line.append(f"moved {traffic.moved}", style="bold red" if traffic.moved else "green")
     parts: list[RenderableType] = [title, Text(state.expect, style="italic"), shares, instances, line]
     if state.events:
