@@ -25,15 +25,26 @@ AREAS = (
     "dyncast_bgp.dataplane.commands",
     "dyncast_bgp.ctl.commands",
 )
+# The subcommands each area registers: with one of these first on the command line only that area
+# is imported, so `dyncast ctl ...` starts without loading pydantic schemas, matplotlib and the rest.
+COMMANDS = {
+    "config": "dyncast_bgp.config.commands", "wire": "dyncast_bgp.wire.commands",
+    "agent": "dyncast_bgp.agent.commands", "exabgp-conf": "dyncast_bgp.exabgp.commands",
+    "exabgp-run": "dyncast_bgp.exabgp.commands", "lab": "dyncast_bgp.lab.commands",
+    "router": "dyncast_bgp.router.commands", "probe": "dyncast_bgp.probe.commands",
+    "echo": "dyncast_bgp.probe.commands", "dataplane": "dyncast_bgp.dataplane.commands",
+    "ctl": "dyncast_bgp.ctl.commands",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (``only``: a module of AREAS) one with just that area's subcommands."""
     parser = argparse.ArgumentParser(
         prog="dyncast", description="Dynamic Anycast (Dyncast / IETF CATS) over BGP: the metric agent, the ingress "
         "router, and tools to check configs, decode communities, probe paths and run labs.")
     parser.add_argument("--version", action="version", version=f"dyncast-bgp {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in AREAS:
+    for module_name in AREAS if only is None else (only,):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -43,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(COMMANDS.get(words[0]) if words else None)
+    args = parser.parse_args(words)
     code: int = args.handler(args)
     return code
 

@@ -15,7 +15,6 @@ import json
 import sys
 from typing import Any
 
-from dyncast_bgp.config.loader import ConfigError, load
 from dyncast_bgp.ctl.client import DEFAULT_SOCKET, ClientError, call
 from dyncast_bgp.ctl.protocol import Request
 from dyncast_bgp.ctl.render import render
@@ -51,7 +50,12 @@ def register(subparsers: Any) -> None:
 def socket_path(args: argparse.Namespace) -> str:
     if args.config is None:
         return str(args.socket or DEFAULT_SOCKET)
-    path = load(args.config).agent.control_socket
+    from dyncast_bgp.config.loader import ConfigError, load  # noqa: PLC0415 - pydantic only when a config is read
+
+    try:
+        path = load(args.config).agent.control_socket
+    except ConfigError as exc:
+        raise ClientError(str(exc)) from None
     if path is None:
         raise ClientError(f"{args.config}: agent.control_socket is not set")
     return path
@@ -66,7 +70,7 @@ def build_request(args: argparse.Namespace) -> Request:
 def _run(args: argparse.Namespace) -> int:
     try:
         answer = call(socket_path(args), build_request(args), timeout=args.timeout)
-    except (ClientError, ConfigError) as exc:
+    except ClientError as exc:
         print(f"dyncast ctl: {exc}", file=sys.stderr)
         return 1
     if args.json:

@@ -11,7 +11,6 @@ from typing import Any
 
 from dyncast_bgp.config.loader import ConfigError
 from dyncast_bgp.lab.agent_demo import run_demo as run_agent_demo
-from dyncast_bgp.lab.demo.run import DemoOptions, run_demo
 from dyncast_bgp.lab.errors import LabError
 from dyncast_bgp.lab.service_cli import add_commands as add_service_commands
 from dyncast_bgp.lab.topology_cli import add_commands as add_topology_commands
@@ -52,6 +51,7 @@ def _demo(args: argparse.Namespace) -> int:
         print("dyncast lab demo: --scale must be in 0.1..10 and --rate in 0.5..200", file=sys.stderr)
         return 2
     configure("warning", fmt="console")
+    from dyncast_bgp.lab.demo.run import DemoOptions, run_demo  # noqa: PLC0415 - matplotlib and rich: only here
     topology = Path(args.topology) if args.topology else default_topology()
     out = Path(args.out) if args.out else Path("reports") / time.strftime("demo-%Y%m%d-%H%M%S")
     options = DemoOptions(topology=topology, out_dir=out, scale=args.scale, rate=args.rate, live=not args.no_live)
