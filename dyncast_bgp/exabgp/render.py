@@ -70,6 +70,8 @@ def _neighbor(config: Config, neighbor: Neighbor, role: Role, process: str) -> l
         capability.append(f"add-path {'send' if role == 'agent' else 'receive'};")
     if bgp.graceful_restart is not None:
         capability.append(f"graceful-restart {bgp.graceful_restart};")
+    if role == "router":
+        capability.append("route-refresh;")  # a respawned router asks its peers to send their routes again
     if capability:
         body.append("capability {")
         body.extend(f"    {line}" for line in capability)

@@ -80,12 +80,21 @@ def _replay(args: argparse.Namespace, router: RouterConfig, config: Config | Non
     return 0
 
 
+def _to_exabgp(command: str) -> None:
+    """One API command to ExaBGP (our stdout is its command channel); a closed pipe is ExaBGP gone."""
+    try:
+        sys.stdout.write(command + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+
+
 def _linux_dataplane() -> Dataplane:
     return LinuxDataplane()
 
 
 async def _live(config: Config, dataplane: Dataplane | None, *, probes: bool) -> int:
-    runtime = RouterRuntime(config, lines=stdin_lines(), dataplane=dataplane, probes=probes)
+    runtime = RouterRuntime(config, lines=stdin_lines(), dataplane=dataplane, probes=probes, commands=_to_exabgp)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, runtime.stopping.set)

@@ -47,7 +47,8 @@ class RouterCounters:
 
 class RouterRuntime:
     def __init__(self, config: Config, *, lines: AsyncIterator[str], dataplane: Dataplane | None,
-                 probes: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+                 probes: bool = True, clock: Callable[[], float] = time.monotonic,
+                 commands: Callable[[str], None] | None = None) -> None:
         router = config.router
         self.config = config
         self.engine = RouterEngine(router, stale_time=router.stale_time(config.bgp.graceful_restart),
@@ -55,6 +56,7 @@ class RouterRuntime:
         self.counters = RouterCounters()
         self.stopping = asyncio.Event()
         self._lines = lines
+        self._commands = commands
         self._dataplane = dataplane
         self._clock = clock
         self._paths: asyncio.Queue[tuple[IPAddress, PathMetrics]] = asyncio.Queue()
@@ -70,6 +72,7 @@ class RouterRuntime:
         self.installed: DesiredState | None = None
 
     async def run(self) -> None:
+        self._ask_for_routes()
         if self._prober is not None:
             await self._prober.start()
         tasks = [asyncio.create_task(self._read(), name="exabgp"),
@@ -89,6 +92,22 @@ class RouterRuntime:
                 await self._prober.close()
             log.info("router_stopped", lines=self.counters.lines, rejected=self.counters.rejected_lines,
                      applies=self.counters.applies, apply_errors=self.counters.apply_errors)
+
+    def _ask_for_routes(self) -> None:
+        """Ask every established peer to send its routes again (ROUTE-REFRESH, RFC 2918).
+
+        ExaBGP does not replay what it received to a process it respawned, so a
+        restarted router would otherwise know only routes that change after it
+        started. Right after ExaBGP itself starts no peer is established yet:
+        ExaBGP answers ``error`` (ignored as an acknowledgement) and the routes
+        come with the new sessions anyway.
+        """
+        if self._commands is None:
+            return
+        families = sorted({family for neighbor in self.config.bgp.neighbors for family in neighbor.families})
+        for family in families:
+            self._commands(f"announce route-refresh {family}")
+        log.info("route_refresh_requested", families=families)
 
     # ------------------------------------------------------------ the owner
 
