@@ -32,8 +32,8 @@ def status_document(outcomes: Iterable[Outcome], *, now: float, counters: Mappin
             "weights": {str(key.binding): round(weight, 6) for key, weight in sorted(decision.weights.items())},
             "instances": [item.to_dict() for item in outcome.explain],
         }
-    return {"version": VERSION, "time": round(now, 3), "synced": synced, "counters": dict(counters),
-            "services": services}
+    return {"version": VERSION, "time": round(now, 3), "pid": os.getpid(), "synced": synced,
+            "counters": dict(counters), "services": services}
 
 
 def write_status(path: Path, document: Mapping[str, Any]) -> None:

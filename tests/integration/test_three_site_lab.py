@@ -40,12 +40,13 @@ from dyncast_bgp.ctl.protocol import Request
 from dyncast_bgp.lab.clab import load_topology
 from dyncast_bgp.lab.demo.actions import SERVICE_PORT, perform
 from dyncast_bgp.lab.demo.kernel import kernel_shares
-from dyncast_bgp.lab.demo.routers import RouterSampler
+from dyncast_bgp.lab.demo.routers import RouterSampler, instance_rows
 from dyncast_bgp.lab.demo.story import Action, Story, three_site_story
 from dyncast_bgp.lab.demo.tail import EventTail
 from dyncast_bgp.lab.loadgen import RequestEvent, session_facts
 from dyncast_bgp.lab.process import Process
 from dyncast_bgp.lab.runner import LabRun
+from dyncast_bgp.router.status import read_status
 
 pytestmark = [pytest.mark.netns, pytest.mark.lab, pytest.mark.slow]
 
@@ -294,6 +295,18 @@ def test_router_restart_loses_no_request(site: ThreeSite) -> None:
     _no_failures_across(site, restart, hold=12.0, what="dyncast router on ingress1 restarted")
     new = _router_pids(site, "ingress1")
     assert new and new != pids, "ExaBGP did not respawn the router"
+    status = Path(site.story.status_files["ingress1"])
+
+    def relearned() -> bool:  # the new process has every instance again (route refresh) and programmed the kernel
+        document = read_status(status)
+        if document is None or document.get("pid") != new[0]:
+            return False
+        rows = instance_rows(document, site.names)
+        return (bool(document.get("synced")) and document["counters"].get("applies", 0) > 0
+                and len(rows) == len(site.names) and abs(sum(row.weight for row in rows) - 1.0) < 1e-6)
+
+    took = wait_for(relearned, timeout=20, what="the respawned router re-learned every instance and applied")
+    print(f"respawned router had every instance and had programmed the kernel {took:.1f} s after the hold")
 
 
 def test_exabgp_restart_loses_no_request(site: ThreeSite) -> None:
