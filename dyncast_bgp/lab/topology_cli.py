@@ -172,6 +172,7 @@ def _down(args: argparse.Namespace) -> int:
         while record.owner_alive() and time.monotonic() < deadline:
             time.sleep(0.1)
         if not record.owner_alive() and read_record(topology) is None:
+            record_path(topology).with_suffix(".log").unlink(missing_ok=True)  # the supervisor's log: a clean stop
             print(f"lab {topology.name} is down")
             return 0
         print(f"the owner (pid {record.owner_pid}) did not finish; removing from the record", file=sys.stderr)
