@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from dyncast_bgp.router.status import status_document, write_status
 from dyncast_bgp.wire.exabgp_json import EndOfRib, ExabgpJsonError, PeerState, SessionState, Shutdown, parse_line
 
 log = structlog.get_logger(__name__)
+
+LEADING_DEBOUNCE = 0.005  # seconds: a change after a quiet spell waits this long for the rest of its burst
 
 
 @dataclass(slots=True)
@@ -210,9 +213,15 @@ class RouterRuntime:
             return
         interval = self.config.router.apply_interval
         await self._wait_for_sync()  # never program a half-learned RIB over the installed state
+        last_end = -math.inf
         while True:
             await self._apply_wanted.wait()
-            await asyncio.sleep(interval)  # coalesce changes that arrive together
+            # Coalesce with a leading edge: a change after a quiet spell is applied after a few
+            # milliseconds (time for the rest of a burst already in the pipe); changes that follow an
+            # apply within `apply_interval` wait for the rest of it and go together.
+            wait = max(last_end + interval - self._clock(), min(interval, LEADING_DEBOUNCE))
+            if wait > 0:
+                await asyncio.sleep(wait)
             self._apply_wanted.clear()
             desired = self.engine.desired()
             if desired == self.installed:
@@ -223,6 +232,8 @@ class RouterRuntime:
                 self.counters.apply_errors += 1
                 log.error("dataplane_apply_failed", error=str(exc))
                 continue
+            finally:
+                last_end = self._clock()
             self.installed = desired
             self.counters.applies += 1
             self.counters.last_apply_seconds = result.seconds

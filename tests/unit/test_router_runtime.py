@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 
 from dyncast_bgp.config.loader import parse
@@ -118,3 +119,39 @@ def test_without_end_of_rib_the_hold_expires_and_the_kernel_is_programmed() -> N
              (1.0, "")]
     run(lines, dataplane, hold=0.3)
     assert [weights(state) for state in dataplane.applied] == [{A: 1.0}]
+
+
+class TimedDataplane(CheckingDataplane):
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def apply(self, desired: DesiredState) -> ApplyResult:
+        self.times.append(time.monotonic())
+        return super().apply(desired)
+
+
+def test_an_isolated_change_is_applied_at_once_and_a_burst_after_it_waits_the_interval() -> None:
+    """Leading-edge coalescing: apply_interval 0.4 s delays only changes that follow an apply closely."""
+    dataplane = TimedDataplane()
+    sent: list[float] = []
+
+    async def lines() -> AsyncIterator[str]:
+        script = [(0.0, update(1, "10.0.0.3", SVC, A, 1, metrics={"cpu_utilization": 20, "capacity": 1000})),
+                  (1.0, update(2, "10.0.0.3", SVC, B, 2, metrics={"cpu_utilization": 20, "capacity": 1000})),
+                  (0.05, update(3, "10.0.0.3", SVC, B, 2, metrics={"cpu_utilization": 90, "capacity": 1000})),
+                  (0.6, "")]
+        for delay, line in script:
+            await asyncio.sleep(delay)
+            sent.append(time.monotonic())
+            yield line
+
+    async def go() -> None:
+        config = parse(CONFIG.replace("apply_interval: 0.05", "apply_interval: 0.4") % {"hold": 0})
+        runtime = RouterRuntime(config, lines=lines(), dataplane=dataplane)
+        await asyncio.wait_for(runtime.run(), timeout=10)
+
+    asyncio.run(go())
+    assert len(dataplane.times) == 3, dataplane.times
+    assert dataplane.times[1] - sent[1] < 0.2  # quiet for a second before: applied without the 0.4 s wait
+    assert dataplane.times[2] - dataplane.times[1] >= 0.39  # 50 ms after an apply: waits out the interval
