@@ -12,7 +12,9 @@ import ipaddress
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from typing import TypeVar, overload
+
+_T = TypeVar("_T")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -47,9 +49,18 @@ class ServiceId:
     """A D-SID: the anycast prefix of a service (usually a /32 or /128).
 
     Ordered IPv4 before IPv6, then by address and length, so mixed lists sort.
+    Its hash is computed once: an ``ipaddress`` network hashes in Python, and the
+    router puts service ids in sets and dicts for every update it receives.
     """
 
     prefix: IPNetwork
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.prefix,)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def sort_key(self) -> tuple[int, int, int]:
@@ -100,7 +111,13 @@ class InstanceKey:
 
 
 class MetricsView(Mapping[str, float]):
-    """An immutable, hashable mapping of metric name to finite value."""
+    """An immutable, hashable mapping of metric name to finite value.
+
+    The values sit in a private plain dict (never handed out): its ``get`` is
+    a C call, where a ``mappingproxy``'s or the ``Mapping`` mixin's costs
+    several Python-level steps, and the decision reads ~10 metrics per
+    instance (:mod:`~dyncast_bgp.engine.assess` reads ``_data`` directly).
+    """
 
     __slots__ = ("_data", "_hash")
 
@@ -111,8 +128,18 @@ class MetricsView(Mapping[str, float]):
             if not math.isfinite(number):
                 raise ValueError(f"metric {name!r} is not finite: {value!r}")
             clean[name] = number
-        self._data = MappingProxyType(dict(sorted(clean.items())))
+        self._data: dict[str, float] = dict(sorted(clean.items()))
         self._hash: int | None = None
+
+    @overload
+    def get(self, key: str, /) -> float | None: ...
+    @overload
+    def get(self, key: str, default: float | _T, /) -> float | _T: ...
+    def get(self, key: str, default: object = None, /) -> object:
+        return self._data.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
 
     def __getitem__(self, key: str) -> float:
         return self._data[key]
@@ -231,6 +258,19 @@ class Decision:
     excluded: Mapping[InstanceKey, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # The common case, checked in C where possible: every key of this service (by identity first:
+        # ``ServiceId.__eq__`` runs in Python), weights that sum to a finite total (so none is NaN or
+        # infinite) with a non-negative least one. Anything else takes the loop below, which finds and
+        # words the first problem exactly as before.
+        service = self.service
+        weights = self.weights
+        values = list(weights.values())
+        total = sum(values)
+        if (math.isfinite(total) and (not values or min(values) >= 0.0)
+                and all([key.service is service or key.service == service for key in weights])):
+            if values and not math.isclose(total, 1.0, abs_tol=1e-9):
+                raise ValueError(f"weights of {self.service} sum to {total}, not 1")
+            return
         for key, weight in self.weights.items():
             if key.service != self.service:
                 raise ValueError(f"{key} is not an instance of {self.service}")

@@ -15,11 +15,12 @@ a float).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from itertools import pairwise
-from operator import itemgetter
+from operator import lt
+from typing import NamedTuple
 
 from dyncast_bgp.engine.candidate import IPV6_BIT, PATH_ID_BITS, Candidate, Ident
 from dyncast_bgp.engine.eligibility import (
@@ -37,13 +38,13 @@ from dyncast_bgp.engine.scoring import (
     BACKLOG_PSEUDOCOUNT,
     COMPUTED,
     FREE_FLOOR,
+    SCORE_FLOOR,
     Fleet,
     clamp_score,
     fleet,
 )
 from dyncast_bgp.model import InstanceKey, InstanceState, ServiceId
 
-_FIRST = itemgetter(0)
 _ACTIVE = InstanceState.ACTIVE
 _CANARY = InstanceState.CANARY
 _NONE: tuple[str, ...] = ()
@@ -56,7 +57,8 @@ class Assessment:
     Column ``x[i]`` belongs to ``candidates[i]``. ``compute``/``network`` are
     the L1 scores, ``overall`` the L2 (0-10); ``load`` the utilisation used
     for free capacity (percent, measured or assumed), ``capacity`` the one
-    used (reported or assumed), ``free = capacity * max(1 - load/100, 0.01)``.
+    used (reported or assumed), ``free = capacity * max(1 - load/100, 0.01)``;
+    ``merit = free * max(overall, 0.1)``, what the weighted policies share by.
     ``exclusions[i]`` is why instance ``i`` may not take new flows (None: it
     may); ``eligible`` and ``excluded`` list the indices of those that may and
     of those that may not. ``unknown`` and
@@ -73,6 +75,7 @@ class Assessment:
     load: list[float]
     capacity: list[float]
     free: list[float]
+    merit: list[float]
     exclusions: list[Exclusion | None]
     eligible: list[int]
     excluded: list[int]
@@ -87,52 +90,58 @@ class Assessment:
         return self.sources.get(index, COMPUTED)
 
 
-Row = tuple[Ident, Candidate, Mapping[str, float], "float | None", "float | None"]
-"""One candidate as read: ident, candidate, metric values, reported capacity, and its backlog per unit of
-capacity ``(n + 1)/c`` when it reports one (with a capacity > 0)."""
+class Columns(NamedTuple):
+    """The candidates as read, sorted by ident: what the hot loop needs first, one list per field.
+
+    ``values`` are the metric dicts, ``reported`` the reported capacities (None: not reported), ``backlog``
+    the requests in the system plus one, ``(n + 1)``, for instances that report them with a capacity > 0.
+    """
+
+    idents: list[Ident]
+    candidates: list[Candidate]
+    values: list[dict[str, float]]
+    reported: list[float | None]
+    backlog: list[float | None]
 
 
-def read(service: ServiceId, candidates: Sequence[Candidate]) -> tuple[list[Row], Fleet]:
+def read(service: ServiceId, candidates: Sequence[Candidate]) -> tuple[Columns, Fleet]:
     """Every candidate with what the hot loop needs first, sorted by ident; and the fleet figures.
 
-    One pass in the caller's order (the fleet's sums are exact, so order-independent), then a sort.
-    ValueError for a foreign or duplicate instance.
+    Column by column (a comprehension per field costs a fraction of a loop that appends to several lists),
+    in the caller's order, then sorted unless already in order (the RIB lists candidates sorted). The
+    fleet's sums are exact, so order-independent. ValueError for a foreign or duplicate instance.
     """
-    rows: list[Row] = []
-    add = rows.append
-    capacities: list[float] = []
-    requests: list[float] = []
-    backlog_capacities: list[float] = []
-    for candidate in candidates:
-        key = candidate.key
-        owner = key.service
-        if owner is not service and owner != service:
-            raise ValueError(f"{key} is not an instance of {service}")
-        binding = key.binding
-        ident = int(binding) << PATH_ID_BITS | key.path_id  # candidate.ident_of, inline
-        if type(binding) is not IPv4Address:
-            ident |= IPV6_BIT
-        # MetricsView's own get() goes through the Mapping mixin (two Python calls, and a caught KeyError
-        # for each absent metric): reading its underlying mappingproxy is 4x faster on this path
-        values = candidate.metrics.values._data
-        get = values.get
-        capacity = get("capacity")
-        per_capacity = None
-        if capacity is not None and capacity > 0.0:
-            capacities.append(capacity)
-            active, queued = get("active_sessions"), get("queued_requests")
-            if active is not None or queued is not None:
-                backlog = ((active if active is not None and active > 0.0 else 0.0)
-                           + (queued if queued is not None and queued > 0.0 else 0.0) + BACKLOG_PSEUDOCOUNT)
-                requests.append(backlog)
-                backlog_capacities.append(capacity)
-                per_capacity = backlog / capacity
-        add((ident, candidate, values, capacity, per_capacity))
-    rows.sort(key=_FIRST)
-    if len({row[0] for row in rows}) != len(rows):
-        twice = next(b for a, b in pairwise(rows) if a[0] == b[0])
-        raise ValueError(f"{twice[1].key} is listed twice")
-    return rows, fleet(capacities, requests, backlog_capacities)
+    cands = candidates if isinstance(candidates, list) else list(candidates)
+    keys = [candidate.key for candidate in cands]
+    if not all([key.service is service for key in keys]):
+        for key in keys:
+            if key.service != service:
+                raise ValueError(f"{key} is not an instance of {service}")
+    idents = [int(key.binding) << PATH_ID_BITS | key.path_id for key in keys]  # candidate.ident_of, inline
+    if not all([key.binding.__class__ is IPv4Address for key in keys]):
+        idents = [ident if key.binding.__class__ is IPv4Address else ident | IPV6_BIT
+                  for ident, key in zip(idents, keys, strict=True)]
+    # MetricsView's own get() goes through the Mapping machinery; its private dict's get is one C call
+    values = [candidate.metrics.values._data for candidate in cands]
+    reported = [data.get("capacity") for data in values]
+    active = [data.get("active_sessions") for data in values]
+    queued = [data.get("queued_requests") for data in values]
+    backlog = [((a if a is not None and a > 0.0 else 0.0) + (q if q is not None and q > 0.0 else 0.0)
+                + BACKLOG_PSEUDOCOUNT) if c is not None and c > 0.0 and (a is not None or q is not None) else None
+               for c, a, q in zip(reported, active, queued, strict=True)]
+    capacities = [c for c in reported if c is not None and c > 0.0]
+    requests = [b for b in backlog if b is not None]
+    backlog_capacities = [c for c, b in zip(reported, backlog, strict=True) if b is not None and c is not None]
+    columns = Columns(idents, cands, values, reported, backlog)
+    if not all(map(lt, idents, idents[1:])):  # not strictly increasing: sort, then look for twins
+        order = sorted(range(len(idents)), key=idents.__getitem__)
+        columns = Columns([idents[i] for i in order], [cands[i] for i in order], [values[i] for i in order],
+                          [reported[i] for i in order], [backlog[i] for i in order])
+        idents = columns.idents
+        if not all(map(lt, idents, idents[1:])):  # a duplicate is next to its twin
+            twice = next(b for a, b in pairwise(range(len(idents))) if idents[a] == idents[b])
+            raise ValueError(f"{columns.candidates[twice].key} is listed twice")
+    return columns, fleet(capacities, requests, backlog_capacities)
 
 
 def assess(service: ServiceId, candidates: Sequence[Candidate], p: Params,  # noqa: PLR0915 - one loop, inline on purpose
@@ -142,15 +151,14 @@ def assess(service: ServiceId, candidates: Sequence[Candidate], p: Params,  # no
     ``limited``: the instances a limit excluded in the previous decision (they
     are re-admitted with hysteresis, see :mod:`~dyncast_bgp.engine.eligibility`).
     """
-    rows, fleet = read(service, candidates)
-    count = len(rows)
-    cands = [row[1] for row in rows]
-    idents = [row[0] for row in rows]
+    columns, fleet = read(service, candidates)
+    idents, cands = columns.idents, columns.candidates
+    count = len(idents)
     compute_of, network_of, overall_of = [0.0] * count, [0.0] * count, [0.0] * count
-    load_of, capacity_of, free_of = [0.0] * count, [0.0] * count, [0.0] * count
+    load_of, capacity_of, free_of, merit_of = [0.0] * count, [0.0] * count, [0.0] * count, [0.0] * count
     exclusions: list[Exclusion | None] = [None] * count
     result = Assessment(service, cands, idents, compute_of, network_of, overall_of, load_of, capacity_of, free_of,
-                        exclusions, [], [], fleet, {}, {})
+                        merit_of,                         exclusions, [], [], fleet, {}, {})
     add_eligible, add_excluded = result.eligible.append, result.excluded.append
     unknown_of, sources = result.unknown, result.sources
 
@@ -162,7 +170,7 @@ def assess(service: ServiceId, candidates: Sequence[Candidate], p: Params,  # no
     assumed_capacity = fleet.worst_capacity if p.unknown == "pessimistic" else fleet.neutral_capacity
     screen_u, screen_rtt, screen_loss = p.screen_utilisation, p.screen_rtt_us, p.screen_loss
 
-    for index, (ident, candidate, values, reported_capacity, backlog) in enumerate(rows):
+    for index, (ident, candidate, values, reported_capacity, backlog) in enumerate(zip(*columns, strict=True)):
         get = values.get
         unknown = _NONE
         # L0 -> compute L1: 10 * min(known factors); a factor is at most 1, so 2.0 means "none known"
@@ -186,7 +194,7 @@ def assess(service: ServiceId, candidates: Sequence[Candidate], p: Params,  # no
                 delay_factor = latency_ref / (latency_ref + (delay if delay > 0.0 else 0.0))  # f_d
                 factor = delay_factor if delay_factor < factor else factor  # min() costs a call
             if backlog is not None and backlog_ref is not None:
-                relative = backlog / backlog_ref
+                relative = backlog / reported_capacity / backlog_ref  # type: ignore[operator]  # > 0 with a backlog
                 backlog_factor = 1.0 if relative <= 1.0 else 1.0 / relative  # f_b
                 factor = backlog_factor if backlog_factor < factor else factor
             if factor > 1.0:
@@ -257,6 +265,7 @@ def assess(service: ServiceId, candidates: Sequence[Candidate], p: Params,  # no
         load_of[index] = load
         capacity_of[index] = capacity
         free_of[index] = free
+        merit_of[index] = free * (overall if overall > SCORE_FLOOR else SCORE_FLOOR)
     return result
 
 

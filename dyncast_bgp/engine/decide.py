@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
 from dyncast_bgp.config.schema import ServicePolicy
@@ -145,7 +144,7 @@ def decide(service: ServiceId, candidates: Sequence[Candidate], policy: ServiceP
     decision = Decision(service, KeyedValues([keys[i].key for i in chosen], weights),
                         reasons=LazyMapping(lambda: {keys[i].key: reason(i) for i in chosen}), excluded=excluded)
     limited = frozenset([idents[i] for i in a.excluded if (exclusion := exclusions[i]) is not None and exclusion.limit])
-    next_memory = ServiceMemory(MappingProxyType(dict(zip(_idents(a, chosen), weights, strict=True))),
+    next_memory = ServiceMemory(KeyedValues(_idents(a, chosen), weights),
                                 now if result.moved else last.moved_at, incumbent, limited, since)
     basis = Basis(a, p, chosen, weights, result.target, result.step, reason)
     return Outcome(decision, next_memory, lambda: explain(basis), fallback, result.status,
@@ -159,8 +158,8 @@ def _eligible(a: Assessment, p: Params, last: ServiceMemory, now: float,
     goal, note = aim.weights, aim.note
     if caps:
         goal, note = _capped(a, chosen, goal, note, caps)
-    moved = step(last.weights, _idents(a, chosen), goal, start=_capacity_split(a, chosen), moved_at=last.moved_at,
-                 now=now, p=p)
+    moved = step(last.weights, _idents(a, chosen), goal, start=lambda: _capacity_split(a, chosen),
+                 moved_at=last.moved_at, now=now, p=p)
     result = _Result(chosen, moved.weights, goal, moved, note, moved.status, moved.moved, not moved.settled)
     return result, aim.incumbent
 
@@ -198,7 +197,7 @@ def _fallback(a: Assessment, p: Params, last: ServiceMemory, now: float, since: 
 
     if chosen.target is not None:
         moved = step(last.weights, _idents(a, chosen.indices), chosen.target,
-                     start=_capacity_split(a, chosen.indices), moved_at=last.moved_at, now=now, p=p)
+                     start=lambda: _capacity_split(a, chosen.indices), moved_at=last.moved_at, now=now, p=p)
         return _Result(chosen.indices, moved.weights, chosen.target, moved, note, f"{chosen.note}; {moved.status}",
                        moved.moved, not moved.settled), chosen.mode
     weights = chosen.weights or []

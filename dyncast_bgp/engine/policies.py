@@ -37,11 +37,10 @@ from typing import NamedTuple
 from dyncast_bgp.engine.assess import Assessment
 from dyncast_bgp.engine.candidate import Ident
 from dyncast_bgp.engine.params import Params
+from dyncast_bgp.engine.scoring import SCORE_FLOOR
 from dyncast_bgp.engine.weights import normalise
 from dyncast_bgp.model import IPAddress, IPNetwork
 
-SCORE_FLOOR = 0.1
-"""Smallest L2 used in a merit, so that an eligible instance scoring 0 keeps a little weight."""
 SPILL_BAND_MIN = 5.0
 """Smallest band (percentage points) over which local-first spills from 0 to everything."""
 
@@ -69,8 +68,8 @@ def merit(a: Assessment, index: int) -> float:
 
 def by_merit(a: Assessment, indices: Sequence[int]) -> list[float]:
     """Weights over ``indices`` in proportion to merit."""
-    free, overall = a.free, a.overall
-    return normalise([free[i] * (overall[i] if overall[i] > SCORE_FLOOR else SCORE_FLOOR) for i in indices])
+    merit = a.merit  # free[i] * max(overall[i], SCORE_FLOOR), computed by the assessment
+    return normalise(merit if len(indices) == len(merit) else [merit[i] for i in indices])
 
 
 def merit_note(a: Assessment, index: int) -> str:

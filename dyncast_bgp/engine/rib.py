@@ -12,7 +12,6 @@ are removed at once. Pure apart from time, which is passed in.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,53 +20,55 @@ from dyncast_bgp.model import (
     ComputeMetrics,
     InstanceKey,
     IPAddress,
+    IPNetwork,
     PathMetrics,
     ServiceId,
     state_from_flags,
 )
 from dyncast_bgp.wire.community import EXPERIMENTAL_TYPES
-from dyncast_bgp.wire.exabgp_json import EndOfRib, Event, PeerState, Route, RouteUpdate, SessionState
+from dyncast_bgp.wire.exabgp_json import EndOfRib, Event, PeerState, RouteUpdate, SessionState
 from dyncast_bgp.wire.fastdecode import decode_raw
 from dyncast_bgp.wire.metrics import DecodedMetrics
 
+PathKey = tuple[str, str, int]
+"""(peer, D-SID prefix, ADD-PATH path id), the addresses as canonical text (``str()`` of the
+``ipaddress`` object): a tuple of strings hashes in C with the strings' cached hashes, where an
+``ipaddress`` object hashes in Python (formatting a string each time)."""
 
-class PathKey:
-    """(peer, D-SID, path id), immutable, with its hash computed once.
 
-    A path key is hashed several times per update (path table and two indexes),
-    and hashing an ``ipaddress`` object formats a string each time.
-    """
+_TEXT_CACHE_SIZE = 1 << 16
+_texts: dict[int, tuple[IPAddress | IPNetwork, str]] = {}
 
-    __slots__ = ("_hash", "path_id", "peer", "service")
 
-    def __init__(self, peer: IPAddress, service: ServiceId, path_id: int) -> None:
-        self.peer = peer
-        self.service = service
-        self.path_id = path_id
-        self._hash = hash((peer, service.prefix, path_id))
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, PathKey):
-            return NotImplemented
-        return (self._hash == other._hash and self.path_id == other.path_id and self.peer == other.peer
-                and self.service == other.service)
-
-    def __repr__(self) -> str:
-        return f"PathKey({self.peer}, {self.service}, {self.path_id})"
+def text_of(value: IPAddress | IPNetwork) -> str:
+    """``str(value)``, memoised by identity: the parser hands out one object per distinct prefix or
+    address text (its own memo), so the RIB meets the same few objects over and over. The entry holds
+    the object, so its id cannot be reused while cached; an equal object that is not the cached one is
+    merely formatted again, with the same result."""
+    hit = _texts.get(id(value))
+    if hit is not None and hit[0] is value:
+        return hit[1]
+    text = str(value)
+    if len(_texts) >= _TEXT_CACHE_SIZE:
+        _texts.clear()
+    _texts[id(value)] = (value, text)
+    return text
 
 
 class Path:
     """One received path. Its metric communities are decoded on first use, not on receipt:
-    most updates of a busy feed are replaced by the next one before any decision reads them."""
+    most updates of a busy feed are replaced by the next one before any decision reads them.
 
-    __slots__ = ("_decoded", "key", "next_hop", "raw", "received_at", "stale_since")
+    A re-announcement of the same (peer, prefix, path id) updates the path in place (next hop,
+    communities, time; no longer stale): what :meth:`Rib.paths` returns is the RIB's live state.
+    """
 
-    def __init__(self, key: PathKey, next_hop: IPAddress, raw: tuple[bytes, ...], received_at: float,
-                 stale_since: float | None = None) -> None:
+    __slots__ = ("_decoded", "key", "next_hop", "raw", "received_at", "service", "stale_since")
+
+    def __init__(self, key: PathKey, service: ServiceId, next_hop: IPAddress, raw: tuple[bytes, ...],
+                 received_at: float, *, stale_since: float | None = None) -> None:
         self.key = key
+        self.service = service
         self.next_hop = next_hop
         self.raw = raw
         self.received_at = received_at
@@ -92,7 +93,7 @@ class Path:
 
     @property
     def instance(self) -> InstanceKey:
-        return InstanceKey(self.key.service, self.next_hop)
+        return InstanceKey(self.service, self.next_hop)
 
 
 @dataclass(slots=True)
@@ -105,14 +106,19 @@ class RibCounters:
 
 
 class Rib:
+    """Paths indexed by service and by peer, all keyed by text (see :data:`PathKey`); the ``ipaddress``
+    objects and :class:`ServiceId` come back out at the edges (``candidates``, ``services``, ``apply``'s
+    result), one ``ServiceId`` per prefix kept while the prefix has paths."""
+
     def __init__(self, *, stale_time: float = 0.0, metric_types: range | frozenset[int] = EXPERIMENTAL_TYPES) -> None:
         self.stale_time = stale_time
         self.metric_types = metric_types
         self.counters = RibCounters()
         self._paths: dict[PathKey, Path] = {}
-        self._by_service: dict[ServiceId, set[PathKey]] = defaultdict(set)
-        self._by_peer: dict[IPAddress, set[PathKey]] = defaultdict(set)
-        self._stale_until: dict[IPAddress, float] = {}
+        self._by_service: dict[str, set[PathKey]] = {}
+        self._by_peer: dict[str, set[PathKey]] = {}
+        self._services: dict[str, ServiceId] = {}  # prefix text -> its ServiceId, while it has paths
+        self._stale_until: dict[str, float] = {}
 
     # ------------------------------------------------------------ updates
 
@@ -121,68 +127,93 @@ class Rib:
         if isinstance(event, RouteUpdate):
             return self._update(event, now)
         if isinstance(event, PeerState) and event.state is SessionState.DOWN:
-            return self._peer_down(event.peer, now)
+            return self._peer_down(text_of(event.peer), now)
         if isinstance(event, EndOfRib):
-            return self._end_of_rib(event.peer)
+            return self._end_of_rib(text_of(event.peer))
         return set()
 
     def _update(self, update: RouteUpdate, now: float) -> set[ServiceId]:
         changed: set[ServiceId] = set()
-        for key in update.withdrawn:
-            path_key = PathKey(update.peer, ServiceId(key.prefix), key.path_id)
-            if self._remove(path_key):
+        peer = text_of(update.peer)
+        for prefix, path_id in update.withdrawn:
+            key = (peer, text_of(prefix), path_id)
+            service = self._remove(key)
+            if service is not None:
                 self.counters.withdrawn += 1
-                changed.add(path_key.service)
+                changed.add(service)
+        paths, by_service, services = self._paths, self._by_service, self._services
+        peer_keys = self._by_peer.get(peer)
+        if peer_keys is None and update.announced:
+            peer_keys = self._by_peer[peer] = set()
         for route in update.announced:
-            changed.add(self._announce(update.peer, route, now))
+            prefix = route[0]  # Route fields by position (a NamedTuple): prefix, next hop, path id, ...
+            hit = _texts.get(id(prefix))  # text_of(prefix), inline: one call fewer per route
+            prefix_text = hit[1] if hit is not None and hit[0] is prefix else text_of(prefix)
+            key = (peer, prefix_text, route[2])
+            raw = route[8]
+            path = paths.get(key)
+            if path is not None:  # the usual case, a path replaced: updated in place, already indexed
+                if path.raw != raw:  # same bytes: keep what was decoded
+                    path.raw = raw
+                    path._decoded = None
+                path.next_hop = route[1]
+                path.received_at = now
+                path.stale_since = None
+                changed.add(path.service)
+                continue
+            service = services.get(prefix_text)
+            if service is None:
+                service = services[prefix_text] = ServiceId(prefix)
+                by_service[prefix_text] = set()
+            paths[key] = Path(key, service, route[1], raw, now)
+            by_service[prefix_text].add(key)
+            peer_keys.add(key)  # type: ignore[union-attr]  # set above when anything is announced
+            changed.add(service)
+        self.counters.announced += len(update.announced)
         return changed
 
-    def _announce(self, peer: IPAddress, route: Route, now: float) -> ServiceId:
-        key = PathKey(peer, ServiceId(route.prefix), route.path_id)
-        path = Path(key, route.next_hop, route.ext_communities, now)
-        previous = self._paths.get(key)
-        if previous is not None and previous.raw == route.ext_communities:  # same bytes: keep what was decoded
-            path._decoded = previous._decoded
-        self._paths[key] = path
-        self._by_service[key.service].add(key)
-        self._by_peer[peer].add(key)
-        self.counters.announced += 1
-        return key.service
+    def _remove(self, key: PathKey) -> ServiceId | None:
+        """Remove one path; return its service (None if there was no such path)."""
+        path = self._paths.pop(key, None)
+        if path is None:
+            return None
+        peer, prefix, _ = key
+        keys = self._by_service[prefix]
+        keys.discard(key)
+        if not keys:
+            del self._by_service[prefix]
+            del self._services[prefix]
+        keys = self._by_peer[peer]
+        keys.discard(key)
+        if not keys:
+            del self._by_peer[peer]
+        return path.service
 
-    def _remove(self, key: PathKey) -> bool:
-        if self._paths.pop(key, None) is None:
-            return False
-        self._by_service[key.service].discard(key)
-        if not self._by_service[key.service]:
-            del self._by_service[key.service]
-        self._by_peer[key.peer].discard(key)
-        if not self._by_peer[key.peer]:
-            del self._by_peer[key.peer]
-        return True
-
-    def _peer_down(self, peer: IPAddress, now: float) -> set[ServiceId]:
+    def _peer_down(self, peer: str, now: float) -> set[ServiceId]:
         keys = list(self._by_peer.get(peer, ()))
         if self.stale_time <= 0:
+            services = {self._paths[key].service for key in keys}
             for key in keys:
                 self._remove(key)
             self.counters.withdrawn += len(keys)
-            return {key.service for key in keys}
+            return services
         for key in keys:
             path = self._paths[key]
             if path.stale_since is None:
                 path.stale_since = now
                 self.counters.stale_marked += 1
         self._stale_until[peer] = now + self.stale_time
-        return {key.service for key in keys}
+        return {self._paths[key].service for key in keys}
 
-    def _end_of_rib(self, peer: IPAddress) -> set[ServiceId]:
+    def _end_of_rib(self, peer: str) -> set[ServiceId]:
         """After a restart the peer has re-sent everything: what is still stale is gone."""
         stale = [key for key in self._by_peer.get(peer, ()) if self._paths[key].stale_since is not None]
+        services = {self._paths[key].service for key in stale}
         for key in stale:
             self._remove(key)
         self.counters.stale_removed += len(stale)
         self._stale_until.pop(peer, None)
-        return {key.service for key in stale}
+        return services
 
     def expire(self, now: float) -> set[ServiceId]:
         """Remove stale paths whose peer did not come back in time."""
@@ -199,10 +230,10 @@ class Rib:
     # ------------------------------------------------------------ reads
 
     def services(self) -> list[ServiceId]:
-        return sorted(self._by_service)
+        return sorted(self._services.values())
 
     def paths(self, service: ServiceId) -> list[Path]:
-        return [self._paths[key] for key in self._by_service.get(service, ())]
+        return [self._paths[key] for key in self._by_service.get(text_of(service.prefix), ())]
 
     def __len__(self) -> int:
         return len(self._paths)
@@ -233,8 +264,15 @@ class Rib:
         assert by_service == set(self._paths) == by_peer, "RIB indexes out of sync"
         assert all(keys for keys in self._by_service.values()), "empty service index kept"
         assert all(keys for keys in self._by_peer.values()), "empty peer index kept"
+        assert self._services.keys() == self._by_service.keys(), "service objects out of sync"
+        for prefix, keys in self._by_service.items():
+            assert all(key[1] == prefix for key in keys), f"path of another service filed under {prefix}"
+            assert text_of(self._services[prefix].prefix) == prefix, f"service object of {prefix} differs"
+        for peer, keys in self._by_peer.items():
+            assert all(key[0] == peer for key in keys), f"path of another peer filed under {peer}"
         for key, path in self._paths.items():
             assert path.key == key, f"path filed under the wrong key: {key}"
+            assert path.service is self._services[key[1]], f"path {key} holds a stale service object"
 
 
 def _fresher(path: Path, other: Path) -> bool:

@@ -59,6 +59,8 @@ from dyncast_bgp.engine.params import Params
 from dyncast_bgp.model import PathMetrics
 
 BACKLOG_PSEUDOCOUNT = 1.0
+SCORE_FLOOR = 0.1
+"""Smallest L2 used in a merit, so that an eligible instance scoring 0 keeps a little weight."""
 FREE_FLOOR = 0.01
 """Smallest free fraction used for free capacity, so that every eligible instance keeps some weight."""
 COMPUTED = "computed"

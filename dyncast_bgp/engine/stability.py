@@ -43,11 +43,13 @@ routers reacting to the same metrics from herding (docs/control-law.md).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from operator import sub
 from typing import NamedTuple
 
 from dyncast_bgp.engine.candidate import Ident
 from dyncast_bgp.engine.params import Params
+from dyncast_bgp.engine.views import KeyedValues
 
 DEADBAND = 0.005
 STARTED = "started from the capacity split"
@@ -84,33 +86,40 @@ class Step(NamedTuple):
 def base_weights(previous: Mapping[Ident, float], idents: Sequence[Ident],
                  target: Sequence[float]) -> list[float] | None:
     """Step 1: the previous weights of ``idents`` plus the freed share by the target; None if none was kept."""
-    get = previous.get
-    kept = [get(ident, 0.0) for ident in idents]
+    same = previous.aligned(idents) if type(previous) is KeyedValues else None
+    if same is not None:  # the usual case: the same instances as last time
+        kept: Sequence[float] = same
+    else:
+        get = previous.get
+        kept = [get(ident, 0.0) for ident in idents]
     total = sum(kept)
     if total <= 0.0:
         return None
     freed = 1.0 - total
     if freed <= 0.0:
-        return kept
+        return list(kept)
     return [weight + freed * share for weight, share in zip(kept, target, strict=True)]
 
 
 def _normalised(weights: list[float]) -> list[float]:
-    total = sum(weights)
-    return weights if total == 1.0 else [weight / total for weight in weights]
+    total: float = sum(weights)
+    return weights if total == 1.0 else list(map(total.__rtruediv__, weights))  # weight / total
 
 
 def step(previous: Mapping[Ident, float], idents: Sequence[Ident], target: Sequence[float], *,
-         start: Sequence[float], moved_at: float | None, now: float, p: Params) -> Step:
+         start: Callable[[], Sequence[float]], moved_at: float | None, now: float, p: Params) -> Step:
     """One stability step from ``previous`` toward ``target`` over ``idents`` (see the module docstring).
 
-    ``start``: where the weights start when none of ``idents`` had one (the capacity split).
+    ``start()``: where the weights start when none of ``idents`` had one (the capacity split; called
+    only then).
     """
     base = base_weights(previous, idents, target)
     starting = base is None
     if base is None:
-        base = list(start)
-    gap = max([abs(share - weight) for share, weight in zip(target, base, strict=True)])
+        base = list(start())
+    if len(target) != len(base):
+        raise ValueError(f"{len(target)} target weights for {len(base)} instances")
+    gap = max(map(abs, map(sub, target, base)))  # max |t_i - base_i|
     if gap <= DEADBAND:
         return Step(_normalised(base), base, 0.0, starting, True,
                     STARTED if starting else AT_TARGET if gap == 0.0 else IN_DEADBAND)

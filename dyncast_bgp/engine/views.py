@@ -5,8 +5,12 @@ whose hash runs in Python (its ``ipaddress`` fields): building a dict of 16
 of them costs more than deciding the weights. :class:`KeyedValues` keeps the
 keys and values side by side and builds its index on the first lookup by
 key; iterating it (what validating, printing and diffing a decision mostly
-do) never hashes. :class:`LazyMapping` builds its whole content (the reason
-texts) on first use.
+do) never hashes. A service's memory keeps its weights the same way, by
+:data:`~dyncast_bgp.engine.candidate.Ident`: those ints hash badly (``x mod
+2**61-1`` leaves the low bits of ``D-BID << 32`` equal across a service's
+instances, so every lookup probes several slots), and the next decision
+usually has the same instances in the same order, which one comparison finds.
+:class:`LazyMapping` builds its whole content (the reason texts) on first use.
 """
 
 from __future__ import annotations
@@ -37,6 +41,13 @@ class KeyedValues(Mapping[K, V]):
 
     def __getitem__(self, key: K) -> V:
         return self._indexed()[key]
+
+    def aligned(self, keys: Sequence[K]) -> Sequence[V] | None:
+        """The values in the order of ``keys`` when ``keys`` are exactly this mapping's keys, in order; else None.
+
+        A comparison of two sequences in C, where a lookup per key would hash each one.
+        """
+        return self._values if self._keys == keys else None
 
     def __contains__(self, key: object) -> bool:
         return key in self._indexed()

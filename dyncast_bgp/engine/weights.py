@@ -20,13 +20,13 @@ def normalise(values: Sequence[float]) -> list[float]:
 
     Values so large that their sum overflows are first scaled by the largest.
     """
-    total = sum(values)
+    total: float = sum(values)
     if total == math.inf:
         largest = max(values)
         values = [value / largest for value in values]
         total = sum(values)
     if total > 0.0:
-        return [value / total for value in values]
+        return list(map(total.__rtruediv__, values))  # value / total, without a Python frame per value
     share = 1.0 / len(values) if values else 0.0
     return [share] * len(values)
 

@@ -91,7 +91,7 @@ import json
 import socket
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from dyncast_bgp.model import IPAddress, IPNetwork
 from dyncast_bgp.wire.community import EXPERIMENTAL_TYPES, Community, decode, from_u64
@@ -120,12 +120,15 @@ _FAMILY_VERSION: Final[dict[str, int]] = {"ipv4 unicast": 4, "ipv6 unicast": 6}
 _UNUSED_TYPES: Final = frozenset({"open", "keepalive", "refresh", "operational", "negotiated", "fsm", "signal"})
 _ACKS: Final = frozenset({"done", "error", "shutdown"})
 _UINT32: Final = 1 << 32
+_UINT64: Final = 1 << 64
 # Memo sizes: peers + next hops (instance bindings), service prefixes, path ids,
 # community values. A cached /32 network costs about 0.5 KB: ~15 MB at most in all.
 _CACHE_ADDRESSES: Final = 1 << 14
 _CACHE_NETWORKS: Final = 1 << 14
 _CACHE_PATH_IDS: Final = 1 << 12
 _CACHE_COMMUNITIES: Final = 1 << 14
+# Route(...) etc. without the Python frame of a NamedTuple's generated __new__ (the fields are in order)
+_new: Final = tuple.__new__
 # json.loads without its wrappers (same C scanner; a JSONDecoder holds no state).
 _raw_decode: Final = json.JSONDecoder().raw_decode
 
@@ -151,8 +154,7 @@ class SessionState(enum.StrEnum):
     DOWN = "down"
 
 
-@dataclass(frozen=True, slots=True)
-class RouteKey:
+class RouteKey(NamedTuple):
     """What identifies a route from one peer: prefix and ADD-PATH path id (0 without ADD-PATH)."""
 
     prefix: IPNetwork
@@ -162,13 +164,15 @@ class RouteKey:
         return f"{self.prefix}#{self.path_id}" if self.path_id else str(self.prefix)
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(NamedTuple):
     """One announced path with the attributes dyncast uses.
 
     ``as_path`` holds the AS_SEQUENCE members in order, ``as_set`` the AS_SET
     members (both empty when the path is). ``ext_communities`` are the raw
     8-octet extended communities in the order received.
+
+    A NamedTuple, not a frozen dataclass: the parser builds one per NLRI, and a
+    frozen dataclass sets each of its nine fields through ``object.__setattr__``.
     """
 
     prefix: IPNetwork
@@ -199,8 +203,7 @@ class Route:
         return tuple(decode(raw, metric_types=metric_types) for raw in self.ext_communities)
 
 
-@dataclass(frozen=True, slots=True)
-class RouteUpdate:
+class RouteUpdate(NamedTuple):
     """One UPDATE from ``peer``. Apply ``withdrawn`` first, then ``announced``."""
 
     peer: IPAddress
@@ -387,7 +390,7 @@ def _update(neighbor: Any) -> RouteUpdate | EndOfRib | Ignored:
     if not announced and not withdrawn:
         families = sorted({*_keys(announce), *_keys(withdraw)})
         return Ignored("update", f"no IPv4/IPv6 unicast routes (families: {', '.join(families) or 'none'})")
-    return RouteUpdate(peer, announced, withdrawn)
+    return _new(RouteUpdate, (peer, announced, withdrawn))
 
 
 def _keys(value: Any) -> list[str]:
@@ -435,9 +438,17 @@ def _add_routes(routes: list[Route], version: int, next_hop_text: Any, nlris: An
     if nlris.__class__ is not list:
         raise _MalformedError(f"NLRIs of next hop {next_hop} are not a list")
     as_path, as_set, med, local_pref, origin, communities = attrs
+    add = routes.append
     for item in nlris:
-        prefix, path_id = _nlri(item, version)
-        routes.append(Route(prefix, next_hop, path_id, as_path, as_set, med, local_pref, origin, communities))
+        if item.__class__ is dict:  # the usual form, _nlri inline
+            prefix, prefix_version = _network(item["nlri"])
+            info = item.get("path-information")
+            path_id = 0 if info is None else _path_id(info)
+            if prefix_version != version:
+                raise _MalformedError(f"prefix {prefix} is not IPv{version}")
+        else:
+            prefix, path_id = _nlri(item, version)
+        add(_new(Route, (prefix, next_hop, path_id, as_path, as_set, med, local_pref, origin, communities)))
 
 
 def _prefer_global(routes: list[Route]) -> list[Route]:
@@ -463,22 +474,21 @@ def _withdrawn(withdraw: Any) -> tuple[RouteKey, ...]:
         if nlris.__class__ is not list:
             raise _MalformedError(f"withdraw[{family!r}] is not a list")
         for item in nlris:
-            prefix, path_id = _nlri(item, version)
-            keys.append(RouteKey(prefix, path_id))
+            keys.append(_new(RouteKey, _nlri(item, version)))
     return tuple(keys)
 
 
 def _nlri(item: Any, version: int) -> tuple[IPNetwork, int]:
     """``{"nlri": "203.0.113.10/32", "path-information": "0.0.0.1"}`` or, compact, ``"203.0.113.10/32"``."""
     if item.__class__ is dict:
-        prefix = _network(item["nlri"])
+        prefix, prefix_version = _network(item["nlri"])
         info = item.get("path-information")
         path_id = 0 if info is None else _path_id(info)
     elif item.__class__ is str:
-        prefix, path_id = _network(item), 0
+        (prefix, prefix_version), path_id = _network(item), 0
     else:
         raise _MalformedError(f"NLRI is neither an object nor a string: {item!r}"[:120])
-    if prefix.version != version:
+    if prefix_version != version:
         raise _MalformedError(f"prefix {prefix} is not IPv{version}")
     return prefix, path_id
 
@@ -513,8 +523,12 @@ def _attributes(attribute: Any) -> _Attributes:
         return as_path, as_set, med, local_pref, origin, ()
     if communities.__class__ is not list:
         raise _MalformedError("extended-community is not a list")
-    # [ { "value": <u64>, "string": "..." } ] -> the 8 octets of each
-    return as_path, as_set, med, local_pref, origin, tuple([_u64(item["value"]) for item in communities])
+    # [ { "value": <u64>, "string": "..." } ] -> the 8 octets of each; anything but an int in range goes
+    # through from_u64 (via _u64), which words the error
+    values = [item["value"] for item in communities]
+    return as_path, as_set, med, local_pref, origin, tuple([
+        value.to_bytes(8, "big") if value.__class__ is int and 0 <= value < _UINT64 else _u64(value)
+        for value in values])
 
 
 def _as_path(value: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -582,16 +596,20 @@ def _address(value: Any) -> IPAddress:
 
 
 @lru_cache(maxsize=_CACHE_NETWORKS, typed=True)
-def _network(value: Any) -> IPNetwork:
-    """A prefix as ExaBGP prints it, host bits zero: ``203.0.113.0/24`` (a bare address is a host route)."""
+def _network(value: Any) -> tuple[IPNetwork, int]:
+    """A prefix as ExaBGP prints it, host bits zero: ``203.0.113.0/24`` (a bare address is a host route).
+
+    With its IP version (4 or 6): ``network.version`` is a Python property, read for every NLRI.
+    """
     if value.__class__ is not str:
         raise _MalformedError(f"prefix is not a string: {value!r}"[:120])
     address, slash, length = value.partition("/")
     if slash and not (length.isascii() and length.isdigit() and len(length) <= 3):
         raise _MalformedError(f"bad prefix length in {value!r}"[:120])
     if ":" in address:
-        return ipaddress.IPv6Network((_packed(socket.AF_INET6, address), int(length) if slash else 128), strict=True)
-    return ipaddress.IPv4Network((_packed(socket.AF_INET, address), int(length) if slash else 32), strict=True)
+        return ipaddress.IPv6Network((_packed(socket.AF_INET6, address), int(length) if slash else 128),
+                                     strict=True), 6
+    return ipaddress.IPv4Network((_packed(socket.AF_INET, address), int(length) if slash else 32), strict=True), 4
 
 
 @lru_cache(maxsize=_CACHE_PATH_IDS, typed=True)
