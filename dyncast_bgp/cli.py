@@ -24,6 +24,7 @@ AREAS = (
     "dyncast_bgp.probe.commands",
     "dyncast_bgp.dataplane.commands",
     "dyncast_bgp.ctl.commands",
+    "dyncast_bgp.sim.commands",
 )
 # The subcommands each area registers: with one of these first on the command line only that area
 # is imported, so `dyncast ctl ...` starts without loading pydantic schemas, matplotlib and the rest.
@@ -33,7 +34,7 @@ COMMANDS = {
     "exabgp-run": "dyncast_bgp.exabgp.commands", "lab": "dyncast_bgp.lab.commands",
     "router": "dyncast_bgp.router.commands", "probe": "dyncast_bgp.probe.commands",
     "echo": "dyncast_bgp.probe.commands", "dataplane": "dyncast_bgp.dataplane.commands",
-    "ctl": "dyncast_bgp.ctl.commands",
+    "ctl": "dyncast_bgp.ctl.commands", "simulate": "dyncast_bgp.sim.commands",
 }
 
 
