@@ -26,6 +26,8 @@ def split(weights: Sequence[float], resolution: int) -> tuple[int, ...]:
         if weights[0] < 0:
             raise ValueError("weights must be >= 0")
         return (resolution,) if weights[0] > 0 else (0,)
+    if len(weights) == 2 and resolution >= 2:  # the next most common: the same method, inlined
+        return _split_two(weights[0], weights[1], resolution)
     if any(w < 0 for w in weights):
         raise ValueError("weights must be >= 0")
     if resolution < sum(1 for w in weights if w > 0):
@@ -47,6 +49,32 @@ def split(weights: Sequence[float], resolution: int) -> tuple[int, ...]:
             buckets[donor] -= 1
             buckets[index] = 1
     return tuple(buckets)
+
+
+def _split_two(first: float, second: float, resolution: int) -> tuple[int, int]:
+    """:func:`split` of two weights (the same arithmetic without the lists and the sort)."""
+    if first < 0 or second < 0:
+        raise ValueError("weights must be >= 0")
+    a_num, a_den = first.as_integer_ratio()
+    b_num, b_den = second.as_integer_ratio()
+    if a_den != b_den:  # both are powers of two: scale to the larger
+        common = max(a_den, b_den)
+        a_num, b_num = a_num * (common // a_den), b_num * (common // b_den)
+    total = a_num + b_num
+    if total == 0:
+        return (0, 0)
+    a_scaled, b_scaled = a_num * resolution, b_num * resolution
+    a, b = a_scaled // total, b_scaled // total
+    if a + b < resolution:  # one bucket left: the larger remainder, the first on a tie
+        if a_scaled % total >= b_scaled % total:
+            a += 1
+        else:
+            b += 1
+    if a_num > 0 and a == 0:  # a positive weight keeps one bucket, taken from the other
+        return (1, b - 1)
+    if b_num > 0 and b == 0:
+        return (a - 1, 1)
+    return (a, b)
 
 
 def _integers(weights: Sequence[float]) -> list[int]:

@@ -147,7 +147,7 @@ class LinuxDataplane:
             self._lwt_hooks_on = True
         meta = self._first_meta() if not installed.table else None
         target = builder.build(desired, installed, meta, changes, self._resolve)
-        plan = diff(installed, target, builder.touched)
+        plan = diff(installed, target, builder.touched, builder.reweighted)
         if plan.empty:
             builder.commit()
             return ApplyResult(False, self.clock() - started, "no change")

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from dyncast_bgp.dataplane.buckets import ranges
 from dyncast_bgp.dataplane.desired import Affinity
 from dyncast_bgp.dataplane.layout import FAMILY, MARK_MASK, META_SLOT, SCHEMA, TABLE_NAME, Layout
 from dyncast_bgp.dataplane.plan import Plan
@@ -79,7 +78,7 @@ def meta_comment(meta: Meta) -> str:
 
 
 def header_comment(entry: ServiceEntry) -> str:
-    return f"dc service {entry.label} {entry.affinity.value} {entry.timeout_ms}"
+    return f"dc service {entry.label} {entry.affinity} {entry.timeout_ms}"  # a StrEnum formats as its value
 
 
 # -- rules -------------------------------------------------------------------------------------------
@@ -95,31 +94,35 @@ def base_rules(layout: Layout) -> list[str]:
 
 
 def service_rules(entry: ServiceEntry, layout: Layout) -> list[str]:
-    """The rules of one service chain, in order."""
-    proto = _FAMILY[entry.service.version][0]
-    amap = affinity_map(entry.service.version)
-    client = entry.affinity is Affinity.CLIENT
-    key = f"{proto} saddr . {proto} daddr"
+    """The rules of one service chain, in order.
+
+    Runs once per changed service (10,000 times for a change of every
+    service), hence written out flat: no per-rule helper calls.
+    """
     rules = [f'counter comment "{header_comment(entry)}"']
-
-    def remember(value: str) -> str:
-        return f" update @{amap} {{ {key} timeout {entry.timeout_ms}ms : {value} }}" if client else ""
-
-    if client:
+    version = entry.service.prefix.version
+    remember = ""
+    if entry.affinity is Affinity.CLIENT:
+        proto, amap = _FAMILY[version][0], affinity_map(version)
+        key = f"{proto} saddr . {proto} daddr"
+        remember = f" update @{amap} {{ {key} timeout {entry.timeout_ms}ms : "
         rules.append(f"ct mark set {key} map @{amap} ct mark @{REGISTRY} counter meta mark set ct mark"
-                     f"{remember('ct mark')} return comment \"dc affinity\"")
-    spans = ranges([instance.buckets for instance in entry.instances])
-    weighted = [(instance, span) for instance, span in zip(entry.instances, spans, strict=True) if span is not None]
+                     f"{remember}ct mark }} return comment \"dc affinity\"")
+    weighted = [instance for instance in entry.instances if instance.buckets]
     if not weighted:
         return rules
     rules.append(f'meta mark set numgen random mod {layout.resolution} comment "dc draw"')
-    for index, (instance, (low, high)) in enumerate(weighted):
-        mark = f"{layout.mark(instance.slot):#010x}"
-        last = index == len(weighted) - 1
-        match = "" if last else f"meta mark < {high} "
-        tail = "" if last else " return"
-        rules.append(f"{match}counter meta mark set {mark} ct mark set {mark}{remember(mark)}{tail}"
-                     f' comment "dc pick {mark} {low}-{high - 1}"')
+    base, low, last = layout.mark_base, 0, weighted[-1]
+    for instance in weighted:
+        mark = f"{base | instance.slot:#010x}"
+        high = low + instance.buckets
+        update = f"{remember}{mark} }}" if remember else ""
+        comment = f'comment "dc pick {mark} {low}-{high - 1}"'
+        if instance is last:
+            rules.append(f"counter meta mark set {mark} ct mark set {mark}{update} {comment}")
+        else:
+            rules.append(f"meta mark < {high} counter meta mark set {mark} ct mark set {mark}{update} return {comment}")
+        low = high
     return rules
 
 
@@ -201,10 +204,10 @@ def render_transaction(plan: Plan, layout: Layout) -> str:
     for name, entries in _by_dispatch_map(plan.add_services).items():
         lines += add_elements(name, [f"{dispatch_key(e)} : goto {e.chain}" for e in entries],
                               layout.nft_chunk)
-    for entry in plan.change_services:
+    for entry in plan.change_services:  # one string per chain: its flush and its rules
         chain = entry.chain
-        lines.append(f"flush chain {TABLE} {chain}")
-        lines += [f"add rule {TABLE} {chain} {rule}" for rule in service_rules(entry, layout)]
+        head = f"\nadd rule {TABLE} {chain} "
+        lines.append(f"flush chain {TABLE} {chain}{head}{head.join(service_rules(entry, layout))}")
     return "\n".join(lines) + "\n"
 
 

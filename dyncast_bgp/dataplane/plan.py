@@ -57,8 +57,8 @@ def validate(desired: DesiredState, layout: Layout, changes: Changes | None = No
     ``changes``: what changed since a state that was valid (see
     :meth:`Builder.changes`); only that is checked again: the changed
     targets, and of a target whose previous version is known only its new
-    or re-routed instances. Overlaps are checked whenever a changed target is
-    a prefix wider than one address.
+    or re-routed instances. Overlaps are checked whenever the list of
+    services changed and a changed target is a prefix wider than one address.
     """
     problems: list[str] = []
     if changes is None:
@@ -66,10 +66,15 @@ def validate(desired: DesiredState, layout: Layout, changes: Changes | None = No
             problems += _service_problems(target, layout, None)
     else:
         previous = changes.previous or (None,) * len(changes.targets)
-        for target, before in zip(changes.targets, previous, strict=True):
-            problems += _service_problems(target, layout, before)
-    if changes is None or any(t.service.prefix.prefixlen < t.service.prefix.max_prefixlen for t in changes.targets):
-        problems += _overlaps(desired)
+        reweighted = changes.reweighted or (False,) * len(changes.targets)
+        for target, before, only_weights in zip(changes.targets, previous, reweighted, strict=True):
+            if only_weights:  # instances, names and forwarding as validated before
+                problems += _weight_problems(target, layout)
+            else:
+                problems += _service_problems(target, layout, before)
+    if changes is None or (changes.positions is None and any(
+            t.service.prefix.prefixlen < t.service.prefix.max_prefixlen for t in changes.targets)):
+        problems += _overlaps(desired)  # (with positions, the prefixes are those of a valid state)
     count = sum(len(target.instances) for target in desired.services)
     if count > MAX_SLOT:
         problems.append(f"{count} instances: at most {MAX_SLOT} fit the mark range")
@@ -84,9 +89,7 @@ def _service_problems(target: ServiceTarget, layout: Layout, before: ServiceTarg
     if before is None and (net.is_multicast or net.is_loopback or net.is_link_local
                            or net.network_address.is_unspecified):
         problems.append(f"service {service}: not a unicast service prefix")
-    weighted = sum(1 for instance in target.instances if instance.weight > 0)
-    if weighted > layout.resolution:
-        problems.append(f"service {service}: {weighted} weighted instances exceed the resolution {layout.resolution}")
+    problems += _weight_problems(target, layout)
     checked = before.instances if before is not None and len(before.instances) == len(target.instances) else ()
     for index, instance in enumerate(target.instances):
         if checked:
@@ -96,6 +99,15 @@ def _service_problems(target: ServiceTarget, layout: Layout, before: ServiceTarg
                 continue  # checked when it was installed
         problems += [f"instance {instance.key}: {text}" for text in _instance_problems(instance, target)]
     return problems
+
+
+def _weight_problems(target: ServiceTarget, layout: Layout) -> list[str]:
+    if len(target.instances) <= layout.resolution:
+        return []
+    weighted = sum(1 for instance in target.instances if instance.weight > 0)
+    if weighted > layout.resolution:
+        return [f"service {target.service}: {weighted} weighted instances exceed the resolution {layout.resolution}"]
+    return []
 
 
 def _instance_problems(instance: InstanceTarget, target: ServiceTarget) -> list[str]:
@@ -191,28 +203,46 @@ def entry_for(target: ServiceTarget, slots: Sequence[int], layout: Layout,
                         str(target.service) if label is None else label)
 
 
-def same_target(a: ServiceTarget, b: ServiceTarget) -> bool:
-    """``a == b`` for two targets of one service, several times faster than the dataclass equality.
+SAME, REWEIGHTED, REBUILT = 0, 1, 2  # what compare_targets found
+
+
+def compare_targets(a: ServiceTarget, b: ServiceTarget) -> int:
+    """How two targets of one service differ, several times faster than the dataclass equality.
+
+    ``SAME``: ``a == b``. ``REWEIGHTED``: the same instances (keys, names,
+    forwarding) in the same order, only weights, affinity or its timeout
+    differ, so only the service's chain can change. ``REBUILT``: anything else.
 
     A router rebuilds its whole desired state for every change, so every
     apply compares every service with its previous target: this is the
     per-service cost of an apply in which nothing else happens.
     """
     if a is b:
-        return True
-    if a.affinity is not b.affinity or a.affinity_timeout != b.affinity_timeout or len(a.instances) != len(
-            b.instances):
-        return False
+        return SAME
+    if len(a.instances) != len(b.instances):
+        return REBUILT
+    result = SAME if a.affinity is b.affinity and a.affinity_timeout == b.affinity_timeout else REWEIGHTED
     for x, y in zip(a.instances, b.instances, strict=True):
         if x is y:
             continue
-        if x.weight != y.weight or x.name != y.name:
-            return False
-        if x.key is not y.key and (x.key.binding != y.key.binding or x.key.path_id != y.key.path_id):
-            return False
-        if not same_forwarding(x.forwarding, y.forwarding):
-            return False
-    return True
+        if x.name != y.name or not same_forwarding(x.forwarding, y.forwarding) or (
+                x.key is not y.key and (x.key.binding != y.key.binding or x.key.path_id != y.key.path_id)):
+            return REBUILT
+        if x.weight != y.weight:
+            result = REWEIGHTED
+    return result
+
+
+def reweighted_entry(target: ServiceTarget, old: ServiceEntry, layout: Layout) -> ServiceEntry:
+    """:func:`entry_for` of a target whose instances are ``old``'s (same order, names, forwarding).
+
+    Slots, resolved forwarding and names are taken from ``old``: only the
+    buckets (and the affinity settings) are computed.
+    """
+    shares = bucketing.split([instance.weight for instance in target.instances], layout.resolution)
+    instances = tuple([InstanceEntry(instance.key, entry.slot, share, entry.forwarding, entry.name)
+                       for instance, entry, share in zip(target.instances, old.instances, shares, strict=True)])
+    return ServiceEntry(target.service, target.affinity, timeout_ms(target.affinity_timeout), instances, old.label)
 
 
 def same_forwarding(a: Forwarding | None, b: Forwarding | None) -> bool:
@@ -238,6 +268,7 @@ class Changes:
     targets: tuple[ServiceTarget, ...]
     positions: tuple[int, ...] | None
     previous: tuple[ServiceTarget | None, ...] = ()  # the committed target of each (when positions is set)
+    reweighted: tuple[bool, ...] = ()  # per target (when positions is set): compare_targets said REWEIGHTED
 
 
 @dataclass(slots=True)
@@ -255,6 +286,7 @@ class Builder:
 
     layout: Layout
     touched: tuple[tuple[ServiceEntry | None, ServiceEntry | None], ...] = ()  # (installed, new) of the last build
+    reweighted: tuple[tuple[ServiceEntry, ServiceEntry], ...] = ()  # (installed, new): only the buckets may differ
     _targets: tuple[ServiceTarget, ...] = ()
     _entries: tuple[ServiceEntry, ...] = ()
     _pending: tuple[tuple[ServiceTarget, ...], tuple[ServiceEntry, ...]] = ((), ())
@@ -263,20 +295,23 @@ class Builder:
         """What differs from the last committed build (everything, the first time)."""
         previous, current = self._targets, desired.services
         if len(previous) == len(current):
-            positions = []
+            positions: list[int] = []
+            reweighted: list[bool] = []
             for index, (old, new) in enumerate(zip(previous, current, strict=True)):
                 if old is new:
                     continue
                 if old.service is not new.service and old.service != new.service:
                     break
-                if not same_target(old, new):
+                found = compare_targets(old, new)
+                if found != SAME:
                     positions.append(index)
+                    reweighted.append(found == REWEIGHTED)
             else:
                 return Changes(tuple(current[i] for i in positions), tuple(positions),
-                               tuple(previous[i] for i in positions))
+                               tuple(previous[i] for i in positions), tuple(reweighted))
         by_service = {target.service: target for target in previous}
         return Changes(tuple(target for target in current if (before := by_service.get(target.service)) is None
-                             or not same_target(before, target)), None)
+                             or compare_targets(before, target) != SAME), None)
 
     def build(self, desired: DesiredState, installed: KernelState, meta: Meta | None = None,
               changes: Changes | None = None, resolve: Callable[[Forwarding], Forwarding] | None = None
@@ -296,25 +331,43 @@ class Builder:
             olds: list[ServiceEntry | None] = [self._entries[index] for index in changes.positions]
         else:
             olds = [installed.services.get(target.service) for target in changes.targets]
-        orders, slots = self._slots(changes.targets, olds, installed)
-        built = [entry_for(target, target_slots, self.layout, resolve, ordered=ordered,
-                           label=old.label if old else None)
-                 for target, target_slots, ordered, old in zip(changes.targets, slots, orders, olds, strict=True)]
+        quick: dict[int, ServiceEntry] = {}  # only the buckets are new: see reweighted_entry
+        if aligned and changes.reweighted:
+            for index, (target, before, old, only_weights) in enumerate(
+                    zip(changes.targets, changes.previous, olds, changes.reweighted, strict=True)):
+                # the old entry lists the instances of the previous target in its order (then of the new one)
+                if only_weights and old is not None and before is not None and (
+                        _built_from(old, before) or _same_keys(old.instances, target.instances)):
+                    quick[index] = reweighted_entry(target, old, self.layout)
+        slow = [index for index in range(len(olds)) if index not in quick] if quick else list(range(len(olds)))
+        slow_targets = [changes.targets[index] for index in slow]
+        slow_olds = [olds[index] for index in slow]
+        orders, slots = self._slots(slow_targets, slow_olds, installed)
+        slow_built = [entry_for(target, target_slots, self.layout, resolve, ordered=ordered,
+                                label=old.label if old else None)
+                      for target, target_slots, ordered, old in zip(slow_targets, slots, orders, slow_olds,
+                                                                    strict=True)]
         structural = not installed.table or not all(
-            old is not None and _same_shape(old, new) for old, new in zip(olds, built, strict=True))
+            old is not None and _same_shape(old, new) for old, new in zip(slow_olds, slow_built, strict=True))
+        built = dict(zip(slow, slow_built, strict=True))
+        built.update(quick)
+        self.reweighted = tuple((old, quick[index]) for index, old in enumerate(olds) if index in quick
+                                and old is not None)
+        slow_pairs = tuple(zip(slow_olds, slow_built, strict=True))
         if aligned and changes.positions is not None:
             entries = list(self._entries)
             services = dict(installed.services)
-            for index, entry in zip(changes.positions, built, strict=True):
-                entries[index] = services[entry.service] = entry
-            self.touched = tuple(zip(olds, built, strict=True))
+            for index, position in enumerate(changes.positions):
+                entry = built[index]
+                entries[position] = services[entry.service] = entry
+            self.touched = slow_pairs
         else:
-            rebuilt = {entry.service: entry for entry in built}
+            rebuilt = {entry.service: entry for entry in built.values()}
             entries = [rebuilt.get(target.service) or installed.services[target.service]
                        for target in desired.services]
             services = {entry.service: entry for entry in entries}
             dropped = [old for service, old in installed.services.items() if service not in services]
-            self.touched = (*zip(olds, built, strict=True), *((old, None) for old in dropped))
+            self.touched = (*slow_pairs, *((old, None) for old in dropped))
             structural = True
         self._pending = (desired.services, tuple(entries))
         if structural:
@@ -363,6 +416,12 @@ class Builder:
 
     def forget(self) -> None:
         self._targets, self._entries, self._pending = (), (), ((), ())
+
+
+def _built_from(entry: ServiceEntry, target: ServiceTarget) -> bool:
+    """Whether ``entry`` holds ``target``'s very key objects in ``target``'s order (identity only: cheap)."""
+    return len(entry.instances) == len(target.instances) and all(
+        a.key is b.key for a, b in zip(entry.instances, target.instances, strict=True))
 
 
 def _same_keys(previous: Sequence[InstanceEntry], instances: Sequence[InstanceTarget]) -> bool:
@@ -441,13 +500,17 @@ class Plan:
 
 
 def diff(installed: KernelState, desired: KernelState,
-         touched: Iterable[tuple[ServiceEntry | None, ServiceEntry | None]] | None = None) -> Plan:
+         touched: Iterable[tuple[ServiceEntry | None, ServiceEntry | None]] | None = None,
+         reweighted: Sequence[tuple[ServiceEntry, ServiceEntry]] = ()) -> Plan:
     """The plan turning ``installed`` into ``desired`` (both for one :class:`Layout`).
 
     ``touched``: the only ``(installed, desired)`` entry pairs that may differ
     (:attr:`Builder.touched`); None compares all services. Pairs of one
     object are skipped. An instance key belongs to one service, so every
-    instance-level change is found within its service.
+    instance-level change is found within its service. ``reweighted``:
+    further pairs (:attr:`Builder.reweighted`) that hold the same instances
+    (keys, slots, forwarding, names) in the same order, so that only their
+    chains can differ (by buckets or affinity settings).
     """
     if touched is None:
         old_services, new_services = installed.services, desired.services
@@ -466,10 +529,15 @@ def diff(installed: KernelState, desired: KernelState,
         elif old is not None and new is not None and not old.same_chain(new):
             change.append(new)
         delta.compare(old, new)
+    for old, new in reweighted:
+        if old is not new and not old.same_buckets(new):
+            change.append(new)
     stale_slots = {slot for slot, _ in installed.stale.registry}
     delta.unregister |= stale_slots
     delta.remove_rules |= installed.stale.rules
     kept = delta.kept_slots
+    if reweighted and (delta.evict or stale_slots or installed.stale.rules):  # only needed to subtract from these
+        kept.update(entry.slot for _, new in reweighted for entry in new.instances)
     flush = installed.stale.rules | {(family, slot) for slot in stale_slots for family in FAMILIES}
     evict = (delta.evict | stale_slots | {slot for _, slot in installed.stale.rules}) - kept
     tunnels_changed = desired.tunnels is not installed.tunnels

@@ -124,6 +124,35 @@ def test_builder_reuses_entries_of_unchanged_targets_only_after_commit() -> None
     assert fresh.build(BASE, empty_state()).services == first.services
 
 
+def test_reweighted_targets_take_the_short_path_and_build_what_the_full_path_builds() -> None:
+    """Only weights (or affinity settings) moved: entries are rebuilt from the old ones; same state, same plan."""
+    many = state(*(target(f"203.0.113.{i}/32", ("192.0.2.11", 0.7), ("192.0.2.12", 0.3)) for i in range(1, 9)))
+    builder, first = installed(many)
+    svc = many.services
+    sid = [str(t.service) for t in svc]
+    changed = state(
+        target(sid[0], ("192.0.2.11", 0.3), ("192.0.2.12", 0.7)),  # reweighted
+        target(sid[1], ("192.0.2.11", 0.7), ("192.0.2.12", 0.3), affinity=Affinity.CLIENT, timeout=5),  # affinity
+        target(sid[2], ("192.0.2.11", 0.70000001), ("192.0.2.12", 0.3)),  # reweighted, same buckets
+        target(sid[3], ("192.0.2.11", 0.5), ("192.0.2.12", 0.5), names={"192.0.2.11": "x"}),  # renamed
+        target(sid[4], ("192.0.2.11", 0.5), ("192.0.2.13", 0.5)),  # another instance
+        target(sid[5], ("192.0.2.11", 0.5), ("192.0.2.12", 0.5), forwarding={
+            "192.0.2.12": Forwarding(Encap.DIRECT, next_hop=ipaddress.ip_address("192.0.2.99"))}),  # re-routed
+        target(sid[6], ("192.0.2.12", 0.5), ("192.0.2.11", 0.5)),  # listed in another order
+        svc[7])
+    built = builder.build(changed, first)
+    quick = {old.service for old, _ in builder.reweighted}
+    assert quick == {svc[i].service for i in (0, 1, 2)}
+    reference = Builder(LAYOUT).build(changed, first)  # nothing committed: every target the full way
+    assert built.services == reference.services
+    assert built.rules == reference.rules and built.tunnels == reference.tunnels
+    fast, full = diff(first, built, builder.touched, builder.reweighted), diff(first, built)
+    assert fast.details() == full.details()
+    assert fast.change_services == full.change_services and fast.routes == full.routes
+    assert fast.register == full.register and fast.unregister == full.unregister
+    assert svc[2].service not in {entry.service for entry in fast.change_services}  # same buckets: no rewrite
+
+
 # -- diffs ---------------------------------------------------------------------------------------------
 
 
