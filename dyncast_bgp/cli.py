@@ -24,6 +24,7 @@ AREAS = (
     "dyncast_bgp.probe.commands",
     "dyncast_bgp.dataplane.commands",
     "dyncast_bgp.ctl.commands",
+    "dyncast_bgp.obs.commands",
     "dyncast_bgp.sim.commands",
 )
 # The subcommands each area registers: with one of these first on the command line only that area
@@ -34,7 +35,7 @@ COMMANDS = {
     "exabgp-run": "dyncast_bgp.exabgp.commands", "lab": "dyncast_bgp.lab.commands",
     "router": "dyncast_bgp.router.commands", "probe": "dyncast_bgp.probe.commands",
     "echo": "dyncast_bgp.probe.commands", "dataplane": "dyncast_bgp.dataplane.commands",
-    "ctl": "dyncast_bgp.ctl.commands", "simulate": "dyncast_bgp.sim.commands",
+    "ctl": "dyncast_bgp.ctl.commands", "audit": "dyncast_bgp.obs.commands", "simulate": "dyncast_bgp.sim.commands",
 }
 
 

@@ -73,15 +73,27 @@ async def open_stdout() -> PipeWriter:
     return PipeWriter(writer, sys.stdout.fileno())
 
 
+STDIN_LIMIT = 1 << 20
+OVERLONG_LINE = f"(a line over {STDIN_LIMIT} bytes, dropped)\n"
+"""What :func:`stdin_lines` yields for a line over the limit (no reader takes it for a command or a route)."""
+
+
 async def stdin_lines() -> AsyncIterator[str]:
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
+    reader = asyncio.StreamReader(limit=STDIN_LIMIT)
     if not _is_stream(sys.stdin.fileno()):  # a regular file: read it line by line in a thread
         while line := await asyncio.to_thread(sys.stdin.readline):
             yield line
         return
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while line_bytes := await reader.readline():
+    while True:
+        try:
+            line_bytes = await reader.readline()
+        except ValueError:  # over the limit: asyncio dropped what it held; the line's tail comes next
+            yield OVERLONG_LINE
+            continue
+        if not line_bytes:
+            return
         yield line_bytes.decode(errors="replace")
 
 

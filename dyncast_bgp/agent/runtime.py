@@ -29,18 +29,30 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
+from prometheus_client import CollectorRegistry
 
 from dyncast_bgp import __version__
+from dyncast_bgp.agent import api as registration_api
 from dyncast_bgp.agent import control
+from dyncast_bgp.agent.apiserver import ApiListenError, ApiServer, serve_api
 from dyncast_bgp.agent.echo import EchoError, EchoServer, serve_echo
 from dyncast_bgp.agent.health import Checker, build_checker
+from dyncast_bgp.agent.openapi import document as openapi_document
 from dyncast_bgp.agent.risefall import next_interval
 from dyncast_bgp.agent.sources import Collector, SourceError, build_collector
 from dyncast_bgp.agent.state import AgentState, InstanceId
-from dyncast_bgp.config.schema import Config, HealthBase, HealthCheck, MetricSource, NoHealth
+from dyncast_bgp.config.schema import Config, HealthBase, HealthCheck, InstanceConfig, MetricSource, NoHealth
 from dyncast_bgp.ctl.protocol import Request, Response, error
 from dyncast_bgp.ctl.server import ControlServer, ControlSocketError, serve_control
 from dyncast_bgp.model import MetricsView
+from dyncast_bgp.obs.metrics import (
+    Families,
+    LoopCollector,
+    MetricsEndpoint,
+    MetricsListenError,
+    agent_families,
+    serve_metrics,
+)
 from dyncast_bgp.wire.exabgp_text import Command, Reply, parse_reply, render_all
 
 log = structlog.get_logger(__name__)
@@ -72,7 +84,15 @@ class ControlEvent:
     reply: asyncio.Future[Response]
 
 
-Event = MetricResult | HealthResult | ControlEvent
+@dataclass(frozen=True, slots=True)
+class ApiEvent:
+    """A registration API request (agent/api.py), applied by the owner like a control request."""
+
+    request: registration_api.ApiRequest
+    reply: asyncio.Future[registration_api.ApiResponse]
+
+
+Event = MetricResult | HealthResult | ControlEvent | ApiEvent
 
 
 @dataclass(slots=True)
@@ -105,8 +125,16 @@ class AgentRuntime:
         self._in_flight: collections.deque[str] = collections.deque(maxlen=10_000)
         self.stopping = asyncio.Event()
         self.control_server: ControlServer | None = None
+        self.metrics_endpoint: MetricsEndpoint | None = None
         self._started_at = clock()
         self._answers: list[tuple[ControlEvent, control.Applied]] = []
+        self._instance_tasks: dict[InstanceId, list[asyncio.Task[None]]] = {}
+        self.api_server: ApiServer | None = None
+        self._api_answers: list[tuple[ApiEvent, registration_api.Applied]] = []
+        api = config.agent.api
+        self.registrations = registration_api.Registrations(
+            config, self.state, save=registration_api.state_file_saver(api.state_file) if api.state_file else None)
+        self.registrations.restore(registration_api.load_saved(api.state_file))  # tasks start in run()
         self._health_config: dict[InstanceId, HealthBase] = {
             iid: instance.health for iid, instance in self.state.instances()
             if isinstance(instance.health, HealthBase)}
@@ -115,12 +143,11 @@ class AgentRuntime:
         """Run until ``stopping`` is set or ExaBGP goes away; then withdraw (if configured)."""
         tasks = [asyncio.create_task(self._read_replies(), name="replies")]
         for iid, instance in self.state.instances():
-            for index, source in enumerate(instance.metrics):
-                tasks.append(asyncio.create_task(self._collect(iid, index, source), name=f"metrics {iid}#{index}"))
-            if not isinstance(instance.health, NoHealth):
-                tasks.append(asyncio.create_task(self._check(iid, instance.health), name=f"health {iid}"))
+            self.start_instance(iid, instance)
         echo = await self._start_echo()
         self.control_server = await self._start_control()
+        self.api_server = await self._start_api()
+        self.metrics_endpoint = await self._start_metrics()
         log.info("agent_started", services=len(self.config.services),
                  instances=sum(len(s.instances) for s in self.config.services), echo=echo is not None,
                  control_socket=str(self.control_server.path) if self.control_server is not None else None)
@@ -129,6 +156,11 @@ class AgentRuntime:
         finally:
             if self.control_server is not None:
                 await self.control_server.close()
+            if self.api_server is not None:
+                await self.api_server.close()
+            tasks.extend(task for group in self._instance_tasks.values() for task in group)
+            if self.metrics_endpoint is not None:
+                await asyncio.to_thread(self.metrics_endpoint.close)
             if echo is not None:
                 echo.close()
             for task in tasks:
@@ -161,6 +193,24 @@ class AgentRuntime:
             log.error("control_socket_failed", error=str(exc))
             return None
 
+    async def _start_metrics(self) -> MetricsEndpoint | None:
+        """The Prometheus endpoint (``agent.metrics_listen``); a failure is logged, not fatal."""
+        listen = self.config.agent.metrics_listen
+        if listen is None:
+            return None
+        registry = CollectorRegistry()
+        registry.register(LoopCollector(asyncio.get_running_loop(), self._metric_families))
+        try:
+            return await asyncio.to_thread(serve_metrics, listen, registry)
+        except MetricsListenError as exc:
+            log.error("metrics_listen_failed", error=str(exc))
+            return None
+
+    def _metric_families(self) -> Families:
+        now = self._clock()
+        return agent_families(self._status(now),
+                              [control.instance_view(self.state, iid, now) for iid, _ in self.state.instances()])
+
     async def submit(self, request: Request) -> Response:
         """Hand a control request to the owner task; its answer comes after the change was written."""
         if self.stopping.is_set():
@@ -169,6 +219,49 @@ class AgentRuntime:
         await self._queue.put(ControlEvent(request, reply))
         return await reply
 
+    async def _start_api(self) -> ApiServer | None:
+        """The registration API (``agent.api.listen``); a failure is logged, not fatal."""
+        listen = self.config.agent.api.listen
+        if listen is None:
+            return None
+        try:
+            server = await serve_api(listen, self.submit_api, openapi=openapi_document())
+        except ApiListenError as exc:
+            log.error("api_listen_failed", error=str(exc))
+            return None
+        log.info("api_listening", listen=listen, port=server.port)
+        return server
+
+    async def submit_api(self, request: registration_api.ApiRequest) -> registration_api.ApiResponse:
+        """Hand a registration request to the owner task; its answer comes after the change was written."""
+        if self.stopping.is_set():
+            return registration_api.refuse(503, "the agent is stopping")
+        reply: asyncio.Future[registration_api.ApiResponse] = asyncio.get_running_loop().create_future()
+        await self._queue.put(ApiEvent(request, reply))
+        return await reply
+
+    def start_instance(self, iid: InstanceId, instance: InstanceConfig) -> None:
+        """Start the collectors and health check of one instance (at start, or registered at run time)."""
+        tasks = [asyncio.create_task(self._collect(iid, index, source), name=f"metrics {iid}#{index}")
+                 for index, source in enumerate(instance.metrics)]
+        if not isinstance(instance.health, NoHealth):
+            tasks.append(asyncio.create_task(self._check(iid, instance.health), name=f"health {iid}"))
+            self._health_config[iid] = instance.health
+        self._instance_tasks.setdefault(iid, []).extend(tasks)
+
+    def stop_instance(self, iid: InstanceId) -> None:
+        """Cancel an instance's tasks; a result already queued is dropped by ``_apply``."""
+        for task in self._instance_tasks.pop(iid, []):
+            task.cancel()
+        self._health_config.pop(iid, None)
+
+    def _answer_api(self) -> None:
+        now = self._clock()
+        for event, applied in self._api_answers:
+            if not event.reply.done():
+                event.reply.set_result(self.registrations.answer(event.request, applied, now))
+        self._api_answers.clear()
+
     # ------------------------------------------------------------ the owner
 
     async def _own_state(self) -> None:
@@ -176,9 +269,12 @@ class AgentRuntime:
         get = asyncio.create_task(self._queue.get())
         try:
             while not self.stopping.is_set():
+                self.registrations.tick(self, self._clock())
                 await self._send(self.state.plan(self._clock()), why="plan")
                 self._answer_control()
-                due = self.state.next_due()
+                self._answer_api()
+                due = min((t for t in (self.state.next_due(), self.registrations.next_due()) if t is not None),
+                          default=None)
                 timeout = None if due is None else max(0.0, due - self._clock())
                 done, _ = await asyncio.wait({get, stop_wait}, timeout=timeout,
                                              return_when=asyncio.FIRST_COMPLETED)
@@ -195,6 +291,12 @@ class AgentRuntime:
                 event = self._queue.get_nowait()
                 if isinstance(event, ControlEvent):
                     unanswered.append(event)
+                elif isinstance(event, ApiEvent):
+                    self._api_answers.append((event, registration_api.Applied(503)))
+            for api_event, _ in self._api_answers:
+                if not api_event.reply.done():
+                    api_event.reply.set_result(registration_api.refuse(503, "the agent is stopping"))
+            self._api_answers.clear()
             for event in unanswered:
                 if not event.reply.done():
                     event.reply.set_result(error("the agent is stopping"))
@@ -225,6 +327,13 @@ class AgentRuntime:
         now = self._clock()
         if isinstance(event, ControlEvent):
             self._apply_control(event)
+            return
+        if isinstance(event, ApiEvent):
+            self._api_answers.append((event, self.registrations.apply(event.request, self, now)))
+            return
+        if not self.state.has(event.iid):  # removed (deregistered) while this result was queued
+            if isinstance(event, HealthResult) and not event.reply.done():
+                event.reply.set_result(1.0)
             return
         if isinstance(event, MetricResult):
             self.state.record_metrics(event.iid, event.source, event.values, event.error, now)

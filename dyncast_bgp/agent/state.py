@@ -105,6 +105,8 @@ class AgentState:
         self._dirty: set[str] = set()
         self.updates_sent = 0
         self.updates_held = 0
+        self._config = config
+        self._retired: list[Command] = []  # withdrawals of removed instances, sent by the next plan()
         for service in config.services:
             self._add_service(config, service)
 
@@ -129,6 +131,88 @@ class AgentState:
                                             instance.health.start_healthy)
         self._services[service.name] = entry
         self._dirty.add(service.name)
+
+    # ------------------------------------------------------------ instances added at run time (agent/api.py)
+
+    def has(self, iid: InstanceId) -> bool:
+        return iid in self._status
+
+    def service_id_of(self, service: str) -> ServiceId | None:
+        entry = self._services.get(service)
+        return entry.service_id if entry is not None else None
+
+    def add_instance(self, service: str, dsid: ServiceId, instance: InstanceConfig) -> InstanceId:
+        """Add an instance (and its service, when new); the next ``plan`` announces it once it is ready."""
+        entry = self._services.get(service)
+        if entry is None:
+            self._add_service(self._config, ServiceConfig(name=service, dsid=str(dsid), instances=(instance,)))
+            return InstanceId(service, instance.name)
+        iid = InstanceId(service, instance.name)
+        if iid in self._status:
+            raise ValueError(f"{iid} exists")
+        publish = self._config.publish_for(entry.config)
+        if entry.per_site:
+            path_id = next(iter(entry.path_ids.values()), 0)
+        elif not self._config.bgp.add_path:
+            path_id = 0
+        else:
+            taken = set(entry.path_ids.values())
+            path_id = instance.path_id or next(n for n in range(1, len(taken) + 2) if n not in taken)
+        entry.config = entry.config.model_copy(update={"instances": (*entry.config.instances, instance)})
+        entry.path_ids[instance.name] = path_id
+        entry.instances.append(iid)
+        self._status[iid] = _initial_status(instance, publish.overload_utilization)
+        if not isinstance(instance.health, NoHealth):
+            self._health[iid] = initial(instance.health.rise, instance.health.fall, instance.health.start_healthy)
+        self._dirty.add(service)
+        return iid
+
+    def replace_instance(self, iid: InstanceId, instance: InstanceConfig) -> None:
+        """New settings for a live instance: health and sources keep their results unless their config changed."""
+        entry = self._services[iid.service]
+        index = entry.instances.index(iid)
+        old = entry.config.instances[index]
+        instances = list(entry.config.instances)
+        instances[index] = instance
+        entry.config = entry.config.model_copy(update={"instances": tuple(instances)})
+        fresh = _initial_status(instance, self._config.publish_for(entry.config).overload_utilization)
+        status = self._status[iid]
+        keep_health = old.health == instance.health
+        if not keep_health:
+            self._health.pop(iid, None)
+            if not isinstance(instance.health, NoHealth):
+                self._health[iid] = initial(instance.health.rise, instance.health.fall,
+                                            instance.health.start_healthy)
+        self._update(iid, replace(
+            fresh, admin=status.admin if old.state == instance.state else fresh.admin,
+            healthy=status.healthy if keep_health else fresh.healthy,
+            health_known=status.health_known if keep_health else fresh.health_known,
+            health_detail=status.health_detail if keep_health else fresh.health_detail,
+            sources=status.sources if old.metrics == instance.metrics else fresh.sources))
+
+    def remove_instance(self, iid: InstanceId) -> None:
+        """Forget an instance; the next ``plan`` withdraws what it announced (its service too, when emptied)."""
+        entry = self._services[iid.service]
+        index = entry.instances.index(iid)
+        entry.config = entry.config.model_copy(
+            update={"instances": entry.config.instances[:index] + entry.config.instances[index + 1:]})
+        del entry.instances[index]
+        path_id = entry.path_ids.pop(iid.instance)
+        del self._status[iid]
+        self._health.pop(iid, None)
+        keys = [RouteKey(entry.service_id, path_id)] if not entry.per_site or not entry.instances else []
+        if not entry.instances:
+            keys = [key for key in self._records if key.service == entry.service_id]
+            del self._services[iid.service]
+            self._scheduled.pop(iid.service, None)
+            self._dirty.discard(iid.service)
+        else:
+            self._dirty.add(iid.service)
+        for key in keys:
+            record = self._records.pop(key, None)
+            if record is not None and record.published is not None:
+                self._retired.append(Withdraw(key.service, record.published.next_hop, key.path_id))
+                self.updates_sent += 1
 
     # ------------------------------------------------------------ inputs
 
@@ -219,7 +303,7 @@ class AgentState:
                 del self._scheduled[service]
                 self._dirty.add(service)
             self._drop_superseded()
-        commands: list[Command] = []
+        commands, self._retired = self._retired, []
         for name in sorted(self._dirty):
             commands.extend(self._plan_service(self._services[name], now))
         self._dirty.clear()

@@ -50,14 +50,20 @@ def parse(text: str, origin: str = "<config>") -> Config:
         root_node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(origin, [Problem("", f"invalid YAML: {reason}", line)]) from None
+        raise ConfigError(origin, [_yaml_problem(exc, text)]) from None
+    except RecursionError:  # PyYAML composes recursively: brackets nested a thousand deep
+        raise ConfigError(origin, [Problem("", "invalid YAML: nested too deeply", 1)]) from None
+    except (ValueError, TypeError, OverflowError):  # a scalar its explicit tag cannot hold: `!!int x`
+        raise ConfigError(origin, [_unconstructible(text)]) from None  # not the value: it may be a secret
+    shape = _alias_problem(root_node)
+    if shape is not None:
+        raise ConfigError(origin, [shape])
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(origin, [Problem("", f"the file must hold a mapping, not {type(data).__name__}")])
+        raise ConfigError(origin, [Problem("", f"the file must hold a mapping, not {type(data).__name__}",
+                                           _line(root_node, ()))])
+    duplicates = _duplicate_keys(root_node)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -65,12 +71,121 @@ def parse(text: str, origin: str = "<config>") -> Config:
         deeper = {tuple(error["loc"][:-1]) for error in errors if error["loc"]}
         problems = [_problem(error, data, root_node) for error in errors
                     if not (error["type"] == "too_short" and tuple(error["loc"]) in _prefixes(deeper))]
-        raise ConfigError(origin, _unique(problems)) from None
+        raise ConfigError(origin, duplicates + _unique(problems)) from None
+    if duplicates:
+        raise ConfigError(origin, duplicates)
     rule_problems = [Problem(path, message, _line(root_node, _split(path))) for path, message in
                      check_rules(config)]
     if rule_problems:
         raise ConfigError(origin, rule_problems)
     return config
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> Problem:
+    """Where and what: a scanner/parser error has a mark; a reader error (a control character) a position."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        return Problem("", f"invalid YAML: unacceptable character #x{exc.character:04x}: {exc.reason}"
+                       if isinstance(exc.character, int) else f"invalid YAML: {exc.reason}", line)
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return Problem("", f"invalid YAML: {reason}", mark.line + 1 if mark is not None else 1)
+
+
+def _unconstructible(text: str) -> Problem:
+    """The first scalar PyYAML composes but cannot construct (``!!float abc``), named by line and tag."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    stack: list[yaml.Node] = [root] if root is not None else []
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                yaml.constructor.SafeConstructor().construct_object(node, deep=True)
+            except (ValueError, TypeError, OverflowError, yaml.YAMLError):
+                tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+                return Problem("", f"invalid YAML: the value cannot be read as {tag}", node.start_mark.line + 1)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(item for pair in reversed(node.value) for item in reversed(pair))
+    return Problem("", "invalid YAML: a value cannot be read as its tag says", 1)
+
+
+MAX_NODES = 100_000
+"""Nodes a config may hold once its aliases are expanded: far above any real config, far below an alias bomb."""
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
+
+
+def _alias_problem(root: yaml.Node | None) -> Problem | None:
+    """An alias inside its own anchor (a recursive structure) or aliases expanding past :data:`MAX_NODES`.
+
+    Sizes are counted per distinct node (memoised), so the check costs the size of the text, not of the
+    expansion; the walk is iterative (no recursion limit to hit).
+    """
+    if root is None:
+        return None
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
+            if sizes[key] > MAX_NODES:
+                return Problem("", f"YAML aliases expand to more than {MAX_NODES} values (an alias bomb?)",
+                               node.start_mark.line + 1)
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            return Problem("", "a YAML alias refers to its own anchor (a recursive structure)",
+                           node.start_mark.line + 1)
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in reversed(_children(node)) if id(child) not in sizes)
+    return None
+
+
+def _duplicate_keys(root: yaml.Node | None) -> list[Problem]:
+    """A key given twice in one mapping (YAML forbids it; PyYAML would keep the last silently).
+
+    Each node is looked at once, however many aliases lead to it.
+    """
+    problems: list[Problem] = []
+    stack: list[tuple[yaml.Node, tuple[Any, ...]]] = [(root, ())] if root is not None else []
+    seen: set[int] = set()
+    while stack:
+        node, loc = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, (*loc, index)) for index, child in enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else None
+                if name is not None and name in first:
+                    problems.append(Problem(_format_loc((*loc, name)),
+                                            f"given twice (first on line {first[name]}); YAML keys must be unique",
+                                            key.start_mark.line + 1))
+                elif name is not None:
+                    first[name] = key.start_mark.line + 1
+                stack.append((value, (*loc, name if name is not None else "?")))
+    return sorted(problems, key=lambda problem: problem.line or 0)
 
 
 def _problem(error: Any, data: Any, root: yaml.Node | None) -> Problem:
@@ -146,10 +261,10 @@ def _message(error: Any) -> str:
     return message[0].lower() + message[1:] if message else message
 
 
-def _line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+def _line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int:
     """The 1-based line of the deepest YAML node found along ``loc``."""
     node = root
-    line = node.start_mark.line + 1 if node is not None else None
+    line = node.start_mark.line + 1 if node is not None else 1  # an empty file: line 1
     for part in loc:
         child = None
         if isinstance(node, yaml.MappingNode):

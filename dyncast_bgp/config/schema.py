@@ -52,6 +52,9 @@ class Neighbor(Strict):
     passive: bool = False
     hold_time: int = Field(default=180, ge=0, le=65535)
     families: tuple[Literal["ipv4 unicast", "ipv6 unicast"], ...] = ("ipv4 unicast", "ipv6 unicast")
+    rate_limit: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="ExaBGP `rate-limit`: messages per second read from this "
+        "neighbour (None: unlimited); the router also caps what one neighbour may hold (router.trust)")
 
     @field_validator("hold_time")
     @classmethod
@@ -286,7 +289,73 @@ class EchoResponder(Strict):
     port: int = Field(default=9950, ge=1, le=65535)
 
 
+class AgentApi(Strict):
+    """The registration API (docs/orchestrator.md): orchestrators add and remove instances at run time."""
+
+    listen: str | None = Field(default=None, pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):[0-9]{1,5}$",
+                               description="host:port of the HTTP/JSON registration API; None: off")
+    state_file: str | None = Field(default=None, min_length=1,
+                                   description="registrations are kept here across restarts; None: not kept")
+    names: dict[Name, str] = Field(default_factory=dict,
+                                  description="function name -> D-SID, the same at every site")
+    pool: ipaddress.IPv4Network | ipaddress.IPv6Network | None = Field(
+        default=None, description="anycast prefix D-SIDs of unnamed functions are allocated from (by a hash)")
+    drain_deadline: PositiveSeconds = Field(
+        default=60.0, description="a graceful deregistration withdraws after this long if sessions stay above 0")
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        checked: dict[str, str] = {}
+        for name, dsid in value.items():
+            text = with_length(dsid)
+            ServiceId.parse(text)
+            checked[name] = text
+        return checked
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``; an empty host means every address; port 0 picks a free one) as (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port with a port 0-65535, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"write an IPv6 address in brackets, e.g. [::1]:9100, got {value!r}")
+    return host or "0.0.0.0", int(port)
+
+
+def _check_listen(value: str | None) -> str | None:
+    if value is not None:
+        listen_address(value)
+    return value
+
+
+def _check_socket_path(value: str | None) -> str | None:
+    if value is None:
+        return value
+    if not value.startswith("/"):
+        raise ValueError("must be an absolute path")
+    if "\0" in value or value.endswith("/"):
+        raise ValueError("must be a file path")
+    if len(value.encode()) > 107:
+        raise ValueError("a unix socket path may have at most 107 bytes")
+    return value
+
+
+def _octal_mode(value: object) -> object:
+    """YAML reads 0660 as octal already; a string is read as octal too ("0660", "0o660", "660")."""
+    if isinstance(value, str):
+        text = value.strip().lower().removeprefix("0o")
+        if not text or any(digit not in "01234567" for digit in text):
+            raise ValueError(f"not an octal mode: {value!r}")
+        return int(text, 8)
+    return value
+
+
 class AgentConfig(Strict):
+    api: AgentApi = AgentApi()
     publish: Publish = Publish()
     echo: EchoResponder | None = None
     withdraw_on_exit: bool = True
@@ -312,6 +381,11 @@ class AgentConfig(Strict):
         if len(value.encode()) > 107:
             raise ValueError("a unix socket path may have at most 107 bytes")
         return value
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_listen(cls, value: str | None) -> str | None:
+        return _check_listen(value)
 
     @field_validator("control_socket_mode", mode="before")
     @classmethod
@@ -341,6 +415,36 @@ class CategoryWeights(Strict):
         return self
 
 
+class FlapDampening(Strict):
+    """Router-side flap dampening of one service's instances, RFC 2439 style (docs/hardening.md).
+
+    Each flap (an instance back after a withdrawal, or its draining/overloaded flag cleared again) adds
+    ``penalty``; the penalty halves every ``half_life`` seconds. Above ``suppress`` the instance is held out
+    (``flap-damped``) until the penalty decays below ``reuse``; the penalty is capped so that this takes at
+    most ``max_suppress`` seconds after the last flap. The defaults hold out only an instance that flaps
+    about three times within ~5 s (or keeps flapping faster than every ~11 s).
+    """
+
+    enabled: bool = True
+    penalty: float = Field(default=1.0, gt=0, le=1000, allow_inf_nan=False, description="added per flap")
+    half_life: PositiveSeconds = 15.0
+    suppress: float = Field(default=2.5, gt=0, allow_inf_nan=False, description="held out above this penalty")
+    reuse: float = Field(default=1.0, gt=0, allow_inf_nan=False, description="readmitted below this penalty")
+    max_suppress: PositiveSeconds = Field(default=60.0, description="longest hold after the last flap (seconds)")
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> FlapDampening:
+        if self.reuse >= self.suppress:
+            raise ValueError(f"reuse ({self.reuse:g}) must be below suppress ({self.suppress:g})")
+        if self.max_suppress / self.half_life > 64:
+            raise ValueError("max_suppress may be at most 64 half-lives")
+        ceiling = self.reuse * 2.0 ** (self.max_suppress / self.half_life)
+        if ceiling <= self.suppress:
+            raise ValueError(f"the penalty can never exceed suppress ({self.suppress:g}): the cap "
+                             f"reuse * 2^(max_suppress/half_life) is {ceiling:.3g}; raise max_suppress")
+        return self
+
+
 class ServicePolicy(Strict):
     """How one service's new flows are spread; every field has a default."""
 
@@ -367,6 +471,11 @@ class ServicePolicy(Strict):
     # dataplane
     affinity: Literal["flow", "client"] = "flow"
     affinity_timeout: PositiveSeconds = 300.0
+    shift_on_failure: bool = Field(
+        default=False, description="move existing flows off an instance that fails (withdrawn, down, unreachable, "
+        "over a latency/loss budget): true suits stateless and UDP services; false keeps them (TCP would reset)")
+    # hardening (docs/hardening.md)
+    flap_dampening: FlapDampening = FlapDampening()
 
 
 class Probes(Strict):
@@ -413,6 +522,58 @@ class StaticPath(Strict):
     throughput_mbps: NonNegative | None = None
 
 
+def _network(value: object) -> object:
+    """A plain address is a host prefix (/32, /128)."""
+    return with_length(value) if isinstance(value, str) else value
+
+
+class MetricClamp(Strict):
+    """Plausible bounds for the metrics of a ``metrics: clamped`` peer (docs/hardening.md)."""
+
+    min_utilization: float = Field(default=20.0, ge=0, le=100, allow_inf_nan=False,
+                                   description="cpu/memory/gpu utilisation reported below this counts as this")
+    max_capacity: NonNegative | None = Field(default=None, description="capacity reported above this counts as this")
+    max_score: float = Field(default=8.0, ge=0, le=10, allow_inf_nan=False,
+                             description="agent scores (compute, network, overall) above this count as this")
+
+
+class TrustRule(Strict):
+    """What a BGP neighbour may announce; unset limits allow anything (docs/hardening.md)."""
+
+    dsids: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = Field(
+        default=None, description="D-SIDs must lie inside one of these prefixes (None: any)")
+    dbids: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = Field(
+        default=None, description="next hops (D-BIDs) must lie inside one of these prefixes (None: any)")
+    max_instances: int | None = Field(default=None, ge=0, description="most paths held from the peer")
+    max_prefixes: int | None = Field(default=None, ge=0, description="most distinct D-SIDs held from the peer")
+    metrics: Literal["trusted", "clamped", "ignored"] = "trusted"
+    clamp: MetricClamp = MetricClamp()
+
+    @field_validator("dsids", "dbids", mode="before")
+    @classmethod
+    def _hosts(cls, value: object) -> object:
+        return [_network(item) for item in value] if isinstance(value, list | tuple) else value
+
+
+class PeerTrust(TrustRule):
+    """The rule for the neighbours inside ``peer`` (an address or a prefix); the first match wins."""
+
+    peer: ipaddress.IPv4Network | ipaddress.IPv6Network
+    name: str | None = Field(default=None, max_length=64, description="shown in logs (default: the peer prefix)")
+
+    @field_validator("peer", mode="before")
+    @classmethod
+    def _host(cls, value: object) -> object:
+        return _network(value)
+
+
+class Trust(Strict):
+    """Per-neighbour trust: ``peers`` in order, ``default`` for the others (default: trust everything)."""
+
+    default: TrustRule = TrustRule()
+    peers: tuple[PeerTrust, ...] = Field(default=(), max_length=4096)
+
+
 class RouterConfig(Strict):
     defaults: ServicePolicy = ServicePolicy()
     services: dict[str, ServicePolicy] = Field(
@@ -434,6 +595,34 @@ class RouterConfig(Strict):
     status_file: str | None = Field(
         default=None, description="write the status document (decisions and their reasons, JSON) here")
     status_interval: PositiveSeconds = Field(default=0.5, description="how often the status file is rewritten")
+    trust: Trust = Field(default_factory=Trust, description="what each BGP neighbour may announce (docs/hardening.md)")
+    control_socket: str | None = Field(
+        default=None, min_length=2, description="absolute path of the unix socket `dyncast ctl` talks to (show "
+        "services/instances/decisions, explain, flows); None: no control socket")
+    control_socket_mode: int = Field(default=0o660, ge=0, le=0o777,
+                                     description="permissions of the control socket file (octal, e.g. 0o660)")
+    metrics_interval: PositiveSeconds = Field(
+        default=5.0, description="seconds between samples of the dataplane's flow counts for the metrics endpoint")
+    audit_log: str | None = Field(
+        default=None, min_length=1, description="append one JSON line per decision change here (the audit log)")
+    audit_max_bytes: int = Field(default=64 * 1024 * 1024, ge=4096,
+                                 description="rotate the audit log when it would grow past this size")
+    audit_keep: int = Field(default=3, ge=0, le=100, description="rotated audit files kept (FILE.1 ... FILE.N)")
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_listen(cls, value: str | None) -> str | None:
+        return _check_listen(value)
+
+    @field_validator("control_socket")
+    @classmethod
+    def _control_socket(cls, value: str | None) -> str | None:
+        return _check_socket_path(value)
+
+    @field_validator("control_socket_mode", mode="before")
+    @classmethod
+    def _octal(cls, value: object) -> object:
+        return _octal_mode(value)
 
     @field_validator("services")
     @classmethod

@@ -6,29 +6,34 @@ import json
 import socket
 from pathlib import Path
 
-from dyncast_bgp.ctl.protocol import MAX_LINE, Request, Response
+from dyncast_bgp.ctl.protocol import Request, Response
 
 DEFAULT_SOCKET = "/run/dyncast/agent.sock"
+DEFAULT_ROUTER_SOCKET = "/run/dyncast/router.sock"
+MAX_ANSWER = 256 * 1024 * 1024  # bytes: a router's `instances` answer grows with the RIB
 
 
 class ClientError(Exception):
     """No answer: the socket is missing, refused, timed out, or sent something that is not an answer."""
 
 
-def call(path: str | Path, request: Request, *, timeout: float = 10.0) -> Response:
-    """Send ``request`` to the server at ``path`` and return its answer (``ok`` true or false)."""
+def call(path: str | Path, request: Request, *, timeout: float = 10.0, role: str = "agent") -> Response:
+    """Send ``request`` to the server at ``path`` and return its answer (``ok`` true or false).
+
+    ``role`` (``agent`` or ``router``) only words the errors.
+    """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         try:
             sock.connect(str(path))
         except FileNotFoundError:
-            raise ClientError(f"{path}: no control socket (is agent.control_socket set and the agent running?)"
+            raise ClientError(f"{path}: no control socket (is {role}.control_socket set and the {role} running?)"
                               ) from None
         except ConnectionRefusedError:
-            raise ClientError(f"{path}: nobody is listening (the agent is not running?)") from None
+            raise ClientError(f"{path}: nobody is listening (the {role} is not running?)") from None
         except PermissionError:
-            raise ClientError(f"{path}: permission denied (see agent.control_socket_mode)") from None
+            raise ClientError(f"{path}: permission denied (see {role}.control_socket_mode)") from None
         sock.sendall(request.to_json().encode())
         sock.shutdown(socket.SHUT_WR)
         data = _read_line(sock)
@@ -56,6 +61,6 @@ def _read_line(sock: socket.socket) -> bytes:
                 raise ClientError("the server closed the connection without answering")
             break
         buffer += chunk
-        if len(buffer) > 64 * MAX_LINE:
+        if len(buffer) > MAX_ANSWER:
             raise ClientError("answer too long")
     return bytes(buffer.split(b"\n", 1)[0])

@@ -243,7 +243,9 @@ def assess(service: ServiceId, candidates: Sequence[Candidate], p: Params,  # no
         else:
             exclusion = state_exclusion(state, path.reachable)
         if exclusion is None:
-            if unknown and exclude_unknown and (relevant := _relevant(unknown, sources.get(index), p)):
+            if candidate.hold is not None:
+                exclusion = candidate.hold
+            elif unknown and exclude_unknown and (relevant := _relevant(unknown, sources.get(index), p)):
                 exclusion = unknown_exclusion(relevant)
             elif reported and capacity <= 0.0:
                 exclusion = NO_CAPACITY

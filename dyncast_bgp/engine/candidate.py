@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+from dyncast_bgp.engine.eligibility import Exclusion
 from dyncast_bgp.model import ComputeMetrics, InstanceKey, InstanceState, PathMetrics
 
 Ident = int
@@ -32,6 +33,8 @@ class Candidate:
 
     ``metrics_age`` is the number of seconds since the metrics were received
     (None: unknown); it is shown in explanations, never used to score.
+    ``hold``: an exclusion the router imposes before the decision (flap
+    dampening); it applies after ``down``/``draining``, before everything else.
     """
 
     key: InstanceKey
@@ -40,6 +43,8 @@ class Candidate:
     path: PathMetrics
     metrics_age: float | None = None
     name: str | None = None
+    hold: Exclusion | None = None
+    """Set by the router to hold a healthy instance out (flap dampening); checked after the state."""
 
 
 def ident_of(key: InstanceKey) -> Ident:

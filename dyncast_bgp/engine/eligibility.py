@@ -6,7 +6,9 @@ Checked in this order; the first that applies is the reason:
    not even by the fallback.
 2. ``drained``, ``draining`` — the operator's intent; healthy, so the
    ``least-cost`` fallback may use them, after every other healthy instance.
-3. unknown inputs with ``unknown_metrics: exclude``; a reported capacity of 0.
+3. held out by the router before the decision (``Candidate.hold``: flap
+   dampening); unknown inputs with ``unknown_metrics: exclude``; a reported
+   capacity of 0.
 4. Limits: the agent's overloaded flag, ``utilisation >= utilization_ceiling``,
    mean RTT over ``latency_budget_ms``, mean loss over ``loss_budget``.
 
@@ -32,6 +34,7 @@ TIER_UNHEALTHY = -1
 TIER_LIMIT = 0
 TIER_DRAINING = 1
 TIER_DRAINED = 2
+TIER_HELD = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,12 @@ DRAINED = Exclusion("drained", tier=TIER_DRAINED)
 DRAINING = Exclusion("draining", tier=TIER_DRAINING)
 NO_CAPACITY = Exclusion("capacity 0", tier=TIER_DRAINING)
 OVERLOADED = Exclusion("overloaded (agent flag)", limit=True)
+
+
+def flap_damped(penalty: float) -> Exclusion:
+    """Held out by the router's flap dampening (:mod:`~dyncast_bgp.engine.flap`); ``penalty`` is the one after
+    the last flap, so the text changes only with a new flap. Healthy, but the fallback's last resort."""
+    return Exclusion(f"flap-damped (penalty {penalty:.1f})", tier=TIER_HELD)
 
 
 def state_exclusion(state: InstanceState, reachable: bool) -> Exclusion | None:

@@ -10,22 +10,33 @@ An instance that disappears from the RIB (withdrawn, its peer gone) stays in
 the desired state with weight 0 for its service's ``affinity_timeout``, so the
 flows already pinned to it keep their route (soft removal, ETSI GS NFV-REL 006
 clause 6.2); new flows go elsewhere at once.
+
+Hardening (docs/hardening.md): the RIB applies the neighbours' trust rules
+(``router.trust``); instances that flap are held out by the service's
+``flap_dampening`` (:mod:`~dyncast_bgp.engine.flap`), excluded with the
+reason ``flap-damped (penalty P)`` until their penalty has decayed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dyncast_bgp.config.schema import RouterConfig, ServicePolicy
 from dyncast_bgp.dataplane.desired import Affinity, DesiredState, Forwarding, InstanceTarget, ServiceTarget
+from dyncast_bgp.engine.candidate import Candidate
 from dyncast_bgp.engine.decide import Outcome, decide
+from dyncast_bgp.engine.eligibility import flap_damped
+from dyncast_bgp.engine.flap import FlapTracker
 from dyncast_bgp.engine.rib import Rib
-from dyncast_bgp.model import Decision, InstanceKey, IPAddress, PathMetrics, ServiceId
+from dyncast_bgp.engine.trust import TrustPolicy
+from dyncast_bgp.model import Decision, InstanceKey, IPAddress, PathMetrics, ServiceId, StateFlag
 from dyncast_bgp.router.forwarding import forwarding_for
 from dyncast_bgp.wire.exabgp_json import Event
 
 REVIEW_INTERVAL = 1.0  # seconds between re-evaluations of a service that is still converging
+FORGET_INTERVAL = 60.0  # seconds between sweeps of flap states that carry no information any more
+_RAISED = StateFlag.DRAINING | StateFlag.OVERLOADED  # flags whose clearing counts as a flap
 
 
 @dataclass(slots=True)
@@ -41,7 +52,9 @@ class RouterEngine:
     def __init__(self, config: RouterConfig, *, stale_time: float = 0.0,
                  static_paths: Callable[[IPAddress], PathMetrics] | None = None) -> None:
         self.config = config
-        self.rib = Rib(stale_time=stale_time)
+        self.rib = Rib(stale_time=stale_time, trust=TrustPolicy.from_config(config.trust), track_instances=True)
+        self.flaps = FlapTracker()
+        self._forget_at = 0.0
         self._static = static_paths
         self._paths: dict[IPAddress, PathMetrics] = {}
         self._services: dict[ServiceId, _Service] = {}
@@ -54,6 +67,23 @@ class RouterEngine:
 
     def on_event(self, event: Event, now: float) -> None:
         self._dirty |= self.rib.apply(event, now)
+        if self.rib.transitions:
+            self._track_flaps(now)
+
+    def _track_flaps(self, now: float) -> None:
+        """Instances that vanished or came back (a comeback after a vanishing is a flap)."""
+        for service, binding, present in self.rib.take_transitions():
+            key = InstanceKey(service, binding)
+            if not present:
+                self.flaps.vanished(key, now)
+            elif self.flaps.known(key):
+                params = self._policy(service).flap_dampening
+                if params.enabled:
+                    self.flaps.appeared(key, params, now)
+
+    def _policy(self, service: ServiceId) -> ServicePolicy:
+        entry = self._services.get(service)
+        return entry.policy if entry is not None else self.config.policy_for(service)
 
     def on_path(self, binding: IPAddress, metrics: PathMetrics) -> None:
         if self._paths.get(binding) == metrics:
@@ -80,6 +110,11 @@ class RouterEngine:
     def step(self, now: float) -> list[Outcome]:
         """Recompute what needs it; return the outcomes whose decision changed."""
         self._dirty |= self.rib.expire(now)
+        if self.rib.transitions:
+            self._track_flaps(now)
+        if now >= self._forget_at:
+            self._forget_at = now + FORGET_INTERVAL
+            self.flaps.forget(now, lambda key: self._policy(key.service).flap_dampening.half_life)
         self._dirty |= {service for service, at in self._review_at.items() if at <= now}
         self._dirty |= {service for service, entry in self._services.items()
                         if any(until <= now for until in entry.lingering.values())}
@@ -97,6 +132,9 @@ class RouterEngine:
         if entry is None:
             entry = self._services[service] = _Service(self.config.policy_for(service))
         candidates = self.rib.candidates(service, now, path_of=self.path_of, max_age=self.config.metrics_max_age)
+        release: float | None = None
+        if entry.policy.flap_dampening.enabled:
+            candidates, release = self._damp(entry.policy, candidates, now)
         self._index(service, entry, frozenset(c.key.binding for c in candidates))
         previous = entry.outcome
         if not candidates and previous is None:
@@ -115,12 +153,37 @@ class RouterEngine:
         entry.lingering = lingering
         entry.outcome = outcome
         self._schedule_review(service, outcome, now)
+        if release is not None:  # a flap-damped instance is readmitted then
+            self._review_at[service] = min(self._review_at.get(service, release), release)
         if previous is not None and _same(previous.decision, outcome.decision):
             return None
         if not candidates and not entry.lingering:
             del self._services[service]
             self._review_at.pop(service, None)
         return outcome
+
+    def _damp(self, policy: ServicePolicy, candidates: list[Candidate], now: float
+              ) -> tuple[list[Candidate], float | None]:
+        """Track the flags of ``candidates`` and hold out the flap-damped ones; the earliest readmission."""
+        params, flaps = policy.flap_dampening, self.flaps
+        release: float | None = None
+        result: list[Candidate] | None = None
+        watched = bool(candidates) and flaps.watches(candidates[0].key.service)
+        for index, candidate in enumerate(candidates):
+            raised = bool(candidate.metrics.flags & _RAISED)
+            if not raised and not (watched and flaps.known(candidate.key)):
+                continue  # the usual case: a steady instance has no flap state
+            flaps.flags(candidate.key, raised, params, now)
+            held = flaps.held(candidate.key, params, now)
+            if held is None:
+                continue
+            if result is None:
+                result = list(candidates)
+            result[index] = replace(candidate, hold=flap_damped(held.peak))
+            at = flaps.release_at(candidate.key, params)
+            if at is not None:
+                release = at if release is None else min(release, at)
+        return (result if result is not None else candidates), release
 
     def _index(self, service: ServiceId, entry: _Service, bindings: frozenset[IPAddress]) -> None:
         for gone in entry.bindings - bindings:

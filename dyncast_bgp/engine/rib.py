@@ -4,6 +4,11 @@ Keyed like BGP holds it: (peer, D-SID, ADD-PATH path id). The decision engine
 sees *instances*, one per (D-SID, D-BID): when the same instance is learned
 from several peers (two route reflectors), the freshest path speaks for it.
 
+Intake is checked against the neighbours' trust rules and the metrics are
+screened (:mod:`~dyncast_bgp.engine.trust`): a refused announcement never
+enters; every refusal and discarded metric set is counted by reason and kept
+(bounded) for the router to log (:meth:`Rib.take_rejections`).
+
 Peer down: with a stale-routes time (graceful restart, RFC 4724) the peer's
 paths are kept, marked stale, until that time passes or the peer's End-of-RIB
 after it comes back (then paths it did not re-announce go); without one they
@@ -12,10 +17,20 @@ are removed at once. Pure apart from time, which is passed in.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from dyncast_bgp.engine.candidate import Candidate
+from dyncast_bgp.engine.trust import (
+    MAX_INSTANCES,
+    MAX_PREFIXES,
+    METRIC_INVALID,
+    Rejection,
+    TrustPolicy,
+    describe_refusal,
+    refusal,
+    screen,
+)
 from dyncast_bgp.model import (
     ComputeMetrics,
     InstanceKey,
@@ -26,9 +41,12 @@ from dyncast_bgp.model import (
     state_from_flags,
 )
 from dyncast_bgp.wire.community import EXPERIMENTAL_TYPES
-from dyncast_bgp.wire.exabgp_json import EndOfRib, Event, PeerState, RouteUpdate, SessionState
+from dyncast_bgp.wire.exabgp_json import EndOfRib, Event, PeerState, Route, RouteUpdate, SessionState
 from dyncast_bgp.wire.fastdecode import decode_raw
 from dyncast_bgp.wire.metrics import DecodedMetrics
+
+PENDING_REJECTIONS = 1000
+"""Rejections kept for the log until taken; beyond that they are only counted."""
 
 PathKey = tuple[str, str, int]
 """(peer, D-SID prefix, ADD-PATH path id), the addresses as canonical text (``str()`` of the
@@ -63,7 +81,7 @@ class Path:
     communities, time; no longer stale): what :meth:`Rib.paths` returns is the RIB's live state.
     """
 
-    __slots__ = ("_decoded", "key", "next_hop", "raw", "received_at", "service", "stale_since")
+    __slots__ = ("_decoded", "_used", "key", "next_hop", "raw", "received_at", "service", "stale_since")
 
     def __init__(self, key: PathKey, service: ServiceId, next_hop: IPAddress, raw: tuple[bytes, ...],
                  received_at: float, *, stale_since: float | None = None) -> None:
@@ -74,6 +92,7 @@ class Path:
         self.received_at = received_at
         self.stale_since = stale_since
         self._decoded: DecodedMetrics | None = None
+        self._used: ComputeMetrics | None = None  # the screened metrics (engine.trust), set by the RIB
 
     def decoded(self, counters: RibCounters | None = None,
                 metric_types: range | frozenset[int] = EXPERIMENTAL_TYPES) -> DecodedMetrics:
@@ -103,6 +122,8 @@ class RibCounters:
     metric_problems: int = 0
     stale_marked: int = 0
     stale_removed: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    """Rejections by reason (:data:`~dyncast_bgp.engine.trust.REASONS`)."""
 
 
 class Rib:
@@ -110,10 +131,21 @@ class Rib:
     objects and :class:`ServiceId` come back out at the edges (``candidates``, ``services``, ``apply``'s
     result), one ``ServiceId`` per prefix kept while the prefix has paths."""
 
-    def __init__(self, *, stale_time: float = 0.0, metric_types: range | frozenset[int] = EXPERIMENTAL_TYPES) -> None:
+    def __init__(self, *, stale_time: float = 0.0, metric_types: range | frozenset[int] = EXPERIMENTAL_TYPES,
+                 trust: TrustPolicy | None = None, track_instances: bool = False) -> None:
+        """``trust``: the neighbours' rules (None: trust everyone, as before). ``track_instances``: record
+        every instance that appears or vanishes in :attr:`transitions` (for flap dampening; the caller
+        takes them with :meth:`take_transitions`)."""
         self.stale_time = stale_time
         self.metric_types = metric_types
         self.counters = RibCounters()
+        self.trust = trust if trust is not None else TrustPolicy()
+        self._admission = self.trust if self.trust.limits_announcements else None
+        self._pending: list[Rejection] = []
+        self._peer_prefixes: dict[str, dict[str, int]] = {}  # peers with max_prefixes: D-SID -> paths
+        self._track = track_instances
+        self._instances: dict[tuple[str, IPAddress], int] = {}  # (D-SID, D-BID) -> paths, when tracking
+        self.transitions: list[tuple[ServiceId, IPAddress, bool]] = []  # (service, D-BID, now present)
         self._paths: dict[PathKey, Path] = {}
         self._by_service: dict[str, set[PathKey]] = {}
         self._by_peer: dict[str, set[PathKey]] = {}
@@ -141,11 +173,14 @@ class Rib:
             if service is not None:
                 self.counters.withdrawn += 1
                 changed.add(service)
+        announced: Sequence[Route] = update.announced
+        if self._admission is not None and announced:
+            announced = self._admit(peer, announced, changed)
         paths, by_service, services = self._paths, self._by_service, self._services
         peer_keys = self._by_peer.get(peer)
-        if peer_keys is None and update.announced:
+        if peer_keys is None and announced:
             peer_keys = self._by_peer[peer] = set()
-        for route in update.announced:
+        for route in announced:
             prefix = route[0]  # Route fields by position (a NamedTuple): prefix, next hop, path id, ...
             hit = _texts.get(id(prefix))  # text_of(prefix), inline: one call fewer per route
             prefix_text = hit[1] if hit is not None and hit[0] is prefix else text_of(prefix)
@@ -156,6 +191,10 @@ class Rib:
                 if path.raw != raw:  # same bytes: keep what was decoded
                     path.raw = raw
                     path._decoded = None
+                    path._used = None
+                if path.next_hop is not route[1] and self._track and path.next_hop != route[1]:
+                    self._count(prefix_text, path.service, path.next_hop, -1)
+                    self._count(prefix_text, path.service, route[1], +1)
                 path.next_hop = route[1]
                 path.received_at = now
                 path.stale_since = None
@@ -169,8 +208,76 @@ class Rib:
             by_service[prefix_text].add(key)
             peer_keys.add(key)  # type: ignore[union-attr]  # set above when anything is announced
             changed.add(service)
-        self.counters.announced += len(update.announced)
+            if self._track:
+                self._count(prefix_text, service, route[1], +1)
+        self.counters.announced += len(announced)
         return changed
+
+    def _admit(self, peer: str, routes: Sequence[Route], changed: set[ServiceId]) -> Sequence[Route]:
+        """The routes the peer's trust rule lets in; a refused one replacing a held path removes it."""
+        rule = self.trust.rule_for(peer)
+        if not rule.limits_announcements:
+            return routes
+        held = len(self._by_peer.get(peer, ()))
+        prefixes = self._peer_prefixes.setdefault(peer, {}) if rule.max_prefixes is not None else None
+        admitted: list[Route] = []
+        new_keys: set[PathKey] = set()
+        for route in routes:
+            prefix, next_hop = route[0], route[1]
+            prefix_text = text_of(prefix)
+            key = (peer, prefix_text, route[2])
+            new = key not in self._paths and key not in new_keys
+            reason = refusal(rule, prefix, next_hop)
+            if reason is None and new:
+                if rule.max_instances is not None and held >= rule.max_instances:
+                    reason = MAX_INSTANCES
+                elif (prefixes is not None and prefix_text not in prefixes
+                      and len(prefixes) >= rule.max_prefixes):  # type: ignore[operator]  # set with prefixes
+                    reason = MAX_PREFIXES
+            if reason is not None:
+                self.reject(Rejection(reason, peer, prefix_text, text_of(next_hop), describe_refusal(reason, rule),
+                                      rule.label))
+                if not new and key in self._paths:  # treat-as-withdraw: the old path must not stand for it
+                    service = self._remove(key)
+                    if service is not None:
+                        changed.add(service)
+                        self.counters.withdrawn += 1
+                continue
+            if new:
+                new_keys.add(key)
+                held += 1
+                if prefixes is not None:
+                    prefixes[prefix_text] = prefixes.get(prefix_text, 0) + 1
+            admitted.append(route)
+        return admitted
+
+    def _count(self, prefix: str, service: ServiceId, next_hop: IPAddress, delta: int) -> None:
+        """Paths per instance; an instance going from none to some (or back) is a transition."""
+        key = (prefix, next_hop)
+        count = self._instances.get(key, 0) + delta
+        if count > 0:
+            self._instances[key] = count
+        else:
+            self._instances.pop(key, None)
+        if count == (1 if delta > 0 else 0):
+            self.transitions.append((service, next_hop, delta > 0))
+
+    def take_transitions(self) -> list[tuple[ServiceId, IPAddress, bool]]:
+        """The instances that appeared (True) or vanished (False) since the last call, in order."""
+        taken, self.transitions = self.transitions, []
+        return taken
+
+    def reject(self, rejection: Rejection) -> None:
+        """Count a rejection and keep it for the log (up to :data:`PENDING_REJECTIONS`)."""
+        counts = self.counters.rejected
+        counts[rejection.reason] = counts.get(rejection.reason, 0) + 1
+        if len(self._pending) < PENDING_REJECTIONS:
+            self._pending.append(rejection)
+
+    def take_rejections(self) -> list[Rejection]:
+        """The rejections since the last call (at most :data:`PENDING_REJECTIONS`), in order."""
+        taken, self._pending = self._pending, []
+        return taken
 
     def _remove(self, key: PathKey) -> ServiceId | None:
         """Remove one path; return its service (None if there was no such path)."""
@@ -187,6 +294,14 @@ class Rib:
         keys.discard(key)
         if not keys:
             del self._by_peer[peer]
+        if self._peer_prefixes:
+            held = self._peer_prefixes.get(peer)
+            if held is not None and prefix in held:
+                held[prefix] -= 1
+                if not held[prefix]:
+                    del held[prefix]
+        if self._track:
+            self._count(prefix, path.service, path.next_hop, -1)
         return path.service
 
     def _peer_down(self, peer: str, now: float) -> set[ServiceId]:
@@ -249,13 +364,26 @@ class Rib:
         result = []
         for next_hop, path in sorted(chosen.items(), key=lambda item: (item[0].version, int(item[0]))):
             age = now - path.received_at
-            metrics = path.decoded(self.counters, self.metric_types).metrics
+            metrics = path._used if path._used is not None else self._screen(path)
             if max_age is not None and age > max_age:
                 metrics = ComputeMetrics(flags=path.metrics.flags, version=path.metrics.version)
             state = state_from_flags(metrics.flags)
             result.append(Candidate(key=InstanceKey(service, next_hop), state=state, metrics=metrics,
                                     path=path_of(next_hop), metrics_age=age))
         return result
+
+    def _screen(self, path: Path) -> ComputeMetrics:
+        """Decode the path's metrics (reporting malformed ones), then screen them under its peer's rule."""
+        decoded = path.decoded(self.counters, self.metric_types)
+        peer, prefix, _ = path.key
+        for problem in decoded.problems:
+            self.reject(Rejection(METRIC_INVALID, peer, prefix, text_of(path.next_hop), problem))
+        rule = self.trust.rule_for(peer) if self.trust.peers else self.trust.default
+        screened = screen(decoded.metrics, rule)
+        for reason, detail in screened.findings:
+            self.reject(Rejection(reason, peer, prefix, text_of(path.next_hop), detail, rule.label))
+        path._used = screened.metrics
+        return path._used
 
     def check_invariants(self) -> None:
         """Raise AssertionError if the indexes disagree with the paths (for tests and fuzzing)."""
@@ -273,6 +401,16 @@ class Rib:
         for key, path in self._paths.items():
             assert path.key == key, f"path filed under the wrong key: {key}"
             assert path.service is self._services[key[1]], f"path {key} holds a stale service object"
+        if self._track:
+            instances: dict[tuple[str, IPAddress], int] = {}
+            for key, path in self._paths.items():
+                instances[(key[1], path.next_hop)] = instances.get((key[1], path.next_hop), 0) + 1
+            assert instances == self._instances, "instance path counts out of sync"
+        for peer, held in self._peer_prefixes.items():
+            actual: dict[str, int] = {}
+            for key in self._by_peer.get(peer, ()):
+                actual[key[1]] = actual.get(key[1], 0) + 1
+            assert held == actual, f"D-SID counts of {peer} out of sync"
 
 
 def _fresher(path: Path, other: Path) -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 
 from dyncast_bgp.config.loader import ConfigError, load
 from dyncast_bgp.exabgp.render import render
-from dyncast_bgp.exabgp.run import default_workdir, exec_exabgp, write_config
+from dyncast_bgp.exabgp.run import default_workdir, exec_exabgp, has_secret, write_config, write_rendered
 
 
 def register(subparsers: Any) -> None:
@@ -45,8 +45,12 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     if args.output == "-":
         sys.stdout.write(text)
-    else:
-        Path(args.output).write_text(text, encoding="utf-8")
+        return 0
+    try:
+        write_rendered(Path(args.output), text, secret=has_secret(config))  # 0600 when it holds a password
+    except OSError as exc:
+        print(f"dyncast exabgp-conf: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,13 +1,16 @@
 """Render an ExaBGP configuration for the agent or router role. Pure: returns text.
 
 What it writes, per neighbor: router-id, local and peer AS, addresses, hold
-time, optional TCP-MD5 password, explicit families (without them ExaBGP
-offers every family it knows), ADD-PATH (send for the agent, receive for the
-router) and graceful restart when configured, and the API binding to the
-dyncast process. The agent's process uses the text encoder (it only writes);
-the router's uses the JSON encoder and receives parsed updates and neighbor
-changes. The same text is valid for ExaBGP 5.0 and 4.2 (checked by tests with
-each version's own validation).
+time, optional TCP-MD5 password, optional ``rate-limit`` (messages per second
+read from the neighbour), explicit families (without them ExaBGP offers every
+family it knows), ADD-PATH (send for the agent, receive for the router) and
+graceful restart when configured, and the API binding to the dyncast process.
+ExaBGP (4.2 and 5.0) has no maximum-prefix limit and no TCP-AO (RFC 5925):
+the router enforces prefix limits itself (``router.trust``, docs/hardening.md).
+The agent's process uses the text encoder (it only writes); the router's uses
+the JSON encoder and receives parsed updates and neighbor changes. The same
+text is valid for ExaBGP 5.0 and 4.2 (checked by tests with each version's
+own validation).
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ def _neighbor(config: Config, neighbor: Neighbor, role: Role, process: str) -> l
         body.append(f'md5-password "{_quote(neighbor.md5_password)}";')
     if neighbor.passive:
         body.append("passive true;")
+    if neighbor.rate_limit is not None:
+        body.append(f"rate-limit {neighbor.rate_limit};")
     body.append("family {")
     body.extend(f"    {family};" for family in neighbor.families)
     body.append("}")

@@ -56,14 +56,37 @@ def default_workdir(config_path: Path, role: str) -> Path:
 
 
 def write_config(config: Config, *, role: Role, config_path: Path, workdir: Path) -> Path:
-    """Render ExaBGP's text for ``role`` into ``workdir`` and return its path."""
+    """Render ExaBGP's text for ``role`` into ``workdir`` and return its path (mode 0600 with a password)."""
     workdir.mkdir(parents=True, exist_ok=True)
     text = render(config, role=role, command=[executable("dyncast")], config_path=str(config_path.resolve()))
     target = workdir / f"exabgp-{role}.conf"
-    temporary = target.with_suffix(".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(target)
+    write_rendered(target, text, secret=has_secret(config))
     return target
+
+
+def has_secret(config: Config) -> bool:
+    """Whether the rendered ExaBGP text holds a secret (a TCP-MD5 password)."""
+    return any(neighbor.md5_password for neighbor in config.bgp.neighbors)
+
+
+def write_rendered(target: Path, text: str, *, secret: bool) -> None:
+    """Write ``text`` to ``target`` atomically: a temporary file beside it, then a rename.
+
+    With ``secret`` the file is created with mode 0600 (owner only) from the start,
+    so the password is never readable by others, not even for a moment; an
+    existing file with looser permissions is replaced, not rewritten in place.
+    Otherwise the mode is 0644 less the umask, as for any new file.
+    """
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600 if secret else 0o644)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        temporary.replace(target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def exec_exabgp(conf: Path) -> None:

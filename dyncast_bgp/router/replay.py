@@ -11,6 +11,7 @@ a line without a usable time keeps the previous one.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -63,8 +64,15 @@ def _emit(engine: RouterEngine, now: float, out: TextIO, report: ReplayReport) -
 
 
 def _time_of(line: str, previous: float) -> float:
+    """The line's ``time``; ``previous`` when it has none that is a finite number (whatever the line holds)."""
     try:
         value = json.loads(line).get("time")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # RecursionError: arrays nested thousands deep
         return previous
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else previous
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return previous
+    try:
+        time = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        return previous
+    return time if math.isfinite(time) else previous

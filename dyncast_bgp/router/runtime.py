@@ -12,28 +12,52 @@ logged and retried on the next change, and the previous kernel state stays.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import math
+import os
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
+from prometheus_client import CollectorRegistry
 
+from dyncast_bgp import __version__
 from dyncast_bgp.config.schema import Config
+from dyncast_bgp.ctl.server import ControlServer, ControlSocketError, serve_control
 from dyncast_bgp.dataplane.desired import Dataplane, DataplaneError, DesiredState
 from dyncast_bgp.engine.decide import Outcome
 from dyncast_bgp.engine.owner import RouterEngine, decision_line
-from dyncast_bgp.model import IPAddress, PathMetrics
+from dyncast_bgp.engine.trust import MALFORMED_LINE
+from dyncast_bgp.model import InstanceKey, IPAddress, PathMetrics
+from dyncast_bgp.obs.metrics import (
+    Families,
+    LoopCollector,
+    MetricsEndpoint,
+    MetricsListenError,
+    RouterHistograms,
+    RouterView,
+    rejection_reason,
+    router_families,
+    serve_metrics,
+)
 from dyncast_bgp.probe.prober import Prober, queue_sink
 from dyncast_bgp.probe.static import throughput_from_static
+from dyncast_bgp.router import control
+from dyncast_bgp.router.audit import AuditWriter, DecisionBook
+from dyncast_bgp.router.rejections import LogLimiter, log_rejections
+from dyncast_bgp.router.shift import ShiftTracker
 from dyncast_bgp.router.static import static_paths
 from dyncast_bgp.router.status import status_document, write_status
 from dyncast_bgp.wire.exabgp_json import EndOfRib, ExabgpJsonError, PeerState, SessionState, Shutdown, parse_line
 
 log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
 
 LEADING_DEBOUNCE = 0.005  # seconds: a change after a quiet spell waits this long for the rest of its burst
 
@@ -46,6 +70,15 @@ class RouterCounters:
     applies: int = 0
     apply_errors: int = 0
     last_apply_seconds: float = 0.0
+    rejections: dict[str, int] = field(default_factory=dict)
+    """Rejected input by reason (engine/trust.py REASONS: malformed lines, invalid or implausible metrics,
+    clamped metrics, announcements refused by a trust rule); docs/hardening.md."""
+    flaps: int = 0
+    """Instance flaps seen by the flap dampening."""
+    shift_evictions: int = 0
+    """Failed instances whose flows were evicted (shift_on_failure, router/shift.py)."""
+    shifted_flows: int = 0
+    """Flows (conntrack and affinity entries) evicted from failed instances, to take a new pick."""
 
 
 class RouterRuntime:
@@ -73,6 +106,18 @@ class RouterRuntime:
         self._peers_synced: set[IPAddress] = set()
         self._synced = asyncio.Event()
         self.installed: DesiredState | None = None
+        # observability (docs/operations.md): control socket, metrics endpoint, decision audit
+        self.sessions: dict[IPAddress, SessionState] = {}
+        self.rejected: collections.Counter[str] = collections.Counter()  # ExaBGP lines, by reason
+        self.book = DecisionBook()
+        self.control_server: ControlServer | None = None
+        self.histograms: RouterHistograms | None = None
+        self.metrics_endpoint: MetricsEndpoint | None = None
+        self.flow_sample: tuple[float, Mapping[InstanceKey, int]] | None = None
+        self._dataplane_lock = threading.Lock()  # apply and flow counts never run at once (worker threads)
+        self._rejection_log = LogLimiter()  # hardening: one line per peer/instance/reason per minute
+        self._shift = ShiftTracker()  # shift_on_failure: instances that failed, evicted after the next apply
+        self._to_evict: dict[InstanceKey, str] = {}
 
     async def run(self) -> None:
         self._ask_for_routes()
@@ -84,10 +129,12 @@ class RouterRuntime:
         if self.config.router.status_file:
             tasks.append(asyncio.create_task(self._status_writer(Path(self.config.router.status_file)),
                                              name="status"))
+        await self._start_observability(tasks)
         log.info("router_started", probes=self._prober is not None, dataplane=self._dataplane is not None)
         try:
             await self._own()
         finally:
+            await self._stop_observability()
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks, timeout=2.0)  # bounded: a stuck task must not keep the router up
@@ -125,13 +172,28 @@ class RouterRuntime:
             self._after_inputs()
 
     def _after_inputs(self) -> None:
+        started = time.perf_counter()
         changed = self.engine.step(self._clock())
+        self._account_rejections()
+        if self.histograms is not None:
+            self.histograms.decision_seconds.observe(time.perf_counter() - started)
+        self.book.record(changed, time.time())
         for outcome in changed:
             _log_outcome(outcome)
+        self._to_evict.update(self._shift.observe(
+            (outcome.decision for outcome in changed),
+            lambda service: self.config.router.policy_for(service).shift_on_failure))
         if changed:
             if self._prober is not None:
                 self._prober.set_targets(self.engine.bindings())
             self._apply_wanted.set()
+
+    def _account_rejections(self) -> None:
+        """Count and log (rate-limited) what the RIB refused or discarded (docs/hardening.md)."""
+        rib = self.engine.rib
+        log_rejections(rib.take_rejections(), self._rejection_log, self._clock(), log)
+        self.counters.rejections.update(rib.counters.rejected)
+        self.counters.flaps = self.engine.flaps.flaps
 
     # ------------------------------------------------------------ the feeders
 
@@ -143,6 +205,8 @@ class RouterRuntime:
                     event = parse_line(line)
                 except ExabgpJsonError as exc:
                     self.counters.rejected_lines += 1
+                    self.counters.rejections[MALFORMED_LINE] = self.counters.rejections.get(MALFORMED_LINE, 0) + 1
+                    self.rejected[rejection_reason(exc.message)] += 1
                     log.warning("exabgp_line_rejected", error=str(exc))
                     continue
                 if isinstance(event, Shutdown):
@@ -150,6 +214,7 @@ class RouterRuntime:
                     break
                 if isinstance(event, PeerState):
                     log.info("bgp_peer_state", peer=str(event.peer), state=str(event.state), reason=event.reason)
+                    self.sessions[event.peer] = event.state
                 self._track_sync(event)
                 self.engine.on_event(event, self._clock())
                 self._wake.set()
@@ -225,9 +290,10 @@ class RouterRuntime:
             self._apply_wanted.clear()
             desired = self.engine.desired()
             if desired == self.installed:
+                await self._shift_flows()
                 continue
             try:
-                result = await asyncio.to_thread(self._dataplane.apply, desired)
+                result = await asyncio.to_thread(self._locked, self._dataplane.apply, desired)
             except DataplaneError as exc:
                 self.counters.apply_errors += 1
                 log.error("dataplane_apply_failed", error=str(exc))
@@ -237,8 +303,129 @@ class RouterRuntime:
             self.installed = desired
             self.counters.applies += 1
             self.counters.last_apply_seconds = result.seconds
+            if self.histograms is not None:
+                self.histograms.apply_seconds.observe(result.seconds)
             log.info("dataplane_applied", changed=result.changed, seconds=round(result.seconds, 4),
                      summary=result.summary)
+            await self._shift_flows()
+
+    async def _shift_flows(self) -> None:
+        """Evict the flows of instances that failed (shift_on_failure), once the state without them is installed."""
+        if not self._to_evict or self._dataplane is None:
+            return
+        failed, self._to_evict = self._to_evict, {}
+        try:
+            count = await asyncio.to_thread(self._locked, self._dataplane.evict, sorted(failed, key=_key_order))
+        except (DataplaneError, OSError) as exc:
+            log.error("flow_shift_failed", error=str(exc), instances=len(failed))
+            return
+        self.counters.shift_evictions += len(failed)
+        self.counters.shifted_flows += count
+        log.info("flows_shifted", flows=count, instances={str(key.binding): why for key, why in failed.items()})
+
+
+    # ------------------------------------------------------------ observability
+
+    async def _start_observability(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Audit log, control socket, metrics endpoint: each one that fails to start is logged, not fatal."""
+        router = self.config.router
+        if router.audit_log:
+            self.book.writer = AuditWriter(router.audit_log, max_bytes=router.audit_max_bytes, keep=router.audit_keep)
+        if router.control_socket:
+            handler = control.RouterControl(self.engine, self.book, clock=self._clock, wall=time.time,
+                                            status=self.status,
+                                            flows=self._count_flows if self._dataplane is not None else None)
+            try:
+                self.control_server = await serve_control(router.control_socket, mode=router.control_socket_mode,
+                                                          verbs=control.VERBS, handle=handler.handle)
+            except ControlSocketError as exc:
+                log.error("control_socket_failed", error=str(exc))
+        if router.metrics_listen:
+            registry = CollectorRegistry()
+            self.histograms = RouterHistograms(registry)
+            registry.register(LoopCollector(asyncio.get_running_loop(), self._metric_families))
+            try:
+                self.metrics_endpoint = await asyncio.to_thread(serve_metrics, router.metrics_listen, registry)
+            except MetricsListenError as exc:
+                log.error("metrics_listen_failed", error=str(exc))
+            if self._dataplane is not None:
+                tasks.append(asyncio.create_task(self._sample_flows(), name="flows"))
+
+    async def _stop_observability(self) -> None:
+        if self.control_server is not None:
+            await self.control_server.close()
+        if self.metrics_endpoint is not None:
+            await asyncio.to_thread(self.metrics_endpoint.close)
+        if self.book.writer is not None:
+            await asyncio.to_thread(self.book.writer.close)
+
+    def _locked(self, call: Callable[..., _T], *args: object) -> _T:
+        with self._dataplane_lock:
+            return call(*args)
+
+    async def _count_flows(self) -> Mapping[InstanceKey, int]:
+        assert self._dataplane is not None
+        return await asyncio.to_thread(self._locked, self._dataplane.flow_counts)
+
+    async def _sample_flows(self) -> None:
+        """Flow counts for the metrics endpoint, every ``router.metrics_interval`` (a scrape never waits on them)."""
+        await self._synced.wait()
+        failed: str | None = None
+        while True:
+            try:
+                self.flow_sample = (self._clock(), await self._count_flows())
+                failed = None
+            except (DataplaneError, OSError) as exc:
+                if failed != type(exc).__name__:
+                    log.warning("flow_count_failed", error=str(exc))
+                failed = type(exc).__name__
+            await asyncio.sleep(self.config.router.metrics_interval)
+
+    def status(self) -> dict[str, object]:
+        """The ``status`` verb's answer: version, uptime, sessions, counters."""
+        served, writer = self.control_server, self.book.writer
+        return {
+            "version": __version__, "pid": os.getpid(), "uptime": round(self._clock() - self._started_at, 3),
+            "synced": self._synced.is_set(),
+            "sessions": {str(peer): str(state) for peer, state in sorted(self.sessions.items())},
+            "services": sum(1 for _ in self.engine.outcomes()), "paths": len(self.engine.rib),
+            "counters": dataclasses.asdict(self.counters), "rejected": dict(self.rejected),
+            "rib": dataclasses.asdict(self.engine.rib.counters), "decisions_changed": self.engine.decisions_changed,
+            "control_requests": served.requests if served is not None else 0,
+            "control_rejected": served.rejected if served is not None else 0,
+            "audit": None if writer is None else {"path": str(writer.path), "written": writer.written,
+                                                  "dropped": writer.dropped},
+        }
+
+    def _metric_families(self) -> Families:
+        """The state families of the metrics endpoint (run on the event loop at scrape time)."""
+        instances = [{"service": str(outcome.decision.service), **item.to_dict()}
+                     for outcome in self.engine.outcomes() for item in outcome.explain]
+        sample = self.flow_sample
+        writer, served = self.book.writer, self.control_server
+        counters = {
+            "exabgp_lines": self.counters.lines, "path_changes": self.counters.path_changes,
+            "decisions_changed": self.engine.decisions_changed, "applies": self.counters.applies,
+            "apply_errors": self.counters.apply_errors, "metric_problems": self.engine.rib.counters.metric_problems,
+            "control_requests": served.requests if served is not None else 0,
+            "control_rejected": served.rejected if served is not None else 0,
+            "audit_records": writer.written if writer is not None else 0,
+            "audit_dropped": writer.dropped if writer is not None else 0,
+        }
+        return router_families(RouterView(
+            sessions={str(peer): str(state) for peer, state in self.sessions.items()},
+            routes={str(service): len(self.engine.rib.paths(service)) for service in self.engine.rib.services()},
+            instances=instances,
+            fallbacks={str(outcome.decision.service): outcome.fallback for outcome in self.engine.outcomes()},
+            paths={str(item["instance"]): item["path"] for item in instances},
+            flows=None if sample is None else {(str(key.service), str(key.binding)): count
+                                               for key, count in sample[1].items()},
+            flows_age=None if sample is None else round(self._clock() - sample[0], 3),
+            counters=counters, rejected=dict(self.rejected), synced=self._synced.is_set()))
+
+
+def _key_order(key: InstanceKey) -> tuple[object, ...]:
+    return key.sort_key
 
 
 def _log_outcome(outcome: Outcome) -> None:

@@ -1,0 +1,351 @@
+"""Prometheus metrics of the router and the agent (``router.metrics_listen``, ``agent.metrics_listen``).
+
+Each process gets its own :class:`~prometheus_client.CollectorRegistry` (no
+module-level registry). Two kinds of metric live in it:
+
+- histograms observed where things happen (decision and apply latency), which
+  are thread-safe and cost a microsecond;
+- everything that describes state (sessions, routes, instance metrics, weights,
+  path RTT/loss, flows, counters), built at scrape time by a pure function of
+  the process's state. The HTTP server runs in its own thread, while the state
+  belongs to the event loop, so :class:`LoopCollector` runs that function *on
+  the loop* (``call_soon_threadsafe``) and waits for it. A loop too busy to
+  answer within ``timeout`` gets the previous scrape's families instead, so a
+  scrape never sees half-updated state and never blocks the loop.
+
+Names and labels are listed in docs/operations.md. The builders here take plain
+values (mappings, counters, the engine's outcomes) so tests need no process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
+
+import structlog
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from dyncast_bgp.config.schema import listen_address
+
+log = structlog.get_logger(__name__)
+
+Families = list[Metric]
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class LoopCollector(Collector):
+    """Builds the state families on the event loop ``loop`` when scraped (see the module docstring)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, build: Callable[[], Families], *,
+                 timeout: float = 2.0) -> None:
+        self._loop = loop
+        self._build = build
+        self._timeout = timeout
+        self._last: Families = []
+        self.late = 0  # scrapes answered with the previous families
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # nothing to reserve: the names are only known when built
+
+    def collect(self) -> Iterable[Metric]:
+        if self._on_loop_thread():
+            self._last = self._safe_build()
+            return list(self._last)
+        future: concurrent.futures.Future[Families] = concurrent.futures.Future()
+
+        def run() -> None:
+            if future.set_running_or_notify_cancel():
+                future.set_result(self._safe_build())
+
+        try:
+            self._loop.call_soon_threadsafe(run)
+            self._last = future.result(timeout=self._timeout)
+        except (concurrent.futures.TimeoutError, RuntimeError):  # busy loop, or closed
+            future.cancel()
+            self.late += 1
+        return list(self._last)
+
+    def _on_loop_thread(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def _safe_build(self) -> Families:
+        try:
+            return self._build()
+        except Exception:  # a bug in a builder must not take the endpoint (or the loop) down
+            log.exception("metrics_build_failed")
+            return self._last
+
+
+@dataclass(slots=True)
+class MetricsEndpoint:
+    """The HTTP server of one registry; ``close`` stops its thread."""
+
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=2.0)
+
+
+class MetricsListenError(Exception):
+    """The endpoint could not listen (the message says where and why)."""
+
+
+def serve_metrics(listen: str, registry: CollectorRegistry) -> MetricsEndpoint:
+    """Serve ``registry`` over HTTP on ``listen`` (``host:port``; port 0 picks a free one in tests)."""
+    try:
+        host, port = listen_address(listen)
+    except ValueError as exc:
+        raise MetricsListenError(str(exc)) from None
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise MetricsListenError(f"{listen}: cannot listen: {exc.strerror or exc}") from None
+    endpoint = MetricsEndpoint(server, thread)
+    log.info("metrics_listening", host=host, port=endpoint.port)
+    return endpoint
+
+
+# ---------------------------------------------------------------- family builders
+
+
+def gauge(name: str, doc: str, labels: Sequence[str], rows: Iterable[tuple[Sequence[str], float]]) -> Metric:
+    family = GaugeMetricFamily(name, doc, labels=list(labels))
+    for values, value in rows:
+        family.add_metric(list(values), value)
+    return family
+
+
+def counter(name: str, doc: str, labels: Sequence[str], rows: Iterable[tuple[Sequence[str], float]]) -> Metric:
+    family = CounterMetricFamily(name, doc, labels=list(labels))
+    for values, value in rows:
+        family.add_metric(list(values), value)
+    return family
+
+
+def scalar(name: str, doc: str, value: float) -> Metric:
+    return gauge(name, doc, (), [((), value)])
+
+
+def total(name: str, doc: str, value: float) -> Metric:
+    return counter(name, doc, (), [((), value)])
+
+
+# ---------------------------------------------------------------- router
+
+
+class RouterHistograms:
+    """The router's event-time metrics, registered on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.decision_seconds = Histogram(
+            "dyncast_router_decision_seconds", "Time of one engine step that recomputed services",
+            registry=registry, buckets=LATENCY_BUCKETS)
+        self.apply_seconds = Histogram(
+            "dyncast_router_apply_seconds", "Time the dataplane took to apply one desired state",
+            registry=registry, buckets=LATENCY_BUCKETS)
+
+
+REJECTION_REASONS = {"not a JSON object": "not_object", "invalid JSON": "invalid_json",
+                     "missing key": "missing_key", "unexpected value": "unexpected_value"}
+
+
+def rejection_reason(message: str) -> str:
+    """A short, bounded label for why an ExaBGP line was rejected (the parser's message, classified)."""
+    for prefix, reason in REJECTION_REASONS.items():
+        if message.startswith(prefix):
+            return reason
+    return "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class RouterView:
+    """What the router's state families are built from (read on the event loop)."""
+
+    sessions: Mapping[str, str]  # peer -> "up" | "down" | "connected"
+    routes: Mapping[str, int]  # service -> paths in the RIB
+    instances: Sequence[Mapping[str, object]]  # InstanceExplain.to_dict() plus "service"
+    fallbacks: Mapping[str, str | None]  # service -> fallback in force
+    paths: Mapping[str, Mapping[str, object]]  # D-BID -> path dict as in the explanation
+    flows: Mapping[tuple[str, str], int] | None  # (service, D-BID) -> flows; None: not sampled
+    flows_age: float | None
+    counters: Mapping[str, float]
+    rejected: Mapping[str, int]  # reason -> lines
+    synced: bool
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def router_families(view: RouterView) -> Families:
+    families: Families = [
+        scalar("dyncast_router_bgp_sessions_up", "BGP sessions established (ExaBGP neighbor state up)",
+               sum(1 for state in view.sessions.values() if state == "up")),
+        gauge("dyncast_router_bgp_session_up", "1 when the session with this peer is up", ("peer",),
+              [((peer,), 1.0 if state == "up" else 0.0) for peer, state in sorted(view.sessions.items())]),
+        gauge("dyncast_router_routes", "Paths in the RIB per service (all peers, ADD-PATH paths counted)",
+              ("service",), [((service,), count) for service, count in sorted(view.routes.items())]),
+        scalar("dyncast_router_rib_synced", "1 once every established peer sent End-of-RIB (or startup_hold ran out)",
+               1.0 if view.synced else 0.0),
+        gauge("dyncast_router_service_fallback", "1 for the fallback in force for a service with no eligible "
+              "instance", ("service", "fallback"),
+              [((service, fallback), 1.0) for service, fallback in sorted(view.fallbacks.items()) if fallback]),
+    ]
+    metric_rows: list[tuple[Sequence[str], float]] = []
+    age_rows, weight_rows, eligible_rows, score_rows = [], [], [], []
+    for item in view.instances:
+        labels = (str(item["service"]), str(item["instance"]))
+        metrics = item.get("metrics")
+        if isinstance(metrics, Mapping):
+            for name, value in sorted(metrics.items()):
+                number = _number(value)
+                if number is not None:
+                    metric_rows.append(((*labels, str(name)), number))
+        age = _number(item.get("metrics_age"))
+        if age is not None:
+            age_rows.append((labels, age))
+        weight_rows.append((labels, _number(item.get("weight")) or 0.0))
+        eligible_rows.append((labels, 1.0 if item.get("eligible") else 0.0))
+        scores = item.get("scores")
+        if isinstance(scores, Mapping):
+            for level in ("compute", "network", "overall"):
+                number = _number(scores.get(level))
+                if number is not None:
+                    score_rows.append(((*labels, level), number))
+    families += [
+        gauge("dyncast_router_instance_metric", "An instance's metric as received in its BGP communities",
+              ("service", "instance", "metric"), metric_rows),
+        gauge("dyncast_router_instance_metrics_age_seconds", "Seconds since the instance's route was last updated",
+              ("service", "instance"), age_rows),
+        gauge("dyncast_router_weight", "Share of new flows given to the instance (0-1)", ("service", "instance"),
+              weight_rows),
+        gauge("dyncast_router_instance_eligible", "1 when the instance may take new flows", ("service", "instance"),
+              eligible_rows),
+        gauge("dyncast_router_instance_score", "The decision's scores: compute and network (L1), overall (L2), 0-10",
+              ("service", "instance", "score"), score_rows),
+    ]
+    families += _path_families(view.paths)
+    if view.flows is not None:
+        families.append(gauge("dyncast_router_flows", "Live flows (conntrack entries) per instance, sampled",
+                              ("service", "instance"),
+                              [((service, dbid), count) for (service, dbid), count in sorted(view.flows.items())]))
+    if view.flows_age is not None:
+        families.append(scalar("dyncast_router_flows_sample_age_seconds", "Age of the flow-count sample",
+                               view.flows_age))
+    families.append(counter("dyncast_router_exabgp_lines_rejected", "ExaBGP lines skipped, by reason", ("reason",),
+                            [((reason,), count) for reason, count in sorted(view.rejected.items())]))
+    for name, value in view.counters.items():
+        doc = ROUTER_COUNTERS.get(name)
+        if doc is not None:
+            families.append(total(f"dyncast_router_{name}", doc, value))
+    return families
+
+
+ROUTER_COUNTERS = {
+    "exabgp_lines": "ExaBGP lines read",
+    "path_changes": "Path metric changes from the probes",
+    "decisions_changed": "Decision changes (any service)",
+    "applies": "Desired states applied to the dataplane",
+    "apply_errors": "Dataplane applies that failed",
+    "metric_problems": "Metric communities dropped as malformed or out of range",
+    "control_requests": "Control socket requests",
+    "control_rejected": "Control socket requests answered with an error",
+    "audit_records": "Decision changes written to the audit log",
+    "audit_dropped": "Audit records dropped (writer queue full or write failed)",
+}
+
+
+def _path_families(paths: Mapping[str, Mapping[str, object]]) -> Families:
+    rtt, peak, loss, reachable = [], [], [], []
+    for dbid, path in sorted(paths.items()):
+        if (value := _number(path.get("rtt_mean_us"))) is not None:
+            rtt.append(((dbid,), value / 1e6))
+        if (value := _number(path.get("rtt_peak_us"))) is not None:
+            peak.append(((dbid,), value / 1e6))
+        if (value := _number(path.get("loss_mean"))) is not None:
+            loss.append(((dbid,), value))
+        reachable.append(((dbid,), 1.0 if path.get("reachable", True) else 0.0))
+    return [
+        gauge("dyncast_router_path_rtt_seconds", "Probe RTT toward the D-BID, mean over the window", ("instance",),
+              rtt),
+        gauge("dyncast_router_path_rtt_peak_seconds", "Probe RTT toward the D-BID, peak over the window",
+              ("instance",), peak),
+        gauge("dyncast_router_path_loss_ratio", "Probe loss toward the D-BID over the window (0-1)", ("instance",),
+              loss),
+        gauge("dyncast_router_path_reachable", "0 when the probes toward the D-BID stopped answering", ("instance",),
+              reachable),
+    ]
+
+
+# ---------------------------------------------------------------- agent
+
+
+AGENT_COUNTERS = {
+    "updates_sent": "Route announcements and withdrawals sent to ExaBGP",
+    "commands_written": "ExaBGP API commands written",
+    "source_failures": "Metric source failures",
+    "health_flips": "Health state changes",
+    "admin_changes": "Admin state changes by the control socket",
+    "control_requests": "Control socket requests",
+    "control_rejected": "Control socket requests answered with an error",
+}
+
+
+def agent_families(status: Mapping[str, object], instances: Sequence[Mapping[str, object]]) -> Families:
+    """From the agent's ``status`` counters and its ``instances`` views (agent/control.py)."""
+    families: Families = [
+        scalar("dyncast_agent_published_routes", "Routes currently announced", _number(status.get("published_routes"))
+               or 0.0),
+        scalar("dyncast_agent_uptime_seconds", "Seconds since the agent started", _number(status.get("uptime")) or 0.0),
+        counter("dyncast_agent_acks", "ExaBGP acknowledgements of our commands, by result", ("result",),
+                [(("done",), _number(status.get("acks_done")) or 0.0),
+                 (("error",), _number(status.get("acks_error")) or 0.0)]),
+    ]
+    for name, doc in AGENT_COUNTERS.items():
+        families.append(total(f"dyncast_agent_{name}", doc, _number(status.get(name)) or 0.0))
+    families.append(total("dyncast_agent_updates_suppressed", "Updates held back by damping (below the threshold, "
+                          "or within min_interval of the route's last update)", _number(status.get("updates_held"))
+                          or 0.0))
+    metric_rows: list[tuple[Sequence[str], float]] = []
+    health, published, admin = [], [], []
+    for view in instances:
+        labels = (str(view.get("service")), str(view.get("instance")), str(view.get("dbid")))
+        for name, value in sorted(_mapping(view.get("metrics")).items()):
+            number = _number(value)
+            if number is not None:
+                metric_rows.append(((*labels, str(name)), number))
+        health.append((labels, {"healthy": 1.0, "unhealthy": 0.0}.get(str(view.get("health")), -1.0)))
+        published.append((labels, 1.0 if view.get("published") else 0.0))
+        admin.append(((*labels, str(view.get("admin"))), 1.0))
+    families += [
+        gauge("dyncast_agent_instance_metric", "An instance's metric as collected (before damping)",
+              ("service", "instance", "dbid", "metric"), metric_rows),
+        gauge("dyncast_agent_instance_healthy", "1 healthy, 0 unhealthy, -1 not known yet",
+              ("service", "instance", "dbid"), health),
+        gauge("dyncast_agent_instance_published", "1 while the instance's route is announced",
+              ("service", "instance", "dbid"), published),
+        gauge("dyncast_agent_instance_admin", "1 for the instance's admin state", ("service", "instance", "dbid",
+                                                                                  "state"), admin),
+    ]
+    return families
+
+
+def _mapping(value: object) -> Mapping[str, object]:
+    return value if isinstance(value, Mapping) else {}
+

@@ -1,0 +1,160 @@
+"""The decision audit log: records (pure), the writer (rotation), the router writing it, `dyncast audit` reading it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from dyncast_bgp.cli import main
+from dyncast_bgp.config.loader import parse
+from dyncast_bgp.config.schema import ServicePolicy
+from dyncast_bgp.engine.candidate import Candidate
+from dyncast_bgp.engine.decide import decide
+from dyncast_bgp.model import ComputeMetrics, InstanceKey, InstanceState, MetricsView, PathMetrics, ServiceId
+from dyncast_bgp.obs.commands import in_force, parse_time, select
+from dyncast_bgp.router.audit import AuditWriter, DecisionBook, audit_files, audit_record, read_records
+from dyncast_bgp.router.runtime import RouterRuntime
+from tests.unit.exabgp_lines import update, withdraw
+
+SVC = ServiceId.parse("203.0.113.10/32")
+A, B = "198.51.100.11", "198.51.100.12"
+POLICY = ServicePolicy(max_step=1.0, min_dwell=0, smoothing=1.0)
+
+
+def candidate(dbid: str, cpu: float, *, rtt_ms: float = 5.0, reachable: bool = True) -> Candidate:
+    import ipaddress  # noqa: PLC0415
+
+    metrics = ComputeMetrics(values=MetricsView({"cpu_utilization": cpu, "capacity": 1000.0}))
+    return Candidate(InstanceKey(SVC, ipaddress.ip_address(dbid)), InstanceState.ACTIVE, metrics,
+                     PathMetrics(rtt_mean_us=rtt_ms * 1000, reachable=reachable))
+
+
+def test_a_record_says_what_changed_and_why() -> None:
+    first = decide(SVC, [candidate(A, 20), candidate(B, 20)], POLICY, None, 0.0)
+    second = decide(SVC, [candidate(A, 20), candidate(B, 20, reachable=False)], POLICY, first.memory, 1.0)
+    record = audit_record(first, second, 1_700_000_000.5)
+    assert record["v"] == 1 and record["service"] == str(SVC)
+    assert record["time"] == "2023-11-14T22:13:20.500Z" and record["ts"] == 1_700_000_000.5
+    assert record["old"] == {A: 0.5, B: 0.5} and record["new"] == {A: 1.0}
+    b = record["instances"][B]
+    assert b["old_weight"] == 0.5 and b["weight"] == 0.0 and b["excluded"]
+    assert b["changed"] == {"path": {"reachable": [True, False]}}
+    assert "changed" not in record["instances"][A] and record["removed"] == []
+    json.dumps(record, allow_nan=False)  # a JSON line
+
+    third = decide(SVC, [candidate(A, 90)], POLICY, second.memory, 2.0)
+    record = audit_record(second, third, 2.0)
+    assert record["removed"] == [B]
+    assert record["instances"][A]["changed"] == {"metrics": {"cpu_utilization": [20.0, 90.0]}}
+    assert audit_record(None, first, 0.0)["instances"][A]["added"] is True
+
+
+def test_the_writer_appends_from_a_thread_and_rotates_by_size(tmp_path: Path) -> None:
+    path = tmp_path / "audit" / "decisions.jsonl"
+    writer = AuditWriter(path, max_bytes=4096, keep=2)
+    for index in range(200):
+        writer.write({"v": 1, "ts": float(index), "service": "s", "pad": "x" * 60})
+    writer.close()
+    files = audit_files(path)
+    assert [f.name for f in files] == ["decisions.jsonl.2", "decisions.jsonl.1", "decisions.jsonl"]
+    assert all(f.stat().st_size <= 4096 for f in files)
+    records = [item for _, _, item in read_records(files)]
+    assert all(isinstance(item, dict) for item in records)
+    stamps = [item["ts"] for item in records if isinstance(item, dict)]
+    assert stamps == sorted(stamps) and stamps[-1] == 199.0  # the newest kept, in order, older ones rotated away
+    assert writer.written == 200 and writer.dropped == 0
+
+    capped = AuditWriter(tmp_path / "capped.jsonl", max_bytes=4096, keep=0)
+    for index in range(200):
+        capped.write({"v": 1, "ts": float(index), "service": "s", "pad": "x" * 60})
+    capped.close()
+    assert audit_files(tmp_path / "capped.jsonl") == [tmp_path / "capped.jsonl"]
+    assert (tmp_path / "capped.jsonl").stat().st_size <= 4096
+
+
+def test_an_unwritable_log_drops_and_counts_without_raising(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    writer = AuditWriter(tmp_path / "file" / "audit.jsonl", max_bytes=4096, keep=1)
+    writer.write({"v": 1})
+    writer.close()
+    assert writer.dropped == 1 and writer.written == 0
+
+
+def test_the_book_keeps_the_last_decision_per_service() -> None:
+    book = DecisionBook()
+    first = decide(SVC, [candidate(A, 20)], POLICY, None, 0.0)
+    book.record([first], 10.0)
+    second = decide(SVC, [candidate(A, 20), candidate(B, 20)], POLICY, first.memory, 1.0)
+    book.record([second], 11.0)
+    entry = book.get(SVC)
+    assert entry is not None and entry.outcome is second and entry.at == 11.0 and entry.changes == 2
+
+
+CONFIG = """
+bgp: {router_id: 192.0.2.1, local_as: 65000}
+router:
+  apply_interval: 0.01
+  startup_hold: 0
+  probes: {enabled: false}
+  defaults: {max_step: 1.0, min_dwell: 0, smoothing: 1.0}
+  audit_log: %(path)s
+"""
+
+
+def test_the_router_writes_one_line_per_decision_change_and_dyncast_audit_explains_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "audit.jsonl"
+    svc = str(SVC)
+    lines = [update(1, "10.0.0.3", svc, A, 1, metrics={"cpu_utilization": 20, "capacity": 1000}),
+             update(1, "10.0.0.3", svc, B, 2, metrics={"cpu_utilization": 20, "capacity": 1000}),
+             update(2, "10.0.0.3", svc, B, 2, metrics={"cpu_utilization": 20, "capacity": 1000}, flags=1),
+             withdraw(3, "10.0.0.3", svc, 2)]
+
+    async def go() -> None:
+        async def feed() -> AsyncIterator[str]:
+            for line in lines:
+                yield line
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(RouterRuntime(parse(CONFIG % {"path": path}), lines=feed(), dataplane=None).run(), 10)
+
+    asyncio.run(go())
+    records = [item for _, _, item in read_records([path])]
+    assert all(isinstance(item, dict) for item in records)
+    assert len(records) >= 3
+    drained = next(r for r in records if isinstance(r, dict) and r["instances"].get(B, {}).get("changed"))
+    assert drained["instances"][B]["changed"]["state"] == ["active", "draining"]
+    assert drained["instances"][B]["changed"]["flags"] == [[], ["draining"]]
+    assert drained["new"] == {A: 1.0}
+
+    capsys.readouterr()
+    assert main(["audit", str(path), "--service", "203.0.113.10"]) == 0
+    text = capsys.readouterr().out
+    assert "because state active -> draining; flags - -> draining" in text
+    assert f"{B:<20} gone from BGP" in text
+    assert main(["audit", str(path), "--instance", B, "--json"]) == 0
+    chosen = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert chosen and all(B in r["instances"] or B in r["removed"] for r in chosen)
+    last = records[-1]
+    assert isinstance(last, dict)
+    assert main(["audit", str(path), "--at", str(last["ts"] + 1), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["new"] == {A: 1.0}
+    assert main(["audit", str(tmp_path / "missing.jsonl")]) == 1
+
+
+def test_times_and_selection() -> None:
+    assert parse_time("2023-11-14T22:13:20Z", now=0) == 1_700_000_000
+    assert parse_time("2023-11-14T22:13:20", now=0) == 1_700_000_000  # no zone: UTC
+    assert parse_time("1700000000.5", now=0) == 1_700_000_000.5
+    assert parse_time("15m", now=1000.0) == 100.0
+    with pytest.raises(ValueError, match="not a time"):
+        parse_time("yesterday", now=0)
+    records = [{"ts": 1.0, "service": "203.0.113.10/32"}, {"ts": 2.0, "service": "203.0.113.11/32"},
+               {"ts": 3.0, "service": "203.0.113.10/32"}]
+    assert [r["ts"] for r in select(records, service="203.0.113.10", since=2.0)] == [3.0]
+    assert {k: v["ts"] for k, v in in_force(records, 2.5).items()} == {"203.0.113.10/32": 1.0,
+                                                                        "203.0.113.11/32": 2.0}

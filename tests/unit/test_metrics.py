@@ -1,0 +1,215 @@
+"""The Prometheus endpoints of the router and the agent, scraped over real HTTP and parsed."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import urllib.request
+from collections.abc import AsyncIterator, Iterable, Mapping
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from dyncast_bgp.agent.runtime import AgentRuntime
+from dyncast_bgp.config.loader import ConfigError, parse
+from dyncast_bgp.dataplane.desired import ApplyResult, DesiredState
+from dyncast_bgp.model import InstanceKey
+from dyncast_bgp.obs.metrics import Families, LoopCollector, MetricsListenError, rejection_reason, scalar, serve_metrics
+from dyncast_bgp.router.runtime import RouterRuntime
+from tests.unit.exabgp_lines import end_of_rib, peer_up, update
+
+SVC, A, B = "203.0.113.10/32", "198.51.100.11", "198.51.100.12"
+ROUTER = """
+bgp: {router_id: 192.0.2.1, local_as: 65000}
+router:
+  apply_interval: 0.01
+  startup_hold: 0
+  metrics_interval: 0.05
+  probes: {enabled: false}
+  defaults: {max_step: 1.0, min_dwell: 0, smoothing: 1.0}
+  static_paths: [{binding: 198.51.100.11, rtt_ms: 5, loss: 0.01}, {binding: 198.51.100.12, rtt_ms: 9}]
+  metrics_listen: 127.0.0.1:0
+"""
+
+
+def scrape(port: int) -> dict[str, list[Sample]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples: dict[str, list[Sample]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    return samples
+
+
+def value(samples: dict[str, list[Sample]], name: str, **labels: str) -> float:
+    matching = [s.value for s in samples.get(name, []) if all(s.labels.get(k) == v for k, v in labels.items())]
+    assert len(matching) == 1, (name, labels, samples.get(name))
+    return matching[0]
+
+
+class Dataplane:
+    def __init__(self) -> None:
+        self.installed: DesiredState | None = None
+
+    def apply(self, desired: DesiredState) -> ApplyResult:
+        self.installed = desired
+        return ApplyResult(changed=True, seconds=0.003)
+
+    def flow_counts(self) -> Mapping[InstanceKey, int]:
+        if self.installed is None:
+            return {}
+        return {t.key: 3 if str(t.key.binding) == A else 0 for s in self.installed.services for t in s.instances}
+
+    def evict(self, keys: Iterable[InstanceKey]) -> int:
+        return 0
+
+
+def test_router_endpoint_shows_sessions_routes_metrics_weights_flows_and_latencies() -> None:
+    async def go() -> dict[str, list[Sample]]:
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+        async def lines() -> AsyncIterator[str]:
+            while (line := await queue.get()) is not None:
+                yield line
+
+        runtime = RouterRuntime(parse(ROUTER), lines=lines(), dataplane=Dataplane())
+        task = asyncio.create_task(runtime.run())
+        try:
+            for line in (peer_up(1, "10.0.0.3"), peer_up(1, "10.0.0.4"),
+                         update(1, "10.0.0.3", SVC, A, 1, metrics={"cpu_utilization": 20, "capacity": 1000}),
+                         update(1, "10.0.0.3", SVC, B, 2, metrics={"cpu_utilization": 60, "capacity": 1000}),
+                         "{garbage", "[]", end_of_rib(1, "10.0.0.3"), end_of_rib(1, "10.0.0.4")):
+                queue.put_nowait(line)
+            async with asyncio.timeout(10):
+                while runtime.metrics_endpoint is None or runtime.flow_sample is None \
+                        or not runtime.flow_sample[1]:
+                    await asyncio.sleep(0.01)
+                port = runtime.metrics_endpoint.port
+                return await asyncio.to_thread(scrape, port)
+        finally:
+            queue.put_nowait(None)
+            await asyncio.wait_for(task, 10)
+
+    samples = asyncio.run(go())
+    assert value(samples, "dyncast_router_bgp_sessions_up") == 2
+    assert value(samples, "dyncast_router_bgp_session_up", peer="10.0.0.4") == 1
+    assert value(samples, "dyncast_router_routes", service=SVC) == 2
+    assert value(samples, "dyncast_router_instance_metric", service=SVC, instance=B, metric="cpu_utilization") == 60
+    weights = {s.labels["instance"]: s.value for s in samples["dyncast_router_weight"]}
+    assert pytest.approx(sum(weights.values())) == 1.0 and weights[A] > weights[B]
+    assert value(samples, "dyncast_router_path_rtt_seconds", instance=A) == pytest.approx(0.005)
+    assert value(samples, "dyncast_router_path_loss_ratio", instance=A) == pytest.approx(0.01)
+    assert value(samples, "dyncast_router_path_reachable", instance=B) == 1
+    assert value(samples, "dyncast_router_flows", service=SVC, instance=A) == 3
+    assert value(samples, "dyncast_router_exabgp_lines_rejected_total", reason="invalid_json") == 1
+    assert value(samples, "dyncast_router_exabgp_lines_rejected_total", reason="not_object") == 1
+    assert value(samples, "dyncast_router_exabgp_lines_total") == 8
+    assert value(samples, "dyncast_router_decision_seconds_count") >= 1
+    assert value(samples, "dyncast_router_apply_seconds_count") >= 1
+    assert value(samples, "dyncast_router_instance_eligible", service=SVC, instance=A) == 1
+    assert value(samples, "dyncast_router_rib_synced") == 1
+
+
+AGENT = """
+bgp: {router_id: 192.0.2.1, local_as: 65001, add_path: true}
+agent: {publish: {min_interval: 0.05, refresh_interval: 1}, metrics_listen: "127.0.0.1:0"}
+services:
+  - name: web
+    dsid: 203.0.113.10
+    instances:
+      - {name: a, binding: 198.51.100.11, static: {cpu_utilization: 40}}
+      - {name: b, binding: 198.51.100.12, state: draining, static: {cpu_utilization: 10}}
+"""
+
+
+class Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    async def write(self, text: str) -> None:
+        self.lines.extend(text.splitlines())
+
+
+def test_agent_endpoint_shows_updates_instances_and_their_metrics() -> None:
+    async def go() -> dict[str, list[Sample]]:
+        writer = Writer()
+        closed = asyncio.Event()
+
+        async def replies() -> AsyncIterator[str]:
+            await closed.wait()
+            yield ""
+
+        runtime = AgentRuntime(parse(AGENT), writer=writer, replies=replies())
+        task = asyncio.create_task(runtime.run())
+        try:
+            async with asyncio.timeout(10):
+                while runtime.metrics_endpoint is None or len(writer.lines) < 2:
+                    await asyncio.sleep(0.01)
+                return await asyncio.to_thread(scrape, runtime.metrics_endpoint.port)
+        finally:
+            runtime.stopping.set()
+            closed.set()
+            await asyncio.wait_for(task, 10)
+
+    samples = asyncio.run(go())
+    assert value(samples, "dyncast_agent_published_routes") == 2
+    assert value(samples, "dyncast_agent_updates_sent_total") >= 2
+    assert "dyncast_agent_updates_suppressed_total" in samples
+    assert value(samples, "dyncast_agent_instance_metric", instance="a", metric="cpu_utilization") == 40
+    assert value(samples, "dyncast_agent_instance_admin", instance="b", state="draining") == 1
+    assert value(samples, "dyncast_agent_instance_published", instance="b") == 1
+    assert value(samples, "dyncast_agent_acks_total", result="error") == 0
+
+
+def test_a_busy_loop_gets_the_previous_scrape_and_a_failing_builder_does_not_break_the_endpoint() -> None:
+    async def go() -> list[str]:
+        calls = {"n": 0}
+
+        def build() -> Families:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise RuntimeError("bug")
+            return [scalar("dyncast_test_value", "test", calls["n"])]
+
+        registry = CollectorRegistry()
+        collector = LoopCollector(asyncio.get_running_loop(), build, timeout=0.2)
+        registry.register(collector)
+        endpoint = serve_metrics("127.0.0.1:0", registry)
+        try:
+            first = await asyncio.to_thread(scrape, endpoint.port)
+            second = await asyncio.to_thread(scrape, endpoint.port)  # the builder raised: previous families
+            blocked = threading.Event()
+
+            def scrape_while_blocked() -> dict[str, list[Sample]]:
+                blocked.wait()
+                return scrape(endpoint.port)
+
+            waiter = asyncio.create_task(asyncio.to_thread(scrape_while_blocked))
+            await asyncio.sleep(0)
+            blocked.set()
+            threading.Event().wait(0.4)  # the loop is busy (blocked) past the collector's timeout
+            third = await waiter
+        finally:
+            await asyncio.to_thread(endpoint.close)
+        return [str(value(s, "dyncast_test_value")) for s in (first, second, third)] + [str(collector.late > 0)]
+
+    assert asyncio.run(go()) == ["1.0", "1.0", "1.0", "True"]
+
+
+def test_listen_addresses_are_checked_in_the_config_and_at_bind() -> None:
+    with pytest.raises(ConfigError, match=r"router\.metrics_listen"):
+        parse(ROUTER.replace("127.0.0.1:0", "localhost"))
+    with pytest.raises(ConfigError, match="brackets"):
+        parse(ROUTER.replace("127.0.0.1:0", '"::1:9100"'))
+    assert parse(ROUTER.replace("127.0.0.1:0", '"[::1]:9100"')).router.metrics_listen == "[::1]:9100"
+    with pytest.raises(MetricsListenError, match="cannot listen"):
+        serve_metrics("192.0.2.77:0", CollectorRegistry())  # not an address of this host
+
+
+def test_rejection_reasons_are_a_small_fixed_set() -> None:
+    assert rejection_reason("invalid JSON (Expecting value)") == "invalid_json"
+    assert rejection_reason("missing key 'neighbor'") == "missing_key"
+    assert rejection_reason("something new") == "invalid"
