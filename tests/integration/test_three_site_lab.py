@@ -230,21 +230,28 @@ def test_rolling_maintenance_loses_no_request(site: ThreeSite) -> None:
     start = time.time()
     figures = []
     for instance in ("s1a", "s2a", "s3a", "s3b"):
-        node = instance
+        def out_of_kernels(i: str = instance) -> bool:
+            return all(site.kernel(r)[i] == 0.0 for r in ROUTERS)
+
+        def sessions_ended(i: str = instance) -> bool:
+            return _open_sessions_on(site, i, time.time()) == 0
+
+        def healthy(i: str = instance) -> bool:
+            return bool(site.agent_view(i)["health"] == "healthy")
+
+        def in_kernels(i: str = instance) -> bool:
+            return all(site.kernel(r)[i] > 0.0 for r in ROUTERS)
+
         site.act("drain", instance)
         try:
             t_drain = time.monotonic()
-            wait_for(lambda i=instance: all(site.kernel(r)[i] == 0.0 for r in ROUTERS), timeout=5,
-                     what=f"{instance} drained at both ingresses")
-            idle = wait_for(lambda i=instance: _open_sessions_on(site, i, time.time()) == 0, timeout=30,
-                            what=f"the sessions open on {instance} end", interval=0.2)
-            site.lab.restart_node(node)
-            wait_for(lambda i=instance: site.agent_view(i)["health"] == "healthy", timeout=30,
-                     what=f"{instance} healthy again after its restart", interval=0.2)
+            wait_for(out_of_kernels, timeout=5, what=f"{instance} drained at both ingresses")
+            idle = wait_for(sessions_ended, timeout=30, what=f"the sessions open on {instance} end", interval=0.2)
+            site.lab.restart_node(instance)
+            wait_for(healthy, timeout=30, what=f"{instance} healthy again after its restart", interval=0.2)
         finally:
             site.act("undrain", instance)
-        back = wait_for(lambda i=instance: all(site.kernel(r)[i] > 0.0 for r in ROUTERS), timeout=15,
-                        what=f"{instance} takes new flows again", interval=0.1)
+        back = wait_for(in_kernels, timeout=15, what=f"{instance} takes new flows again", interval=0.1)
         figures.append(f"{instance}: sessions gone {idle:.1f} s after the drain, back "
                        f"{time.monotonic() - t_drain:.1f} s after it (undrain to share {back:.2f} s)")
     failed = site.failures(start, time.time())

@@ -81,10 +81,11 @@ def _session(client: str, session: int, instance: str | None, start: float, *, o
 
 def test_verdict_passes_a_good_run_and_names_the_numbers_of_a_bad_one() -> None:
     story = three_site_story(scale=1.0)
-    starts, t = {}, 1000.0
-    for phase in story.phases:
-        starts[phase.name] = t
-        t += phase.seconds
+    starts: dict[str, float] = {}
+    t = 1000.0
+    for each in story.phases:
+        starts[each.name] = t
+        t += each.seconds
     end = t
     plan = {"steady": ["s1a", "s2a", "s3a", "s3b"], "spike": ["s2a", "s3a", "s3b", "s3a"],
             "failure": ["s1a", "s2a", "s3a", "s2a"], "degraded": ["s1a", "s3a", "s3b", "s1a"],
