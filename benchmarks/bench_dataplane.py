@@ -89,8 +89,9 @@ def state(n: int, flipped: int, *, base: DesiredState | None = None, weight: flo
     """``n`` services at ``weight``/1-weight, the first ``flipped`` reversed.
 
     ``mode``: ``fresh`` builds every object anew; ``rebuilt`` builds new
-    targets and forwardings around ``base``'s service ids and instance keys (what
-    ``engine.owner.desired()`` does); ``reused`` passes ``base``'s unchanged targets again.
+    targets and forwardings around ``base``'s service ids and instance keys; ``reused``
+    passes ``base``'s unchanged targets again and new ones for the flipped services (what
+    ``engine.owner.desired()`` does: it caches a service's target until its decision changes).
     """
     if mode == "fresh" or base is None:
         return DesiredState(tuple(target(i, 1 - weight if i < flipped else weight) for i in range(n)))
@@ -341,9 +342,10 @@ def report(results: dict[str, Any]) -> str:
               "`nft -f` call and the Python around it). CPU ratio: CPU seconds (this process plus the `nft` "
               "child) of the apply over those of the floor, which other work inflates less than wall time. "
               "Desired-state objects: `fresh` = every object new (worst "
-              "case); `rebuilt` = new targets and forwardings around the same service ids and instance keys "
-              "(what `engine.owner.desired()` produces today); `reused` = unchanged `ServiceTarget` objects "
-              "passed again (an identity check each).", "",
+              "case); `rebuilt` = new targets and forwardings around the same service ids and instance keys; "
+              "`reused` = unchanged `ServiceTarget` objects passed again (an identity check each), new ones "
+              "only for the changed services: what `engine.owner.desired()` produces (it caches each "
+              "service's target until its decision changes).", "",
               "## 2. Route install into an empty namespace", "",
               "| instances | batch lines | backend apply (all) | of which `ip -batch` | bare `ip -batch` | ratio apply "
               "| ratio route phase |", "|---:|---:|---:|---:|---:|---:|---:|"]
