@@ -42,6 +42,7 @@ class StateFlag(enum.IntFlag):
     CANARY = 1 << 1
     OVERLOADED = 1 << 2
     REDUCED_REDUNDANCY = 1 << 3
+    DRAINED = 1 << 4  # with DRAINING: the drain is over (no live sessions left, its deadline, or a hard drain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +224,8 @@ def state_from_flags(flags: StateFlag, *, healthy: bool = True) -> InstanceState
     """The lifecycle state an instance advertises through its state flags."""
     if not healthy:
         return InstanceState.DOWN
+    if flags & StateFlag.DRAINED:
+        return InstanceState.DRAINED
     if flags & StateFlag.DRAINING:
         return InstanceState.DRAINING
     if flags & StateFlag.CANARY:
@@ -236,6 +239,8 @@ def flags_for_state(state: InstanceState, *, overloaded: bool = False,
     flags = StateFlag.NONE
     if state in (InstanceState.DRAINING, InstanceState.DRAINED):
         flags |= StateFlag.DRAINING
+    if state is InstanceState.DRAINED:
+        flags |= StateFlag.DRAINED
     if state is InstanceState.CANARY:
         flags |= StateFlag.CANARY
     if overloaded:

@@ -77,6 +77,7 @@ class InstanceStatus:
     capacity: float | None = None
     version: int | None = None
     overload_at: float = 95.0
+    drained: bool = False  # with admin draining: the drain is over (ops/drain.py), announced with the drained flag
 
     @property
     def ready(self) -> bool:
@@ -93,7 +94,7 @@ class InstanceStatus:
     def flags(self, metrics: MetricsView) -> StateFlag:
         flags = StateFlag.NONE
         if self.admin is Admin.DRAINING:
-            flags |= StateFlag.DRAINING
+            flags |= StateFlag.DRAINING | (StateFlag.DRAINED if self.drained else StateFlag.NONE)
         if self.admin is Admin.CANARY:
             flags |= StateFlag.CANARY
         if any(metrics.get(name, 0.0) >= self.overload_at for name in UTILISATION_METRICS):

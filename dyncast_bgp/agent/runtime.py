@@ -24,7 +24,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -53,6 +53,9 @@ from dyncast_bgp.obs.metrics import (
     agent_families,
     serve_metrics,
 )
+from dyncast_bgp.ops import agentdrain
+from dyncast_bgp.ops.drain import DrainBook
+from dyncast_bgp.ops.drain import Transition as DrainTransition
 from dyncast_bgp.wire.exabgp_text import Command, Reply, parse_reply, render_all
 
 log = structlog.get_logger(__name__)
@@ -128,6 +131,7 @@ class AgentRuntime:
         self.metrics_endpoint: MetricsEndpoint | None = None
         self._started_at = clock()
         self._answers: list[tuple[ControlEvent, control.Applied]] = []
+        self.drains: DrainBook[InstanceId] = DrainBook()  # ops/drain.py: lead times, constraints, drained
         self._instance_tasks: dict[InstanceId, list[asyncio.Task[None]]] = {}
         self.api_server: ApiServer | None = None
         self._api_answers: list[tuple[ApiEvent, registration_api.Applied]] = []
@@ -270,11 +274,12 @@ class AgentRuntime:
         try:
             while not self.stopping.is_set():
                 self.registrations.tick(self, self._clock())
+                self._log_drains(agentdrain.tick(self.state, self.drains, self._clock()), by="timer")
                 await self._send(self.state.plan(self._clock()), why="plan")
                 self._answer_control()
                 self._answer_api()
-                due = min((t for t in (self.state.next_due(), self.registrations.next_due()) if t is not None),
-                          default=None)
+                due = min((t for t in (self.state.next_due(), self.registrations.next_due(), self.drains.next_due())
+                           if t is not None), default=None)
                 timeout = None if due is None else max(0.0, due - self._clock())
                 done, _ = await asyncio.wait({get, stop_wait}, timeout=timeout,
                                              return_when=asyncio.FIRST_COMPLETED)
@@ -306,7 +311,8 @@ class AgentRuntime:
         now = self._clock()
         for event, applied in self._answers:
             if not event.reply.done():
-                event.reply.set_result(control.answer(self.state, event.request, applied, now, self._status(now)))
+                event.reply.set_result(control.answer(self.state, event.request, applied, now, self._status(now),
+                                                      drains=self.drains))
         self._answers.clear()
 
     def _status(self, now: float) -> dict[str, object]:
@@ -349,13 +355,20 @@ class AgentRuntime:
             event.reply.set_result(next_interval(machine, health.interval, health.fast_interval))
 
     def _apply_control(self, event: ControlEvent) -> None:
-        applied = control.apply(self.state, event.request)
+        applied = control.apply(self.state, event.request, self.drains, self._clock())
+        self._log_drains(applied.drains, by="ctl")
         transition = applied.transition
         if transition is not None and transition.changed:
             self.counters.admin_changes += 1
             log.info("instance_admin_changed", service=transition.iid.service, instance=transition.iid.instance,
                      **{"from": str(transition.before), "to": str(transition.after)}, by="ctl")
         self._answers.append((event, applied))
+
+    def _log_drains(self, transitions: Iterable[DrainTransition[InstanceId]], *, by: str) -> None:
+        """One line per drain phase change, under its stable event name (ops/drain.py EVENTS)."""
+        for step in transitions:
+            log.info(step.event, service=step.key.service, instance=step.key.instance, by=by, why=step.why,
+                     available=step.available, **{"from": str(step.before), "to": str(step.after)})
 
     async def _send(self, commands: list[Command], *, why: str) -> None:
         if not commands:

@@ -253,6 +253,15 @@ class AgentState:
         self._update(iid, replace(self._status[iid], admin=admin))
         return before
 
+    def set_drained(self, iid: InstanceId, drained: bool) -> None:
+        """Mark a draining instance drained (the drained flag joins the draining flag; ops/drain.py)."""
+        if self._status[iid].drained != drained:
+            self._update(iid, replace(self._status[iid], drained=drained))
+
+    def drain_service(self, iid: InstanceId) -> ServiceConfig:
+        """The config of the instance's service (its ``drain`` constraints)."""
+        return self._services[iid.service].config
+
     def configured_admin(self, iid: InstanceId) -> Admin:
         """The operator state the config file gives the instance (what it started with)."""
         entry = self._services[iid.service]

@@ -264,11 +264,26 @@ class InstanceConfig(Strict):
 
 
 
+class DrainPolicy(Strict):
+    """Drain constraints and defaults of one service at this agent (docs/agent.md#drain); counted per agent."""
+
+    min_available: int = Field(default=0, ge=0, description="a drain that would leave fewer instances available "
+                               "(announced, healthy, not draining) at this agent is refused")
+    max_drained: int | None = Field(default=None, ge=1, description="instances pending, draining or drained at "
+                                    "once at this agent; a further drain is refused (None: no limit)")
+    deadline: PositiveSeconds = Field(default=600.0, description="seconds of draining after which the instance "
+                                      "counts as drained whatever its sessions (routers then move the rest)")
+    lead_time: NonNegative = Field(default=0.0, description="seconds between the drain request and the draining "
+                                   "flag on the wire")
+    threshold: NonNegative = Field(default=0.0, description="drained once active_sessions is at or below this")
+
+
 class ServiceConfig(Strict):
     name: Name
     dsid: str = Field(description="the anycast service prefix (D-SID), e.g. 203.0.113.10/32")
     instances: tuple[InstanceConfig, ...] = Field(min_length=1, max_length=4096)
     publish: Publish | None = Field(default=None, description="overrides agent.publish for this service")
+    drain: DrainPolicy = Field(default_factory=DrainPolicy, description="drain constraints at this agent")
 
     @field_validator("dsid")
     @classmethod
@@ -608,6 +623,9 @@ class RouterConfig(Strict):
     audit_max_bytes: int = Field(default=64 * 1024 * 1024, ge=4096,
                                  description="rotate the audit log when it would grow past this size")
     audit_keep: int = Field(default=3, ge=0, le=100, description="rotated audit files kept (FILE.1 ... FILE.N)")
+    rollout_state: str | None = Field(
+        default=None, min_length=1, description="canary rollouts are kept in this JSON file across restarts "
+        "(docs/operations.md#canary-rollout); None: kept in memory only")
 
     @field_validator("metrics_listen")
     @classmethod

@@ -1,9 +1,12 @@
 """`dyncast ctl`: talk to a running agent or router over its control socket.
 
-    dyncast ctl [--socket PATH | --config FILE] instances | status | drain NAME | undrain NAME
+    dyncast ctl [--socket PATH | --config FILE] instances | status | undrain NAME
+                                                 | drain NAME [--hard] [--deadline 10m] [--lead-time 30s]
                                                  | withdraw NAME | restore NAME   [--json]
     dyncast ctl [--socket PATH | --config FILE] [--router] show services | instances [--service S] | decisions
                                                  | status;  explain SERVICE;  flows [--service S]   [--json]
+    dyncast ctl [--socket PATH | --config FILE] rollout status [SERVICE] | start PLAN | pause|resume|commit|clear
+                                                 SERVICE | abort SERVICE [--hard]
 
 NAME is ``service/instance``, or a bare instance name when it is unique.
 ``show``, ``explain`` and ``flows`` are the router's verbs: they go to the
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from typing import Any
 
@@ -25,6 +30,7 @@ from dyncast_bgp.ctl import register as api_verbs
 from dyncast_bgp.ctl.client import DEFAULT_ROUTER_SOCKET, DEFAULT_SOCKET, ClientError, call
 from dyncast_bgp.ctl.protocol import Request
 from dyncast_bgp.ctl.render import render
+from dyncast_bgp.ops.durations import parse_duration
 
 NAMED_VERBS = {
     "drain": "announce with the draining flag: routers send it no new flows, existing flows continue",
@@ -39,7 +45,7 @@ SHOW = {
     "decisions": "each service's last decision change: weights, exclusions, status, when",
     "status": "the router's version, uptime, BGP sessions and counters",
 }
-ROUTER_VERBS = frozenset({"show", "explain", "flows"})  # CLI words that only the router answers
+ROUTER_VERBS = frozenset({"show", "explain", "flows", "rollout"})  # CLI words that only the router answers
 
 
 def register(subparsers: Any) -> None:
@@ -62,6 +68,8 @@ def register(subparsers: Any) -> None:
     for name, text in NAMED_VERBS.items():
         verb = verbs.add_parser(name, help=text)
         verb.add_argument("name", metavar="NAME", help="service/instance, or an instance name that is unique")
+        if name == "drain":
+            _drain_options(verb)
         verb.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the raw JSON answer")
     show = verbs.add_parser("show", help="router: services, instances, decisions or status")
     show.add_argument("what", choices=sorted(SHOW), metavar="WHAT", help="; ".join(f"{k}: {v}" for k, v in
@@ -74,8 +82,71 @@ def register(subparsers: Any) -> None:
     flows = verbs.add_parser("flows", help="router: live flows per instance, from the dataplane")
     flows.add_argument("--service", default=None, help="only this service (D-SID)")
     flows.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the raw JSON answer")
+    rollout = verbs.add_parser("rollout", help="router: canary rollouts (status, start PLAN, pause, resume, "
+                               "abort [--hard], commit, clear)")
+    rollout.add_argument("action", choices=ROLLOUT_ACTIONS, metavar="ACTION", help=", ".join(ROLLOUT_ACTIONS))
+    rollout.add_argument("target", nargs="?", default=None, metavar="SERVICE|PLAN",
+                         help="start: the plan file (YAML/JSON, checked here, read by the router); status: "
+                         "optionally one service; the others: the service (D-SID)")
+    rollout.add_argument("--hard", action="store_true", help="abort: also evict the flows already on the new version")
+    rollout.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the raw JSON answer")
     api_verbs.add_verbs(ctl, verbs)  # register, deregister: the agent's registration API (HTTP)
     ctl.set_defaults(handler=_run)
+
+
+def _duration(text: str) -> int:
+    try:
+        return math.ceil(parse_duration(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _drain_options(verb: Any) -> None:
+    verb.add_argument("--hard", action="store_true", help="drained at once: routers evict its flows, which take a "
+                      "new pick (default: soft, existing flows run on until they end or the deadline)")
+    verb.add_argument("--deadline", type=_duration, default=None, metavar="DURATION",
+                      help="drained after this long whatever its sessions (e.g. 10m; default: the service's "
+                      "drain.deadline)")
+    verb.add_argument("--lead-time", type=_duration, default=None, metavar="DURATION",
+                      help="announce draining only after this long (e.g. 30s; default: the service's "
+                      "drain.lead_time)")
+
+
+def _drain_args(args: argparse.Namespace) -> dict[str, str | int | bool]:
+    extra: dict[str, str | int | bool] = {}
+    if getattr(args, "hard", False):
+        extra["hard"] = True
+    if getattr(args, "deadline", None) is not None:
+        extra["deadline"] = max(1, args.deadline)
+    if getattr(args, "lead_time", None) is not None:
+        extra["lead_time"] = args.lead_time
+    return extra
+
+
+ROLLOUT_ACTIONS = ("status", "start", "pause", "resume", "abort", "commit", "clear")
+
+
+def _rollout_request(args: argparse.Namespace) -> Request:
+    if args.action == "start":
+        if args.target is None:
+            raise ClientError("rollout start needs the plan file")
+        from dyncast_bgp.ops.rolloutplan import PlanError, load_plan  # noqa: PLC0415 - pydantic only when needed
+
+        try:
+            load_plan(args.target)  # every problem shown here, before the router sees it
+        except PlanError as exc:
+            raise ClientError(str(exc)) from None
+        return Request("rollout", {"action": "start", "plan": os.path.abspath(args.target)})
+    fields: dict[str, str | int | bool] = {"action": args.action}
+    if args.target is not None:
+        fields["service"] = args.target
+    elif args.action != "status":
+        raise ClientError(f"rollout {args.action} needs the service")
+    if args.hard:
+        if args.action != "abort":
+            raise ClientError("--hard goes with abort only")
+        fields["hard"] = True
+    return Request("rollout", fields)
 
 
 def for_router(args: argparse.Namespace) -> bool:
@@ -100,13 +171,15 @@ def socket_path(args: argparse.Namespace) -> str:
 
 def build_request(args: argparse.Namespace) -> Request:
     if args.verb in NAMED_VERBS:
-        return Request(args.verb, {"instance": args.name})
+        return Request(args.verb, {"instance": args.name, **(_drain_args(args) if args.verb == "drain" else {})})
     if args.verb == "show":
         return Request(args.what, {"service": args.service} if args.service else {})
     if args.verb == "explain":
         return Request("explain", {"service": args.service})
     if args.verb == "flows":
         return Request("flows", {"service": args.service} if args.service else {})
+    if args.verb == "rollout":
+        return _rollout_request(args)
     return Request(args.verb)
 
 

@@ -30,10 +30,26 @@ def instance_row(view: Mapping[str, Any]) -> list[str]:
     admin = str(view.get("admin", "?"))
     if view.get("configured_admin") not in (None, admin):
         admin += f" (config: {view['configured_admin']})"
+    if isinstance(drain := view.get("drain"), Mapping):
+        admin += f" [{_drain(drain)}]"
     flags = view.get("published_flags") if view.get("published") else view.get("flags")
     metrics = " ".join(f"{name}={_number(value)}" for name, value in (view.get("metrics") or {}).items())
     return [f"{view.get('service')}/{view.get('instance')}", str(view.get("dbid", "?")), admin,
             str(view.get("health", "?")), _published(view), ",".join(flags or ()) or "-", metrics or "-"]
+
+
+def _drain(drain: Mapping[str, Any]) -> str:
+    """A drain phase in a few words: ``pending 25s``, ``draining, deadline in 540s``, ``drained (sessions)``."""
+    phase = str(drain.get("phase"))
+    hard = " hard" if drain.get("hard") else ""
+    if phase == "pending":
+        blocked = drain.get("blocked")
+        return f"pending{hard}: {blocked}" if blocked else f"pending{hard} {max(0.0, drain.get('effective') or 0):.0f}s"
+    if phase == "draining":
+        deadline = drain.get("deadline")
+        return f"draining{hard}" + (f", deadline in {max(0.0, deadline):.0f}s" if isinstance(deadline, int | float)
+                                    else "")
+    return f"{phase}{hard} ({drain.get('why') or '-'})"
 
 
 def instances(answer: Mapping[str, Any]) -> str:
@@ -165,7 +181,24 @@ def router_status(answer: Mapping[str, Any]) -> str:
     return status({"status": answer.get("status") or {}})
 
 
-ROUTER = {"services": router_services, "instances": router_instances, "decisions": router_decisions,
+def router_rollouts(answer: Mapping[str, Any]) -> str:
+    rows = []
+    for view in answer.get("rollouts") or ():
+        cap = view.get("cap")
+        share = view.get("share")
+        last = (view.get("history") or [{}])[-1]
+        rows.append([str(view.get("service")), str(view.get("version")), str(view.get("status")),
+                     f"{view.get('stage')}/{view.get('stages')}", "-" if cap is None else f"{cap:.0%}",
+                     "-" if share is None else f"{share:.1%}",
+                     f"{_number(view.get('held'))}/{_number(view.get('hold'))}s",
+                     str(view.get("reason") or last.get("detail") or "-")])
+    if not rows:
+        return "no rollouts\n"
+    return table(("SERVICE", "VERSION", "STATUS", "STAGE", "CAP", "SHARE", "HELD", "WHY"), rows)
+
+
+ROUTER = {"rollout": router_rollouts, "services": router_services, "instances": router_instances,
+          "decisions": router_decisions,
           "explain": router_explain, "flows": router_flows, "status": router_status}
 
 

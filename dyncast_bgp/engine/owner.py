@@ -31,6 +31,8 @@ from dyncast_bgp.engine.flap import FlapTracker
 from dyncast_bgp.engine.rib import Rib
 from dyncast_bgp.engine.trust import TrustPolicy
 from dyncast_bgp.model import Decision, InstanceKey, IPAddress, PathMetrics, ServiceId, StateFlag
+from dyncast_bgp.ops.steer import RESET as STEER_RESET
+from dyncast_bgp.ops.steer import VersionSteer, steer_candidates
 from dyncast_bgp.router.forwarding import forwarding_for
 from dyncast_bgp.wire.exabgp_json import Event
 
@@ -62,6 +64,19 @@ class RouterEngine:
         self._dirty: set[ServiceId] = set()
         self._review_at: dict[ServiceId, float] = {}
         self.decisions_changed = 0
+        self._steers: dict[ServiceId, VersionSteer] = {}  # canary rollouts (ops/rollout.py, ops/steer.py)
+        self.new_version: dict[ServiceId, frozenset[InstanceKey]] = {}  # per steered service: its new instances
+
+    def set_steer(self, service: ServiceId, steer: VersionSteer | None) -> None:
+        """Bound (or hold out) the new version of ``service`` in its next decisions; None: no rollout."""
+        if self._steers.get(service) == steer:
+            return
+        if steer is None:
+            self._steers.pop(service, None)
+            self.new_version.pop(service, None)
+        else:
+            self._steers[service] = steer
+        self._dirty.add(service)
 
     # ------------------------------------------------------------ inputs
 
@@ -135,12 +150,16 @@ class RouterEngine:
         release: float | None = None
         if entry.policy.flap_dampening.enabled:
             candidates, release = self._damp(entry.policy, candidates, now)
+        caps = None
+        if (steer := self._steers.get(service)) is not None:
+            previous_weights = entry.outcome.decision.weights if entry.outcome is not None else None
+            candidates, caps, self.new_version[service] = steer_candidates(candidates, steer, previous_weights)
         self._index(service, entry, frozenset(c.key.binding for c in candidates))
         previous = entry.outcome
         if not candidates and previous is None:
             del self._services[service]
             return None
-        outcome = decide(service, candidates, entry.policy, previous.memory if previous else None, now)
+        outcome = decide(service, candidates, entry.policy, previous.memory if previous else None, now, caps=caps)
         present = {c.key for c in candidates}
         if previous is not None:
             for key in previous.decision.weights.keys() | previous.decision.excluded.keys():
@@ -153,6 +172,8 @@ class RouterEngine:
         entry.lingering = lingering
         entry.outcome = outcome
         self._schedule_review(service, outcome, now)
+        if steer is not None and any(c.hold is not None and c.hold.reason == STEER_RESET for c in candidates):
+            self._review_at[service] = now + REVIEW_INTERVAL  # readmit the new version, below its cap
         if release is not None:  # a flap-damped instance is readmitted then
             self._review_at[service] = min(self._review_at.get(service, release), release)
         if previous is not None and _same(previous.decision, outcome.decision):

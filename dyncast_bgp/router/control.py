@@ -1,6 +1,6 @@
 """The router's verbs on the control socket (`dyncast ctl --router ...`): what it knows and why it decided.
 
-Verbs (all read-only; fields after the verb):
+Verbs (read-only but ``rollout``; fields after the verb):
 
 - ``services``: per service, the policy, its fallback setting and the fallback in force, the
   decision's status, the instances with their weights (and those kept at 0 for their flows);
@@ -11,7 +11,9 @@ Verbs (all read-only; fields after the verb):
 - ``explain`` {service}: the full explanation of one service's decision (every instance's
   metrics, path, L1/L2 scores, target, weight, exclusion reason);
 - ``flows`` {service?}: live flows per instance, counted by the dataplane (in a worker thread);
-- ``status``: version, uptime, sessions, counters.
+- ``status``: version, uptime, sessions, counters;
+- ``rollout`` {action, service?, plan?, hard?}: canary rollouts (the one verb that changes something;
+  answered by :meth:`dyncast_bgp.router.runtime.RouterRuntime.rollout_request`, docs/operations.md).
 
 The socket and its protocol are :mod:`dyncast_bgp.ctl`; the answers are built here by pure
 functions of the engine, the :class:`~dyncast_bgp.router.audit.DecisionBook` and the clock,
@@ -46,6 +48,11 @@ VERBS: Mapping[str, Verb] = {verb.name: verb for verb in (
     Verb("explain", "why each instance of a service has its weight (metrics, path, scores, reasons)", _SERVICE),
     Verb("flows", "live flows per instance, from the dataplane", _OPTIONAL_SERVICE),
     Verb("status", "version, uptime, BGP sessions, counters"),
+    Verb("rollout", "canary rollouts: status, start (plan), pause, resume, abort (hard), commit, clear", {
+        "action": FieldSpec(str, help="status, start, pause, resume, abort, commit or clear"),
+        "service": FieldSpec(str, required=False, help="the D-SID (every action but status and start)"),
+        "plan": FieldSpec(str, required=False, help="start: the plan file's path, as the router sees it"),
+        "hard": FieldSpec(bool, required=False, help="abort: also evict the flows on the new version")}),
 )}
 
 FlowCounter = Callable[[], Awaitable[Mapping[InstanceKey, int]]]
@@ -61,9 +68,14 @@ class RouterControl:
     wall: Callable[[], float]  # epoch seconds (when)
     status: Callable[[], dict[str, Any]]
     flows: FlowCounter | None = None  # None: no dataplane
+    rollout: Callable[[Request], Response] | None = None  # the rollout verb (router/runtime.py); None: not offered
 
     async def handle(self, request: Request) -> Response:
         verb = request.verb
+        if verb == "rollout":  # its service need not have routes yet: the rollout handler checks it
+            if self.rollout is None:
+                return error("rollouts are not available here")
+            return self.rollout(request)
         service: ServiceId | None = None
         if (name := request.text("service")) is not None:
             found = resolve_service(self.engine, name)

@@ -29,12 +29,13 @@ from prometheus_client import CollectorRegistry
 
 from dyncast_bgp import __version__
 from dyncast_bgp.config.schema import Config
+from dyncast_bgp.ctl.protocol import Request, Response, error
 from dyncast_bgp.ctl.server import ControlServer, ControlSocketError, serve_control
 from dyncast_bgp.dataplane.desired import Dataplane, DataplaneError, DesiredState
 from dyncast_bgp.engine.decide import Outcome
 from dyncast_bgp.engine.owner import RouterEngine, decision_line
 from dyncast_bgp.engine.trust import MALFORMED_LINE
-from dyncast_bgp.model import InstanceKey, IPAddress, PathMetrics
+from dyncast_bgp.model import InstanceKey, IPAddress, PathMetrics, ServiceId
 from dyncast_bgp.obs.metrics import (
     Families,
     LoopCollector,
@@ -46,6 +47,10 @@ from dyncast_bgp.obs.metrics import (
     router_families,
     serve_metrics,
 )
+from dyncast_bgp.ops.evict import DrainedTracker
+from dyncast_bgp.ops.rollout import Rollout, Status
+from dyncast_bgp.ops.rolloutbook import Change, RolloutBook, sample_of
+from dyncast_bgp.ops.rolloutplan import PlanError, load_plan
 from dyncast_bgp.probe.prober import Prober, queue_sink
 from dyncast_bgp.probe.static import throughput_from_static
 from dyncast_bgp.router import control
@@ -59,6 +64,7 @@ from dyncast_bgp.wire.exabgp_json import EndOfRib, ExabgpJsonError, PeerState, S
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 
+ROLLOUT_SAVE_INTERVAL = 5.0  # seconds between saves of a running rollout's hold progress
 LEADING_DEBOUNCE = 0.005  # seconds: a change after a quiet spell waits this long for the rest of its burst
 
 
@@ -79,6 +85,12 @@ class RouterCounters:
     """Failed instances whose flows were evicted (shift_on_failure, router/shift.py)."""
     shifted_flows: int = 0
     """Flows (conntrack and affinity entries) evicted from failed instances, to take a new pick."""
+    drain_evictions: int = 0
+    """Drained instances whose flows were evicted (ops/evict.py); their flows are in ``shifted_flows``."""
+    rollback_evictions: int = 0
+    """New-version instances whose flows a hard rollback evicted (ops/rollout.py)."""
+    rollout_changes: int = 0
+    """Rollout state changes (start, stage, pause, resume, rollback, commit)."""
 
 
 class RouterRuntime:
@@ -118,6 +130,14 @@ class RouterRuntime:
         self._rejection_log = LogLimiter()  # hardening: one line per peer/instance/reason per minute
         self._shift = ShiftTracker()  # shift_on_failure: instances that failed, evicted after the next apply
         self._to_evict: dict[InstanceKey, str] = {}
+        self._drained = DrainedTracker()  # drained instances: their flows are evicted (ops/evict.py)
+        self.rollouts = RolloutBook(router.rollout_state)  # canary rollouts (ops/rollout.py), kept in a file
+        self._rollouts_saved = clock()
+        for problem in self.rollouts.load(clock()):
+            log.error("rollout_state_unreadable", problem=problem)
+        for service in self.rollouts.rollouts:
+            self.engine.set_steer(service, self.rollouts.steer(service))
+            log.info("rollout_restored", service=str(service), **_rollout_fields(self.rollouts.rollouts[service]))
 
     async def run(self) -> None:
         self._ask_for_routes()
@@ -163,7 +183,7 @@ class RouterRuntime:
 
     async def _own(self) -> None:
         while not self.stopping.is_set():
-            due = self.engine.next_due()
+            due = min((t for t in (self.engine.next_due(), self.rollouts.next_due()) if t is not None), default=None)
             timeout = None if due is None else max(0.0, due - self._clock())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):  # not wait_for: it can swallow cancellation on 3.11
@@ -174,6 +194,9 @@ class RouterRuntime:
     def _after_inputs(self) -> None:
         started = time.perf_counter()
         changed = self.engine.step(self._clock())
+        if self._observe_rollouts(self._clock()):  # a stage moved or a rollback: decide again with the new caps
+            again = {outcome.decision.service: outcome for outcome in self.engine.step(self._clock())}
+            changed = [again.pop(o.decision.service, o) for o in changed] + list(again.values())
         self._account_rejections()
         if self.histograms is not None:
             self.histograms.decision_seconds.observe(time.perf_counter() - started)
@@ -183,6 +206,7 @@ class RouterRuntime:
         self._to_evict.update(self._shift.observe(
             (outcome.decision for outcome in changed),
             lambda service: self.config.router.policy_for(service).shift_on_failure))
+        self._to_evict.update(self._drained.observe(outcome.decision for outcome in changed))
         if changed:
             if self._prober is not None:
                 self._prober.set_targets(self.engine.bindings())
@@ -319,10 +343,77 @@ class RouterRuntime:
         except (DataplaneError, OSError) as exc:
             log.error("flow_shift_failed", error=str(exc), instances=len(failed))
             return
-        self.counters.shift_evictions += len(failed)
+        self.counters.drain_evictions += sum(1 for why in failed.values() if why == "drained")
+        self.counters.rollback_evictions += sum(1 for why in failed.values() if why == "rollback")
+        self.counters.shift_evictions += sum(1 for why in failed.values() if why not in ("drained", "rollback"))
         self.counters.shifted_flows += count
         log.info("flows_shifted", flows=count, instances={str(key.binding): why for key, why in failed.items()})
 
+
+    # ------------------------------------------------------------ canary rollouts
+
+    def _observe_rollouts(self, now: float) -> bool:
+        """Feed every running rollout its KPI sample; True when a steer changed (stage moved, rolled back)."""
+        moved = False
+        for service in self.rollouts.active():
+            sample = sample_of(self.engine.outcome(service), self.engine.new_version.get(service, ()))
+            change = self.rollouts.observe(service, sample, now)
+            if change is not None:
+                self._rollout_changed(change, by="kpi" if change.after.status is Status.ROLLED_BACK else "timer")
+                moved = True
+        if self.rollouts.active() and now - self._rollouts_saved >= ROLLOUT_SAVE_INTERVAL:
+            self._save_rollouts()  # the hold watched so far, so a restart loses little of it
+        return moved
+
+    def _rollout_changed(self, change: Change, *, by: str) -> None:
+        service = change.service
+        self.counters.rollout_changes += 1
+        if change.evict:
+            self._to_evict.update(dict.fromkeys(self.engine.new_version.get(service, ()), "rollback"))
+        self.engine.set_steer(service, self.rollouts.steer(service))
+        for event, detail in change.events:
+            log.info(event, service=str(service), by=by, detail=detail, **_rollout_fields(change.after))
+        self._save_rollouts()
+        self._wake.set()
+
+    def _save_rollouts(self) -> None:
+        self._rollouts_saved = self._clock()
+        try:
+            self.rollouts.save()
+        except OSError as exc:
+            log.error("rollout_state_write_failed", path=str(self.rollouts.path), error=str(exc))
+
+    def rollout_request(self, request: Request) -> Response:
+        """The ``rollout`` verb: status, start PLAN, pause, resume, abort [hard], commit, clear."""
+        action = request.text("action") or "status"
+        name = request.text("service")
+        service: ServiceId | None = None
+        if name is not None:
+            try:
+                service = ServiceId.parse(name)
+            except ValueError as exc:
+                return error(f"request.service: {exc}")
+        if action == "status":
+            return {"ok": True, "role": "router", "rollouts": self.rollouts.view(service)}
+        if action == "start":
+            path = request.text("plan")
+            if path is None:
+                return error("request.plan: `rollout start` needs the plan file's path")
+            try:
+                plan = load_plan(path)
+            except PlanError as exc:
+                return error(f"request.plan: {exc}")
+            if service is not None and service != plan.service:
+                return error(f"request.service: {service} is not the plan's service {plan.service}")
+            result = self.rollouts.start(plan, self._clock())
+        elif service is None:
+            return error(f"request.service: `rollout {action}` needs the service")
+        else:
+            result = self.rollouts.act(service, action, self._clock(), hard=request.args.get("hard") is True)
+        if isinstance(result, str):
+            return error(result)
+        self._rollout_changed(result, by="ctl")
+        return {"ok": True, "role": "router", "rollouts": self.rollouts.view(result.service)}
 
     # ------------------------------------------------------------ observability
 
@@ -334,7 +425,8 @@ class RouterRuntime:
         if router.control_socket:
             handler = control.RouterControl(self.engine, self.book, clock=self._clock, wall=time.time,
                                             status=self.status,
-                                            flows=self._count_flows if self._dataplane is not None else None)
+                                            flows=self._count_flows if self._dataplane is not None else None,
+                                            rollout=self.rollout_request)
             try:
                 self.control_server = await serve_control(router.control_socket, mode=router.control_socket_mode,
                                                           verbs=control.VERBS, handle=handler.handle)
@@ -422,6 +514,11 @@ class RouterRuntime:
                                                for key, count in sample[1].items()},
             flows_age=None if sample is None else round(self._clock() - sample[0], 3),
             counters=counters, rejected=dict(self.rejected), synced=self._synced.is_set()))
+
+
+def _rollout_fields(rollout: Rollout) -> dict[str, object]:
+    return {"status": str(rollout.status), "stage": rollout.stage + 1, "stages": len(rollout.plan.stages),
+            "cap": rollout.share, "version": rollout.plan.version, "plan": rollout.plan.name or None}
 
 
 def _key_order(key: InstanceKey) -> tuple[object, ...]:
