@@ -2,7 +2,9 @@
 
 A *flap* is an instance coming back: its route announced again after the
 instance had vanished from the RIB (withdrawn, or its peer lost), or its
-draining/overloaded flag cleared after being set. Each flap adds
+overloaded flag cleared after being set. Maintenance is not instability: the
+draining flag (an operator's drain, undrain, or a restart while drained) never
+counts, and neither does a comeback after vanishing while draining. Each flap adds
 ``penalty``; the penalty decays exponentially with ``half_life``. When it
 exceeds ``suppress`` the instance is held out of the decision
 (``flap-damped``) until it has decayed below ``reuse``. The penalty is capped
@@ -80,6 +82,7 @@ class _Entry:
     state: FlapState = field(default_factory=FlapState)
     gone: bool = False
     flagged: bool = False
+    maintenance: bool = False  # last seen with the draining flag: a vanishing now is a planned restart
     touched: float = 0.0  # the last event (flap, vanishing, flag raised)
 
 
@@ -121,10 +124,24 @@ class FlapTracker:
         if entry is None or not entry.gone:
             return
         entry.gone = False
+        if entry.maintenance:
+            entry.touched = now
+            return
         self._flap(entry, params, now)
 
+    def draining(self, key: InstanceKey, draining: bool, now: float) -> None:
+        """The instance's draining flag as seen now (maintenance: its coming and going is not a flap)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            if not draining:
+                return
+            entry = self._entry(key)
+        if draining != entry.maintenance:
+            entry.maintenance = draining
+            entry.touched = now
+
     def flags(self, key: InstanceKey, raised: bool, params: FlapDampening, now: float) -> None:
-        """The instance's draining/overloaded flags as seen now: clearing a raised one is a flap."""
+        """The instance's overloaded flag as seen now: clearing a raised one is a flap."""
         entry = self._entries.get(key)
         if entry is None:
             if raised:
@@ -164,7 +181,7 @@ class FlapTracker:
         Such an instance's penalty is negligible; if it vanished that long ago and comes back, its return
         is not counted as a flap (an instance back after several minutes is not flapping)."""
         drop = [key for key, entry in self._entries.items()
-                if not entry.flagged and not entry.state.suppressed
+                if not entry.flagged and not entry.maintenance and not entry.state.suppressed
                 and now - entry.touched > FORGET_AFTER_HALF_LIVES * half_life(key)]
         for key in drop:
             del self._entries[key]

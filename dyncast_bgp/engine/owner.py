@@ -38,7 +38,7 @@ from dyncast_bgp.wire.exabgp_json import Event
 
 REVIEW_INTERVAL = 1.0  # seconds between re-evaluations of a service that is still converging
 FORGET_INTERVAL = 60.0  # seconds between sweeps of flap states that carry no information any more
-_RAISED = StateFlag.DRAINING | StateFlag.OVERLOADED  # flags whose clearing counts as a flap
+_RAISED = StateFlag.OVERLOADED  # the flag whose clearing counts as a flap (draining is maintenance)
 
 
 @dataclass(slots=True)
@@ -191,9 +191,11 @@ class RouterEngine:
         result: list[Candidate] | None = None
         watched = bool(candidates) and flaps.watches(candidates[0].key.service)
         for index, candidate in enumerate(candidates):
-            raised = bool(candidate.metrics.flags & _RAISED)
-            if not raised and not (watched and flaps.known(candidate.key)):
+            flags = candidate.metrics.flags
+            raised, draining = bool(flags & _RAISED), bool(flags & StateFlag.DRAINING)
+            if not raised and not draining and not (watched and flaps.known(candidate.key)):
                 continue  # the usual case: a steady instance has no flap state
+            flaps.draining(candidate.key, draining, now)
             flaps.flags(candidate.key, raised, params, now)
             held = flaps.held(candidate.key, params, now)
             if held is None:

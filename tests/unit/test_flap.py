@@ -149,3 +149,32 @@ def test_one_restart_or_a_drain_cycle_is_not_dampened() -> None:
     engine.on_event(RouteUpdate(PEER, (_route(A, 1),)), 4.0)
     engine.step(4.0)
     assert _excluded(engine) is None
+
+
+def test_maintenance_never_counts_a_load_spike_and_a_rolling_restart_are_not_three_flaps() -> None:
+    """What the three-site lab does to s1a: overload cleared (a flap), then drain, restart while drained
+    (withdrawn, back), undrain, all within a few seconds. Only the overload counts."""
+    engine = _engine()
+    engine.on_event(RouteUpdate(PEER, (_route(A, 1), _route(B, 2))), 0.0)
+    engine.step(0.0)
+    script: list[tuple[float, RouteUpdate]] = [
+        (1.0, RouteUpdate(PEER, (_route(A, 1, StateFlag.OVERLOADED),))),
+        (2.0, RouteUpdate(PEER, (_route(A, 1),))),  # overload cleared: flap 1
+        (3.0, RouteUpdate(PEER, (_route(A, 1, StateFlag.DRAINING),))),  # drain
+        (4.0, RouteUpdate(PEER, withdrawn=(RouteKey(SVC.prefix, 1),))),  # restarted while drained
+        (5.0, RouteUpdate(PEER, (_route(A, 1, StateFlag.DRAINING),))),  # back, still drained: maintenance
+        (6.0, RouteUpdate(PEER, (_route(A, 1),))),  # undrain: maintenance
+    ]
+    for when, event in script:
+        engine.on_event(event, when)
+        engine.step(when)
+    assert engine.flaps.flaps == 1
+    assert _excluded(engine) is None
+    # the same comings and goings without the draining flag are instability: dampened
+    for second in range(7, 10):
+        engine.on_event(RouteUpdate(PEER, withdrawn=(RouteKey(SVC.prefix, 1),)), second + 0.0)
+        engine.step(second + 0.0)
+        engine.on_event(RouteUpdate(PEER, (_route(A, 1),)), second + 0.5)
+        engine.step(second + 0.5)
+    reason = _excluded(engine)
+    assert reason is not None and reason.startswith("flap-damped")
