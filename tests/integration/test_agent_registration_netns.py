@@ -74,8 +74,15 @@ def test_registered_instance_takes_flows_within_2s_and_drains_cleanly(tmp_path: 
     if reason:
         pytest.skip(reason)
     status_file = Path(f"{RUN}/access.status.json")
+    status_file.unlink(missing_ok=True)  # a previous run's file would pass the first wait at once
+    started = time.time()
+
+    def fresh() -> dict[str, Any] | None:
+        document = read_status(status_file)
+        return document if document is not None and float(document.get("time", 0)) >= started else None
+
     with LabRun(load_topology(lab_copy(tmp_path)), stop_grace=2.0) as run:
-        expect(lambda: weights(read_status(status_file)), lambda w: set(w) == {"10.10.1.2", "10.10.2.2"},
+        expect(lambda: weights(fresh()), lambda w: set(w) == {"10.10.1.2", "10.10.2.2"},
                timeout=60.0, wait=0.25, what="a decision over vnf-a and vnf-b")
         status, answer = api(run, "POST", "/v1/instances", VNF_C)
         registered = time.monotonic()
