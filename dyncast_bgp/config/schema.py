@@ -387,15 +387,7 @@ class AgentConfig(Strict):
     @field_validator("control_socket")
     @classmethod
     def _control_socket(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        if not value.startswith("/"):
-            raise ValueError("must be an absolute path")
-        if "\0" in value or value.endswith("/"):
-            raise ValueError("must be a file path")
-        if len(value.encode()) > 107:
-            raise ValueError("a unix socket path may have at most 107 bytes")
-        return value
+        return _check_socket_path(value)
 
     @field_validator("metrics_listen")
     @classmethod
@@ -405,13 +397,7 @@ class AgentConfig(Strict):
     @field_validator("control_socket_mode", mode="before")
     @classmethod
     def _octal(cls, value: object) -> object:
-        """YAML reads 0660 as octal already; a string is read as octal too ("0660", "0o660", "660")."""
-        if isinstance(value, str):
-            text = value.strip().lower().removeprefix("0o")
-            if not text or any(digit not in "01234567" for digit in text):
-                raise ValueError(f"not an octal mode: {value!r}")
-            return int(text, 8)
-        return value
+        return _octal_mode(value)
 
 
 # ---------------------------------------------------------------- router (ingress D-Router)

@@ -19,10 +19,7 @@ read is logged and skipped, never fatal (the router steers traffic first).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dyncast_bgp.engine.decide import Outcome
+from dyncast_bgp.fileio import write_atomically
 from dyncast_bgp.model import InstanceKey, ServiceId
 from dyncast_bgp.ops import rollout as machine
 from dyncast_bgp.ops.rollout import FORMAT, Plan, Rollout, Sample, Status
@@ -205,22 +203,3 @@ def read_document(data: Any, now: float) -> tuple[dict[ServiceId, Rollout], list
     return found, problems
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Temp file in the same directory, fsync, rename over ``path``, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
