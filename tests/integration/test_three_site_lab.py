@@ -98,6 +98,14 @@ class ThreeSite:
                 return dict(view)
         raise AssertionError(f"agent of {site.name} does not list {instance}: {answer}")
 
+    def answers(self, instance: str) -> bool:
+        """The instance's own /health answers 200, asked from its edge site."""
+        site = self.story.site_by_name(self.story.site_of(instance))
+        done = self.lab.exec(site.agent, ["curl", "-s", "-m", "1", "-o", "/dev/null", "-w", "%{http_code}",
+                                          f"http://{self.story.instance_address[instance]}:{SERVICE_PORT}/health"],
+                             check=False)
+        return done.stdout.strip() == "200"
+
     def failures(self, start: float, end: float, *, excluding: str | None = None) -> list[RequestEvent]:
         self.collect()
         return [event for event in self.events
@@ -237,7 +245,9 @@ def test_rolling_maintenance_loses_no_request(site: ThreeSite) -> None:
             return _open_sessions_on(site, i, time.time()) == 0
 
         def healthy(i: str = instance) -> bool:
-            return bool(site.agent_view(i)["health"] == "healthy")
+            """The restarted service answers, and its agent says so (the agent may not even have seen it
+            go: asking the agent alone races the restart)."""
+            return site.answers(i) and bool(site.agent_view(i)["health"] == "healthy")
 
         def in_kernels(i: str = instance) -> bool:
             return all(site.kernel(r)[i] > 0.0 for r in ROUTERS)
