@@ -1,0 +1,299 @@
+"""Canary rollout and serialized drains in labs/intra-site, under client load.
+
+The lab is a renamed copy (``intra-ops``, run files under /run/dyncast-lab/intra-ops) so it never shares
+namespaces, status files or sockets with the original lab or other copies running at the same time. In the
+copy vnf-c announces version 2 (vnf-a and vnf-b version 1), the router has a control socket and a rollout
+state file, and the agent's ``web`` service allows one drain at a time (``drain.max_drained: 1``).
+
+1. A staged canary of version 2 (10 % -> 30 % -> 100 %, 4 s holds, ``max_rtt_ms`` KPI) started with
+   ``dyncast ctl rollout start PLAN``: the kernel gives vnf-c about 10 % then 30 % of the new flows; at stage 2
+   vnf-c's link gets 40 ms of delay, the router rolls back by itself, the kernel share of vnf-c falls to 0,
+   no new session lands on vnf-c afterwards, and no client request fails.
+2. Draining with ``max_drained: 1``: the first drain is accepted, the second and third are refused with the
+   reason while it is active; after the undrain the next drain is accepted. No client request fails.
+
+One lab for the module (a few seconds to come up); the whole file takes about 30 s.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dyncast_bgp.ctl.client import call
+from dyncast_bgp.ctl.protocol import Request
+from dyncast_bgp.lab.clab import load_topology
+from dyncast_bgp.lab.demo.kernel import kernel_shares
+from dyncast_bgp.lab.demo.tail import EventTail
+from dyncast_bgp.lab.loadgen import RequestEvent, session_facts
+from dyncast_bgp.lab.poll import expect
+from dyncast_bgp.lab.process import Process
+from dyncast_bgp.lab.runner import LabRun
+from dyncast_bgp.router.status import read_status
+from tests.integration.test_intra_site_lab import skip_reason
+
+pytestmark = [pytest.mark.netns, pytest.mark.lab, pytest.mark.slow]
+
+SOURCE = Path(__file__).resolve().parents[2] / "labs" / "intra-site"
+NAME = "intra-ops"
+RUN = Path(f"/run/dyncast-lab/{NAME}")
+STATUS = RUN / "access.status.json"
+ROUTER_SOCK = RUN / "router.sock"
+AGENT_SOCK = RUN / "agent.sock"
+ROLLOUT_STATE = RUN / "rollouts.json"
+DSID, PORT = "203.0.113.10", 8080
+SERVICE = f"{DSID}/32"
+INSTANCES = {"vnf-a": "10.10.1.2", "vnf-b": "10.10.2.2", "vnf-c": "10.10.3.2"}
+NEW = "vnf-c"  # the one instance of version 2
+HOLD = 4.0  # seconds per stage
+MAX_RTT_MS = 10.0  # the plan's KPI; veth probes here are well under 1 ms
+DELAY_MS = 40.0  # vnf-c's egress delay at stage 2: over the KPI, under the router's 50 ms latency budget
+SHARE_TOLERANCE = 0.06  # kernel share vs stage cap (absolute): bucket resolution and rounding
+DYNCAST = str(Path(sys.executable).with_name("dyncast"))
+LOAD_ARGS = ["--requests-per-session", "2", "--think-ms", "100", "--timeout", "3", "--seed", "11"]
+
+
+# ------------------------------------------------------------------ the lab copy
+
+
+def lab_copy(directory: Path) -> Path:
+    """labs/intra-site renamed to intra-ops: vnf-c version 2, router control socket + rollout state, max_drained 1."""
+    for name in ("intra-site.clab.yml", "agent.yml", "access.yml"):
+        text = (SOURCE / name).read_text().replace("/run/dyncast-lab/intra-site", str(RUN))
+        if name == "intra-site.clab.yml":
+            text = text.replace("name: intra-site", f"name: {NAME}")
+        elif name == "access.yml":
+            text = text.replace("router:\n", f"router:\n  control_socket: {ROUTER_SOCK}\n"
+                                f"  rollout_state: {ROLLOUT_STATE}\n", 1)
+        else:
+            head, marker, tail = text.partition("      - name: vnf-c")
+            assert marker and "version: 1" in tail, "labs/intra-site/agent.yml changed: vnf-c block not found"
+            text = head + marker + tail.replace("version: 1", "version: 2", 1)
+            text = text.replace("    dsid: 203.0.113.10/32\n",
+                                "    dsid: 203.0.113.10/32\n    drain: {max_drained: 1, deadline: 30}\n", 1)
+            assert "max_drained" in text, "labs/intra-site/agent.yml changed: service dsid line not found"
+        (directory / name).write_text(text)
+    return directory / "intra-site.clab.yml"
+
+
+class Lab:
+    """The running copy and how to talk to it."""
+
+    def __init__(self, run: LabRun, workdir: Path) -> None:
+        self.run = run
+        self.workdir = workdir
+
+    def router(self, **fields: Any) -> dict[str, Any]:
+        return call(ROUTER_SOCK, Request(fields.pop("verb"), fields), timeout=5.0, role="router")
+
+    def rollout(self) -> dict[str, Any]:
+        answer = self.router(verb="rollout", action="status")
+        views = [v for v in answer.get("rollouts") or () if v.get("service") == SERVICE]
+        return views[0] if views else {}
+
+    def ctl(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        """``dyncast ctl ARGV`` from the host (the sockets are files: every namespace shares them)."""
+        return subprocess.run([DYNCAST, "ctl", *argv], capture_output=True, text=True, timeout=20, check=False)
+
+    def shares(self) -> dict[str, float]:
+        """Instance name -> share of the D-SID's new flows in the access router's nftables."""
+        names = {address: name for name, address in INSTANCES.items()}
+        return {names.get(k, k): v for k, v in kernel_shares(self.run, "access", SERVICE).items()}
+
+    def load(self, out: Path, *, rate: float, duration: float) -> Process:
+        return self.run.spawn("client", f"load-{out.stem}", [
+            DYNCAST, "lab", "load", "--target", f"{DSID}:{PORT}", "--rate", f"{rate:g}", *LOAD_ARGS,
+            "--duration", f"{duration:g}", "--client", "client", "--out", str(out), "--log-level", "warning"])
+
+    def diagnose(self) -> str:
+        dead = "; ".join(p.describe() for p in self.run.dead()) or "none"
+        return f"dead processes: {dead}; lab logs: {self.run.workdir}"
+
+
+def first_event(tail: EventTail, load: Process, seen: list[RequestEvent]) -> float:
+    def first() -> float | None:
+        seen.extend(tail.read())
+        if not seen and not load.alive():
+            raise AssertionError(f"the load generator exited: {load.describe()}\n{load.log_tail()}")
+        return seen[0].t if seen else None
+
+    found = expect(first, lambda t: t is not None, timeout=30.0, wait=0.1, what="the first request",
+                   diagnose=load.log_tail)
+    assert found is not None
+    return found
+
+
+def finish(tail: EventTail, load: Process, seen: list[RequestEvent], timeout: float) -> None:
+    expect(load.alive, lambda alive: not alive, timeout=timeout, wait=0.2, what="the end of the load",
+           diagnose=load.log_tail)
+    seen.extend(tail.read())
+    assert tail.summary is not None, f"the load generator wrote no summary: {load.log_tail()}"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    workdir = tmp_path_factory.mktemp(NAME)
+    for stale in (STATUS, ROLLOUT_STATE):  # a previous run's rollout would be restored; its status would pass
+        stale.unlink(missing_ok=True)
+    began = time.time()
+    with LabRun(load_topology(lab_copy(workdir)), impairable=[f"{NEW}:eth1"], stop_grace=2.0) as run:
+        ops = Lab(run, workdir)
+
+        def ready(document: dict[str, Any] | None) -> bool:
+            if document is None or float(document.get("time", 0)) < began or not document.get("synced"):
+                return False
+            entry = (document.get("services") or {}).get(SERVICE) or {}
+            weights = {str(i.get("instance")): float(i.get("weight") or 0) for i in entry.get("instances", [])}
+            return set(weights) == set(INSTANCES.values()) and all(w > 0 for w in weights.values())
+
+        expect(lambda: read_status(STATUS), ready, timeout=60.0, wait=0.25,
+               what="a decision over all three instances", diagnose=ops.diagnose)
+        expect(ops.shares, lambda s: set(s) == set(INSTANCES) and all(v > 0 for v in s.values()), timeout=10.0,
+               wait=0.25, what="all three instances in the kernel", diagnose=ops.diagnose)
+        print(f"\n{NAME} up and decided in {time.time() - began:.1f} s")
+        yield ops
+
+
+# ------------------------------------------------------------------ 1. canary with automatic rollback
+
+
+def test_canary_rolls_back_by_itself_on_a_kpi_breach_at_stage_2(lab: Lab) -> None:
+    plan = lab.workdir / "web-v2.yml"
+    plan.write_text(json.dumps({
+        "name": "web-v2", "service": SERVICE, "version": 2,
+        "stages": [{"share": 10, "hold": HOLD}, {"share": 30, "hold": HOLD}, {"share": 100, "hold": HOLD}],
+        "kpis": {"max_rtt_ms": MAX_RTT_MS, "breach_for": 0}, "rollback": "soft", "auto_commit": False}))
+    before = lab.shares()
+    out = lab.workdir / "canary.jsonl"
+    load = lab.load(out, rate=12, duration=4 * HOLD)
+    tail, seen = EventTail(out, "client"), list[RequestEvent]()
+    first = first_event(tail, load, seen)
+
+    done = lab.ctl("--socket", str(ROUTER_SOCK), "rollout", "start", str(plan))
+    started = time.time()
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert lab.rollout().get("status") == "running", lab.rollout()
+
+    def at(stage: int) -> dict[str, Any]:
+        return expect(lab.rollout, lambda v: v.get("stage") == stage or v.get("status") != "running",
+                      timeout=3 * HOLD, wait=0.1, what=f"stage {stage}", diagnose=lab.diagnose)
+
+    view = at(1)
+    time.sleep(0.3)  # the first apply after the start (the old weights may still be in the kernel for ~50 ms)
+    stage1_seen = watch(lab, lambda _: lab.rollout().get("stage") != 1, HOLD + 2)  # the kernel through stage 1
+    stage1 = max(stage1_seen, key=lambda s: s.get(NEW, 0.0))
+    view = at(2)
+    assert view.get("status") == "running", f"the rollout left 'running' before stage 2: {view}"
+    stage2_at = time.time()
+    # the slew limit brings vnf-c up toward the 30 % cap over a second or two; breach well inside the hold
+    stage2_seen = watch(lab, lambda shares: shares.get(NEW, 0.0) >= 0.27, HOLD / 2)
+    stage2 = stage2_seen[-1]
+    breach_at = stage2_breach = time.time()
+    lab.run.impair(NEW, "eth1", delay_ms=DELAY_MS)
+    try:
+        view = expect(lab.rollout, lambda v: v.get("status") != "running", timeout=HOLD, wait=0.05,
+                      what="the rollback", diagnose=lab.diagnose)
+        rolled_back = time.time()
+        zero = expect(lab.shares, lambda s: s.get(NEW, 0.0) == 0.0, timeout=3.0, wait=0.05,
+                      what=f"{NEW} out of the kernel", diagnose=lab.diagnose)
+        out_of_kernel = time.time()
+        finish(tail, load, seen, timeout=4 * HOLD + 15)
+    finally:
+        lab.run.impair(NEW, "eth1")
+    facts = session_facts(seen)
+    late = Counter(f.instance for f in facts.values() if f.start >= out_of_kernel)
+    on_new = Counter("stage 1" if f.start < stage2_at else "stage 2" for f in facts.values()
+                     if f.instance == NEW and f.start >= started)
+    failed = [e for e in seen if not e.ok]
+    print(f"canary: kernel shares before {fmt(before)}; stage 1 (highest {NEW}) {fmt(stage1)}; "
+          f"stage 2 {stage2_breach - stage2_at:.1f} s in {fmt(stage2)}; "
+          f"after the rollback {fmt(zero)}")
+    print(f"canary: stage 2 reached {stage2_at - started:.2f} s after start; rolled back "
+          f"{rolled_back - breach_at:.2f} s after the delay ({view.get('reason')}); {NEW} out of the kernel "
+          f"{out_of_kernel - breach_at:.2f} s after the delay; sessions on {NEW}: {dict(on_new)}; "
+          f"after it left the kernel: {dict(late)}; {len(seen)} requests over {seen[-1].t - first:.1f} s, "
+          f"{len(failed)} failed")
+    print(f"canary: history {[h['event'] for h in view.get('history', [])]}")
+
+    assert view.get("status") == "rolled-back" and view.get("stage") == 2, view
+    assert "rtt" in str(view.get("reason")), view
+    # the caps are upper bounds; the new version does come up to them (the slew limit may leave it a bit short)
+    assert 0.10 - SHARE_TOLERANCE <= stage1.get(NEW, 0.0) <= 0.10 + SHARE_TOLERANCE, f"stage 1 (10 %): {stage1_seen}"
+    assert max(s.get(NEW, 0.0) for s in stage2_seen) <= 0.30 + SHARE_TOLERANCE, f"stage 2 (30 %): {stage2_seen}"
+    assert stage2.get(NEW, 0.0) >= 0.30 - 2 * SHARE_TOLERANCE, f"stage 2 (30 %): {stage2_seen}"
+    assert late[NEW] == 0 and sum(late.values()) >= 5, f"new sessions after the rollback: {dict(late)}"
+    assert not failed, f"{len(failed)} failed requests, e.g. {failed[:3]}"
+    # a rolled-back rollout keeps the new version out until it is cleared
+    assert lab.rollout().get("status") == "rolled-back"
+    done = lab.ctl("--socket", str(ROUTER_SOCK), "rollout", "clear", SERVICE)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    back = expect(lab.shares, lambda s: s.get(NEW, 0.0) > 0.0, timeout=5.0, wait=0.1,
+                  what=f"{NEW} back after the clear", diagnose=lab.diagnose)
+    print(f"canary: after rollout clear {fmt(back)}")
+
+
+def watch(lab: Lab, done: Callable[[dict[str, float]], bool], limit: float) -> list[dict[str, float]]:
+    """The kernel shares every 0.1 s until ``done(latest)`` or ``limit`` seconds (at least one sample)."""
+    seen, end = [lab.shares()], time.monotonic() + limit
+    while not done(seen[-1]) and time.monotonic() < end:
+        time.sleep(0.1)
+        seen.append(lab.shares())
+    return seen
+
+
+def fmt(shares: dict[str, float]) -> str:
+    return " ".join(f"{name}={shares.get(name, 0.0):.3f}" for name in INSTANCES)
+
+
+# ------------------------------------------------------------------ 2. serialized drains
+
+
+def test_drains_are_serialized_by_max_drained(lab: Lab) -> None:
+    out = lab.workdir / "drain.jsonl"
+    load = lab.load(out, rate=10, duration=7)
+    tail, seen = EventTail(out, "client"), list[RequestEvent]()
+    first_event(tail, load, seen)
+    sock = ["--socket", str(AGENT_SOCK)]
+
+    def drain(name: str) -> subprocess.CompletedProcess[str]:
+        return lab.ctl(*sock, "drain", f"web/{name}")
+
+    first = drain("vnf-a")
+    drained_at = time.time()
+    second, third = drain("vnf-b"), drain("vnf-c")
+    zero = expect(lab.shares, lambda s: s.get("vnf-a", 0.0) == 0.0, timeout=3.0, wait=0.05,
+                  what="vnf-a out of the kernel", diagnose=lab.diagnose)
+    time.sleep(1.0)
+    undrain = lab.ctl(*sock, "undrain", "web/vnf-a")
+    next_drain = drain("vnf-b")
+    after_b = expect(lab.shares, lambda s: s.get("vnf-b", 0.0) == 0.0 and s.get("vnf-a", 0.0) > 0.0,
+                     timeout=3.0, wait=0.05, what="vnf-b out and vnf-a back", diagnose=lab.diagnose)
+    undrain_b = lab.ctl(*sock, "undrain", "web/vnf-b")
+    finish(tail, load, seen, timeout=25)
+    failed = [e for e in seen if not e.ok]
+    print(f"drain: vnf-a -> rc {first.returncode} {first.stdout.strip()!r}; vnf-b -> rc {second.returncode} "
+          f"{(second.stdout + second.stderr).strip()!r}; vnf-c -> rc {third.returncode} "
+          f"{(third.stdout + third.stderr).strip()!r}")
+    print(f"drain: kernel with vnf-a drained {fmt(zero)}; after undrain a + drain b {fmt(after_b)}; "
+          f"{len(seen)} requests, {len(failed)} failed; {time.time() - drained_at:.1f} s")
+
+    assert first.returncode == 0, (first.stdout, first.stderr)
+    for name, refused in (("vnf-b", second), ("vnf-c", third)):
+        text = refused.stdout + refused.stderr
+        assert refused.returncode == 2, (name, text)
+        assert "max_drained 1 reached" in text and "vnf-a" in text, (name, text)
+    assert undrain.returncode == 0, (undrain.stdout, undrain.stderr)
+    assert next_drain.returncode == 0, (next_drain.stdout, next_drain.stderr)
+    assert undrain_b.returncode == 0, (undrain_b.stdout, undrain_b.stderr)
+    assert not failed, f"{len(failed)} failed requests, e.g. {failed[:3]}"
