@@ -21,10 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from dyncast_bgp.engine.candidate import Candidate
+from dyncast_bgp.engine.eligibility import TIER_HELD, Exclusion
 from dyncast_bgp.engine.trust import (
     MAX_INSTANCES,
     MAX_PREFIXES,
     METRIC_INVALID,
+    METRICS_IMPLAUSIBLE,
     Rejection,
     TrustPolicy,
     describe_refusal,
@@ -44,6 +46,8 @@ from dyncast_bgp.wire.community import EXPERIMENTAL_TYPES
 from dyncast_bgp.wire.exabgp_json import EndOfRib, Event, PeerState, Route, RouteUpdate, SessionState
 from dyncast_bgp.wire.fastdecode import decode_raw
 from dyncast_bgp.wire.metrics import DecodedMetrics
+
+IMPLAUSIBLE = Exclusion("metrics rejected: implausible values", tier=TIER_HELD)
 
 PENDING_REJECTIONS = 1000
 """Rejections kept for the log until taken; beyond that they are only counted."""
@@ -81,7 +85,7 @@ class Path:
     communities, time; no longer stale): what :meth:`Rib.paths` returns is the RIB's live state.
     """
 
-    __slots__ = ("_decoded", "_used", "key", "next_hop", "raw", "received_at", "service", "stale_since")
+    __slots__ = ("_decoded", "_held", "_used", "key", "next_hop", "raw", "received_at", "service", "stale_since")
 
     def __init__(self, key: PathKey, service: ServiceId, next_hop: IPAddress, raw: tuple[bytes, ...],
                  received_at: float, *, stale_since: float | None = None) -> None:
@@ -93,6 +97,7 @@ class Path:
         self.stale_since = stale_since
         self._decoded: DecodedMetrics | None = None
         self._used: ComputeMetrics | None = None  # the screened metrics (engine.trust), set by the RIB
+        self._held: Exclusion | None = None  # set with _used: the route's metrics were rejected as implausible
 
     def decoded(self, counters: RibCounters | None = None,
                 metric_types: range | frozenset[int] = EXPERIMENTAL_TYPES) -> DecodedMetrics:
@@ -192,6 +197,7 @@ class Rib:
                     path.raw = raw
                     path._decoded = None
                     path._used = None
+                    path._held = None
                 if path.next_hop is not route[1] and self._track and path.next_hop != route[1]:
                     self._count(prefix_text, path.service, path.next_hop, -1)
                     self._count(prefix_text, path.service, route[1], +1)
@@ -369,7 +375,7 @@ class Rib:
                 metrics = ComputeMetrics(flags=path.metrics.flags, version=path.metrics.version)
             state = state_from_flags(metrics.flags)
             result.append(Candidate(key=InstanceKey(service, next_hop), state=state, metrics=metrics,
-                                    path=path_of(next_hop), metrics_age=age))
+                                    path=path_of(next_hop), metrics_age=age, hold=path._held))
         return result
 
     def _screen(self, path: Path) -> ComputeMetrics:
@@ -380,9 +386,13 @@ class Rib:
             self.reject(Rejection(METRIC_INVALID, peer, prefix, text_of(path.next_hop), problem))
         rule = self.trust.rule_for(peer) if self.trust.peers else self.trust.default
         screened = screen(decoded.metrics, rule)
+        held = None
         for reason, detail in screened.findings:
             self.reject(Rejection(reason, peer, prefix, text_of(path.next_hop), detail, rule.label))
+            if reason == METRICS_IMPLAUSIBLE:
+                held = IMPLAUSIBLE  # a route that claims what no instance can be takes no new flows
         path._used = screened.metrics
+        path._held = held
         return path._used
 
     def check_invariants(self) -> None:
