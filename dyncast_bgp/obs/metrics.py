@@ -23,7 +23,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIServer
 
 import structlog
@@ -187,6 +187,7 @@ class RouterView:
     counters: Mapping[str, float]
     rejected: Mapping[str, int]  # reason -> lines
     synced: bool
+    input_rejected: Mapping[str, int] = field(default_factory=dict)  # reason -> announcements/metrics (RIB)
 
 
 def _number(value: object) -> float | None:
@@ -250,6 +251,10 @@ def router_families(view: RouterView) -> Families:
                                view.flows_age))
     families.append(counter("dyncast_router_exabgp_lines_rejected", "ExaBGP lines skipped, by reason", ("reason",),
                             [((reason,), count) for reason, count in sorted(view.rejected.items())]))
+    families.append(counter("dyncast_router_input_rejected",
+                            "Announcements or metrics refused, clamped or discarded at intake (trust policy, "
+                            "RFC 7606-style checks), by reason", ("reason",),
+                            [((reason,), count) for reason, count in sorted(view.input_rejected.items())]))
     for name, value in view.counters.items():
         doc = ROUTER_COUNTERS.get(name)
         if doc is not None:
@@ -268,6 +273,7 @@ ROUTER_COUNTERS = {
     "control_rejected": "Control socket requests answered with an error",
     "audit_records": "Decision changes written to the audit log",
     "audit_dropped": "Audit records dropped (writer queue full or write failed)",
+    "flaps": "Instance flaps counted by the flap dampening",
 }
 
 

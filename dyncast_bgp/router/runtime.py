@@ -503,6 +503,7 @@ class RouterRuntime:
             "control_rejected": served.rejected if served is not None else 0,
             "audit_records": writer.written if writer is not None else 0,
             "audit_dropped": writer.dropped if writer is not None else 0,
+            "flaps": self.counters.flaps,
         }
         return router_families(RouterView(
             sessions={str(peer): str(state) for peer, state in self.sessions.items()},
@@ -513,7 +514,8 @@ class RouterRuntime:
             flows=None if sample is None else {(str(key.service), str(key.binding)): count
                                                for key, count in sample[1].items()},
             flows_age=None if sample is None else round(self._clock() - sample[0], 3),
-            counters=counters, rejected=dict(self.rejected), synced=self._synced.is_set()))
+            counters=counters, rejected=dict(self.rejected), synced=self._synced.is_set(),
+            input_rejected=dict(self.counters.rejections)))
 
 
 def _rollout_fields(rollout: Rollout) -> dict[str, object]:

@@ -81,6 +81,8 @@ def test_router_endpoint_shows_sessions_routes_metrics_weights_flows_and_latenci
             for line in (peer_up(1, "10.0.0.3"), peer_up(1, "10.0.0.4"),
                          update(1, "10.0.0.3", SVC, A, 1, metrics={"cpu_utilization": 20, "capacity": 1000}),
                          update(1, "10.0.0.3", SVC, B, 2, metrics={"cpu_utilization": 60, "capacity": 1000}),
+                         update(1, "10.0.0.3", SVC, "198.51.100.99", 3,
+                                metrics={"capacity": 0, "active_sessions": 5}),  # implausible: held out
                          "{garbage", "[]", end_of_rib(1, "10.0.0.3"), end_of_rib(1, "10.0.0.4")):
                 queue.put_nowait(line)
             async with asyncio.timeout(10):
@@ -96,7 +98,7 @@ def test_router_endpoint_shows_sessions_routes_metrics_weights_flows_and_latenci
     samples = asyncio.run(go())
     assert value(samples, "dyncast_router_bgp_sessions_up") == 2
     assert value(samples, "dyncast_router_bgp_session_up", peer="10.0.0.4") == 1
-    assert value(samples, "dyncast_router_routes", service=SVC) == 2
+    assert value(samples, "dyncast_router_routes", service=SVC) == 3
     assert value(samples, "dyncast_router_instance_metric", service=SVC, instance=B, metric="cpu_utilization") == 60
     weights = {s.labels["instance"]: s.value for s in samples["dyncast_router_weight"]}
     assert pytest.approx(sum(weights.values())) == 1.0 and weights[A] > weights[B]
@@ -106,7 +108,9 @@ def test_router_endpoint_shows_sessions_routes_metrics_weights_flows_and_latenci
     assert value(samples, "dyncast_router_flows", service=SVC, instance=A) == 3
     assert value(samples, "dyncast_router_exabgp_lines_rejected_total", reason="invalid_json") == 1
     assert value(samples, "dyncast_router_exabgp_lines_rejected_total", reason="not_object") == 1
-    assert value(samples, "dyncast_router_exabgp_lines_total") == 8
+    assert value(samples, "dyncast_router_exabgp_lines_total") == 9
+    assert value(samples, "dyncast_router_input_rejected_total", reason="metrics-implausible") == 1
+    assert value(samples, "dyncast_router_weight", service=SVC, instance="198.51.100.99") == 0
     assert value(samples, "dyncast_router_decision_seconds_count") >= 1
     assert value(samples, "dyncast_router_apply_seconds_count") >= 1
     assert value(samples, "dyncast_router_instance_eligible", service=SVC, instance=A) == 1
