@@ -196,4 +196,9 @@ def test_5_route_reflector_down_with_and_without_graceful_restart(network: Netwo
     expect(lambda: gr_log.read_text(errors="replace"), lambda text: '"bgp_peer_state"' in text and '"down"' in text,
            what="the GR router saw its session to the route reflector go down")
     after = network.decision("gr")
-    assert after is not None and before is not None and after["weights"] == before["weights"]
+    assert after is not None and before is not None
+    # the stale paths are kept: the same instances keep taking flows (probe RTT noise may still move the
+    # weights a little; under CI load it moved them by ~0.05, so compare with a tolerance, not equality)
+    assert set(after["weights"]) == set(before["weights"]) and not after["excluded"], (before, after)
+    assert all(abs(after["weights"][k] - before["weights"][k]) <= 0.15 and after["weights"][k] > 0
+               for k in before["weights"]), (before, after)
