@@ -191,7 +191,7 @@ def test_canary_rolls_back_by_itself_on_a_kpi_breach_at_stage_2(lab: Lab) -> Non
 
     view = at(1)
     time.sleep(0.3)  # the first apply after the start (the old weights may still be in the kernel for ~50 ms)
-    stage1_seen = watch(lab, lambda _: lab.rollout().get("stage") != 1, HOLD + 2)  # the kernel through stage 1
+    stage1_seen = during_stage(lab, 1, HOLD + 2)  # the kernel through stage 1
     stage1 = max(stage1_seen, key=lambda s: s.get(NEW, 0.0))
     view = at(2)
     assert view.get("status") == "running", f"the rollout left 'running' before stage 2: {view}"
@@ -249,6 +249,23 @@ def watch(lab: Lab, done: Callable[[dict[str, float]], bool], limit: float) -> l
     while not done(seen[-1]) and time.monotonic() < end:
         time.sleep(0.1)
         seen.append(lab.shares())
+    return seen
+
+
+def during_stage(lab: Lab, stage: int, limit: float) -> list[dict[str, float]]:
+    """The kernel shares every 0.1 s while the router reports ``stage``: a sample counts only when the stage
+    read before and after it is ``stage`` (the router may move on and apply between a sample and a check)."""
+    seen: list[dict[str, float]] = []
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if lab.rollout().get("stage") != stage:
+            break
+        shares = lab.shares()
+        if lab.rollout().get("stage") != stage:
+            break
+        seen.append(shares)
+        time.sleep(0.1)
+    assert seen, f"no kernel sample while the rollout was at stage {stage}"
     return seen
 
 
