@@ -52,14 +52,15 @@ def deep(depth: int, kind: str) -> Any:
     return value
 
 
-def _positions(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+def tree_positions(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every position in a decoded JSON tree, as the keys/indexes leading to it."""
     found = [prefix]
     if isinstance(value, dict):
         for key, child in value.items():
-            found += _positions(child, (*prefix, key))
+            found += tree_positions(child, (*prefix, key))
     elif isinstance(value, list):
         for index, child in enumerate(value):
-            found += _positions(child, (*prefix, index))
+            found += tree_positions(child, (*prefix, index))
     return found
 
 
@@ -75,7 +76,7 @@ def mutated_trees(draw: st.DrawFn, template: Any = None) -> Any:
     a key renamed, a list emptied or repeated many times."""
     tree = copy.deepcopy(template if template is not None else draw(st.sampled_from(TEMPLATES)))
     for _ in range(draw(st.integers(1, 3))):
-        positions = _positions(tree)[1:]
+        positions = tree_positions(tree)[1:]
         if not positions:
             break
         path = draw(st.sampled_from(positions))

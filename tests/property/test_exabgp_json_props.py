@@ -33,6 +33,7 @@ from dyncast_bgp.wire.exabgp_json import (
     Shutdown,
     parse_line,
 )
+from tests.fuzz.strategies import tree_positions
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "exabgp_json"
 CAPTURED = [line for path in sorted(GOLDEN.glob("*.jsonl"))
@@ -130,18 +131,6 @@ def test_arbitrary_neighbor_objects(kind: str, neighbor: Any) -> None:
     check(json.dumps({"exabgp": "5.0.0", "type": kind, "neighbor": neighbor}))
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every position in a decoded JSON tree, as the keys/indexes leading to it."""
-    found = [prefix]
-    if isinstance(value, dict):
-        for key, child in value.items():
-            found += _paths(child, (*prefix, key))
-    elif isinstance(value, list):
-        for index, child in enumerate(value):
-            found += _paths(child, (*prefix, index))
-    return found
-
-
 def _retyped(value: Any) -> list[Any]:
     """The same content in other JSON types."""
     text = json.dumps(value)
@@ -153,7 +142,7 @@ def _retyped(value: Any) -> list[Any]:
 def test_mutated_captured_lines(data: st.DataObject) -> None:
     original = json.loads(data.draw(st.sampled_from(DECODABLE)))
     tree = copy.deepcopy(original)
-    path = data.draw(st.sampled_from(_paths(tree)[1:]))
+    path = data.draw(st.sampled_from(tree_positions(tree)[1:]))
     parent = tree
     for step in path[:-1]:
         parent = parent[step]

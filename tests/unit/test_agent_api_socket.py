@@ -6,13 +6,15 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from dyncast_bgp.agent.runtime import AgentRuntime
 from dyncast_bgp.config.loader import parse
 from dyncast_bgp.ctl.apiclient import ApiClient
+from tests.unit.test_agent_control import no_replies
+from tests.unit.test_agent_runtime import RecordingWriter
 
 CONFIG = """
 bgp: {router_id: 192.0.2.1, local_as: 65001, add_path: true}
@@ -25,20 +27,6 @@ services:
     instances:
       - {name: a, binding: 198.51.100.11, static: {cpu_utilization: 40}}
 """
-
-
-class RecordingWriter:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    async def write(self, text: str) -> None:
-        self.lines.extend(text.splitlines())
-
-
-async def no_replies(stop: asyncio.Event) -> AsyncIterator[str]:
-    await stop.wait()
-    return
-    yield ""  # pragma: no cover
 
 
 Scenario = Callable[[AgentRuntime, RecordingWriter, ApiClient], Awaitable[None]]

@@ -24,6 +24,7 @@ from dyncast_bgp.ctl.server import ControlSocketError, serve_control
 from dyncast_bgp.model import StateFlag
 from dyncast_bgp.wire.community import decode
 from dyncast_bgp.wire.metrics import decode_metrics
+from tests.unit.test_agent_runtime import RecordingWriter
 
 CONFIG = """
 bgp: {router_id: 192.0.2.1, local_as: 65001, add_path: true}
@@ -169,14 +170,6 @@ def test_config_rejects_bad_control_socket_settings(line: str) -> None:
 
 
 # ------------------------------------------------------------ the server, over a real socket
-
-
-class RecordingWriter:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    async def write(self, text: str) -> None:
-        self.lines.extend(text.splitlines())
 
 
 async def no_replies(stop: asyncio.Event) -> AsyncIterator[str]:
