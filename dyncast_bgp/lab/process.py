@@ -65,6 +65,10 @@ class Process:
             return "not yet reaped"
         return f"killed by signal {-code}" if code < 0 else f"status {code}"
 
+    def send_signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the process's group: the process and what it started (a node's ``sh -c`` cmd)."""
+        self._signal_group(sig)
+
     def _signal_group(self, sig: signal.Signals) -> None:
         if self._popen.returncode is not None:  # reaped: the group id may belong to someone else now
             return

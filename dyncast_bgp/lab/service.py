@@ -18,6 +18,10 @@ Endpoints (any method is accepted on the service path):
   workers away from real requests.
 
 Every response carries ``X-Instance``, so a client can tell who refused it.
+
+With ``--udp ADDR`` the instance also answers UDP requests on ADDR
+(:mod:`dyncast_bgp.lab.udpservice`), counted in ``requests_total`` and silent
+while failed.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import structlog
 
 from dyncast_bgp.agent.echo import EchoError, serve_echo
 from dyncast_bgp.config.schema import EchoResponder
+from dyncast_bgp.lab.udpservice import UdpServiceError, serve_udp
 
 Distribution = Literal["fixed", "exponential"]
 DISTRIBUTIONS: tuple[Distribution, ...] = ("fixed", "exponential")
@@ -369,6 +374,14 @@ class Service:
         self.failed = False
         log.info("service_recovered", instance=self.config.name)
 
+    def udp_request(self) -> bool:
+        """Count one UDP request (``--udp``); False while failed: the request is an error, left unanswered."""
+        counters = self._counters
+        counters.requests_total += 1
+        if self.failed:
+            counters.errors_total += 1
+        return not self.failed
+
     def set_load(self, busy: int) -> None:
         """Hold ``busy`` workers (0..capacity) until set again; raises ValueError out of range."""
         self._pool.reserve(busy)
@@ -520,8 +533,17 @@ def run_loop(main: Coroutine[Any, Any, int]) -> int:
     return result
 
 
-async def serve_until_signalled(service: Service, echo: EchoResponder | None = None) -> int:
-    """Start ``service`` (and the probes' UDP echo on ``echo``), run until SIGTERM or SIGINT, stop.
+@dataclass(frozen=True, slots=True)
+class UdpSide:
+    """``--udp ADDR`` (repeatable) and ``--udp-port``: the service also answers datagrams there."""
+
+    addresses: tuple[str, ...]
+    port: int
+
+
+async def serve_until_signalled(service: Service, echo: EchoResponder | None = None,
+                                udp: UdpSide | None = None) -> int:
+    """Start ``service`` (and the probes' UDP echo on ``echo``, the UDP side on ``udp``), run until signalled, stop.
 
     0, or 1 when it cannot bind. The echo answers the routers' path probes from
     the instance itself, as the agent's responder would when it runs there.
@@ -537,6 +559,7 @@ async def serve_until_signalled(service: Service, echo: EchoResponder | None = N
                   port=service.config.port, error=str(exc))
         return 1
     responder = None
+    datagrams = None
     try:
         if echo is not None:
             try:
@@ -544,11 +567,18 @@ async def serve_until_signalled(service: Service, echo: EchoResponder | None = N
             except EchoError as exc:
                 log.error("service_echo_failed", instance=service.config.name, error=str(exc))
                 return 1
+        if udp is not None:
+            try:
+                datagrams = await serve_udp(service.config.name, udp.addresses, udp.port, service.udp_request)
+            except UdpServiceError as exc:
+                log.error("service_udp_failed", instance=service.config.name, error=str(exc))
+                return 1
         await stop.wait()
     finally:
-        if responder is not None:
-            responder.close()
-            await responder.wait_closed()
+        for server in (responder, datagrams):
+            if server is not None:
+                server.close()
+                await server.wait_closed()
         await service.stop()
     return 0
 
@@ -572,4 +602,11 @@ def run_service(args: argparse.Namespace) -> int:
         except ValueError as exc:
             log.error("service_bad_config", error=f"--echo: {exc}")
             return 2
-    return run_loop(serve_until_signalled(Service(config), echo))
+    udp = None
+    if getattr(args, "udp", None):
+        port = args.port if args.udp_port is None else args.udp_port
+        if not 0 < port < 65536:
+            log.error("service_bad_config", error=f"--udp-port {port}: not a port number (1-65535)")
+            return 2
+        udp = UdpSide(tuple(args.udp), port)
+    return run_loop(serve_until_signalled(Service(config), echo, udp))

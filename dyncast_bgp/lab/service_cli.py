@@ -1,4 +1,4 @@
-"""`dyncast lab service` and `dyncast lab load`: a lab service instance and the client load generator.
+"""`dyncast lab service`, `load` and `udp-flow`: a lab service instance and the client load generators.
 
 ``add_commands(actions)`` adds both to the ``lab`` subparsers; like every
 command here each sets ``handler``, which takes the parsed arguments and
@@ -12,13 +12,15 @@ from typing import Any
 
 from dyncast_bgp.lab.loadgen import run_load
 from dyncast_bgp.lab.service import DISTRIBUTIONS, run_service
+from dyncast_bgp.lab.udpflow import add_command as add_udp_flow
 from dyncast_bgp.obs.log import configure
 
 
 def add_commands(lab_subparsers: Any) -> None:
-    """Add ``service`` and ``load`` to the ``lab`` subparsers object."""
+    """Add ``service``, ``load`` and ``udp-flow`` to the ``lab`` subparsers object."""
     _add_service(lab_subparsers)
     _add_load(lab_subparsers)
+    add_udp_flow(lab_subparsers)
 
 
 def _add_service(actions: Any) -> None:
@@ -37,6 +39,9 @@ def _add_service(actions: Any) -> None:
     service.add_argument("--echo", action="append", default=[], metavar="ADDR",
                          help="also answer the routers' UDP path probes on ADDR (repeatable)")
     service.add_argument("--echo-port", type=int, default=9950, help="UDP port of the probe echo (default 9950)")
+    service.add_argument("--udp", action="append", default=[], metavar="ADDR",
+                         help="also answer UDP requests sent to ADDR, e.g. the D-SID (repeatable; see lab udp-flow)")
+    service.add_argument("--udp-port", type=int, default=None, help="UDP port of --udp (default: --port)")
     service.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     service.set_defaults(handler=_service)
 
