@@ -11,8 +11,13 @@ state file, and the agent's ``web`` service allows one drain at a time (``drain.
    no new session lands on vnf-c afterwards, and no client request fails.
 2. Draining with ``max_drained: 1``: the first drain is accepted, the second and third are refused with the
    reason while it is active; after the undrain the next drain is accepted. No client request fails.
+3. A canary without a breach: ``commit`` is refused before the last stage, accepted there; the rollout is
+   ``committed`` and vnf-c takes its capacity share again. No client request fails.
+4. A hard rollback (``rollout abort SERVICE --hard``) at the last stage, with long sessions open on vnf-c:
+   the router evicts their flows (``dyncast ctl flows`` shows none left on vnf-c), counts one rollback
+   eviction and the flows in ``shifted_flows``, and no request of those sessions is served by vnf-c after.
 
-One lab for the module (a few seconds to come up); the whole file takes about 30 s.
+One lab for the module (a few seconds to come up); the whole file takes about 70 s.
 """
 
 from __future__ import annotations
@@ -314,3 +319,103 @@ def test_drains_are_serialized_by_max_drained(lab: Lab) -> None:
     assert next_drain.returncode == 0, (next_drain.stdout, next_drain.stderr)
     assert undrain_b.returncode == 0, (undrain_b.stdout, undrain_b.stderr)
     assert not failed, f"{len(failed)} failed requests, e.g. {failed[:3]}"
+
+
+# ------------------------------------------------------------------ 3. a rollout that commits
+
+
+def start_rollout(lab: Lab, name: str, *, hold: float, rollback: str = "soft") -> None:
+    plan = lab.workdir / f"{name}.yml"
+    plan.write_text(json.dumps({
+        "name": name, "service": SERVICE, "version": 2,
+        "stages": [{"share": 10, "hold": hold}, {"share": 30, "hold": hold}, {"share": 100, "hold": hold}],
+        "kpis": {"max_rtt_ms": MAX_RTT_MS, "breach_for": 0}, "rollback": rollback, "auto_commit": False}))
+    lab.ctl("--socket", str(ROUTER_SOCK), "rollout", "clear", SERVICE)  # whatever the previous test left
+    done = lab.ctl("--socket", str(ROUTER_SOCK), "rollout", "start", str(plan))
+    assert done.returncode == 0, (done.stdout, done.stderr)
+
+
+def at_last_stage(lab: Lab, hold: float) -> dict[str, Any]:
+    view = expect(lab.rollout, lambda v: v.get("stage") == 3 or v.get("status") != "running",
+                  timeout=4 * hold + 5, wait=0.1, what="the last stage", diagnose=lab.diagnose)
+    assert view.get("status") == "running" and view.get("stage") == 3, view
+    return view
+
+
+def router_counters(lab: Lab) -> dict[str, Any]:
+    return dict((lab.router(verb="status").get("status") or {}).get("counters") or {})
+
+
+def test_canary_without_breach_reaches_the_last_stage_and_commits(lab: Lab) -> None:
+    hold = 2.0
+    out = lab.workdir / "commit.jsonl"
+    load = lab.load(out, rate=10, duration=4 * hold + 4)
+    tail, seen = EventTail(out, "client"), list[RequestEvent]()
+    first_event(tail, load, seen)
+    started = time.time()
+    start_rollout(lab, "web-v2-commit", hold=hold)
+    early = lab.ctl("--socket", str(ROUTER_SOCK), "rollout", "commit", SERVICE)  # refused before the last stage
+    at_last_stage(lab, hold)
+    reached = time.time()
+    done = lab.ctl("--socket", str(ROUTER_SOCK), "rollout", "commit", SERVICE)
+    view = lab.rollout()
+    after = expect(lab.shares, lambda s: s.get(NEW, 0.0) > 0.4, timeout=5.0, wait=0.1,
+                   what=f"{NEW} at its capacity share after the commit", diagnose=lab.diagnose)
+    finish(tail, load, seen, timeout=4 * hold + 20)
+    failed = [e for e in seen if not e.ok]
+    print(f"commit: early commit -> rc {early.returncode} {(early.stdout + early.stderr).strip()!r}; "
+          f"last stage {reached - started:.1f} s after start; commit -> rc {done.returncode}; "
+          f"kernel after it {fmt(after)}; {len(seen)} requests, {len(failed)} failed; "
+          f"history {[h['event'] for h in view.get('history', [])]}")
+    assert early.returncode == 2 and "last stage" in early.stdout + early.stderr, (early.stdout, early.stderr)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert view.get("status") == "committed", view
+    assert not failed, f"{len(failed)} failed requests, e.g. {failed[:3]}"
+    lab.ctl("--socket", str(ROUTER_SOCK), "rollout", "clear", SERVICE)
+
+
+# ------------------------------------------------------------------ 4. hard rollback re-pins flows
+
+
+def flows_on(lab: Lab, name: str) -> int:
+    answer = lab.router(verb="flows", service=SERVICE)
+    return sum(int(item["flows"]) for item in answer.get("flows") or () if item["instance"] == INSTANCES[name])
+
+
+def test_hard_rollback_evicts_the_flows_on_the_new_version_and_counts_them(lab: Lab) -> None:
+    hold = 30.0  # the test aborts at the last stage; nothing moves on by itself meanwhile
+    out = lab.workdir / "hard.jsonl"
+    start_rollout(lab, "web-v2-hard", hold=0.5)
+    at_last_stage(lab, 0.5)
+    # long sessions (20 requests, 0.25 s apart): open flows on every instance, vnf-c included, at the abort
+    load = lab.run.spawn("client", "load-hard", [
+        DYNCAST, "lab", "load", "--target", f"{DSID}:{PORT}", "--rate", "8", "--requests-per-session", "20",
+        "--think-ms", "250", "--timeout", "3", "--seed", "12", "--duration", "6", "--client", "client",
+        "--out", str(out), "--log-level", "warning"])
+    tail, seen = EventTail(out, "client"), list[RequestEvent]()
+    first_event(tail, load, seen)
+    before = expect(lambda: flows_on(lab, NEW), lambda n: n >= 3, timeout=hold, wait=0.2,
+                    what=f"open flows on {NEW}", diagnose=lab.diagnose)
+    counters_before = router_counters(lab)
+    aborted = time.time()
+    done = lab.ctl("--socket", str(ROUTER_SOCK), "rollout", "abort", SERVICE, "--hard")
+    after = expect(lambda: flows_on(lab, NEW), lambda n: n == 0, timeout=3.0, wait=0.05,
+                   what=f"no flow left on {NEW}", diagnose=lab.diagnose)
+    emptied = time.time() - aborted
+    counters_after = router_counters(lab)
+    finish(tail, load, seen, timeout=30)
+    view = lab.rollout()
+    facts = session_facts(seen)
+    on_new = {key for key, fact in facts.items() if fact.instance == NEW and fact.start < aborted}
+    served_after = [e for e in seen if e.key in on_new and e.t > aborted + 0.5 and e.ok
+                    and e.instance == NEW]
+    evictions = int(counters_after.get("rollback_evictions", 0)) - int(counters_before.get("rollback_evictions", 0))
+    shifted = int(counters_after.get("shifted_flows", 0)) - int(counters_before.get("shifted_flows", 0))
+    print(f"hard rollback: {before} flows on {NEW} at the abort, {after} after {emptied:.2f} s; counters: "
+          f"rollback_evictions +{evictions}, shifted_flows +{shifted}; {len(on_new)} sessions had started on "
+          f"{NEW}, {len(served_after)} of their requests served there after the abort; {view.get('reason')}")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert view.get("status") == "rolled-back" and view.get("hard") is True, view
+    assert evictions == 1 and shifted >= before, (counters_before, counters_after)
+    assert not served_after, served_after[:3]
+    lab.ctl("--socket", str(ROUTER_SOCK), "rollout", "clear", SERVICE)
