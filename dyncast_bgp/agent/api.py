@@ -23,6 +23,7 @@ answers).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -106,6 +107,26 @@ def validate(data: Any) -> Registration | list[FieldError]:
         errors = [FieldError(_format_loc(_field_loc(tuple(e["loc"]), data)) or "<body>", _message(e))
                   for e in exc.errors()]
         return list({(e.loc, e.msg): e for e in errors}.values())
+
+
+def validate_saved(data: Any) -> tuple[Registration | list[FieldError], list[str]]:
+    """A state-file entry, read as :func:`validate` reads a body except that fields this version does not
+    know (a newer version wrote them: docs/operations.md, upgrading dyncast itself) are dropped; their
+    paths come back second, for the log. Any other problem fails the entry as it would a request."""
+    try:
+        return Registration.model_validate(data), []
+    except ValidationError as exc:
+        errors = exc.errors()
+    unknown = [_field_loc(tuple(e["loc"]), data) for e in errors if e["type"] == "extra_forbidden"]
+    if not unknown or len(unknown) != len(errors):
+        return validate(data), []
+    trimmed = copy.deepcopy(data)
+    for path in unknown:
+        node = trimmed
+        for part in path[:-1]:
+            node = node[part]
+        del node[path[-1]]
+    return validate(trimmed), [_format_loc(path) for path in unknown]
 
 
 def _field_loc(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
@@ -213,9 +234,12 @@ class Registrations:
     def restore(self, saved: list[dict[str, Any]], tasks: InstanceTasks | None = None) -> None:
         """Re-register what the state file holds; the config wins every conflict, which is reported."""
         for index, data in enumerate(saved):
-            checked = validate(data)
+            checked, ignored = validate_saved(data)
             service = str(data.get("service", "?")) if isinstance(data, dict) else "?"
             name = str(data.get("name", "?")) if isinstance(data, dict) else "?"
+            if ignored:
+                log.warning("registration_state_fields_ignored", service=service, instance=name, entry=index,
+                            fields=ignored, reason="written by a newer version; this version does not know them")
             if isinstance(checked, list):
                 reason = "; ".join(f"{e.loc}: {e.msg}" for e in checked)
                 self._conflict(Conflict(service, name, f"state file entry {index} is invalid: {reason}",

@@ -3,7 +3,10 @@
 A reader sees the old file or the new one, never half of one, whatever the
 moment the agent or the host dies. The document is JSON:
 ``{"format": 1, "registrations": [{...}, ...]}`` with each registration as the
-API took it (the request body, normalised). A file that cannot be read or
+API took it (the request body, normalised). Formats 1 to :data:`FORMAT` are
+read; fields of an entry this version does not know (a newer version wrote them)
+are dropped with a warning (``agent.api.validate_saved``), so a downgrade keeps
+every registration. A file that cannot be read or
 parsed is moved aside to ``<path>.bad`` (so the next write does not destroy
 what an operator may want to look at) and the agent starts without it.
 """
@@ -44,8 +47,9 @@ def load(path: str | Path) -> list[dict[str, Any]]:
         raise StateFileError(f"{target}: cannot read: {exc}") from None
     try:
         document = json.loads(text)
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
-            raise ValueError(f"not a format-{FORMAT} registrations document")
+        if not isinstance(document, dict) or not isinstance(document.get("format"), int) \
+                or not 1 <= document["format"] <= FORMAT:
+            raise ValueError(f"not a registrations document of a format this version reads (1-{FORMAT})")
         registrations = document.get("registrations")
         if not isinstance(registrations, list) or not all(isinstance(r, dict) for r in registrations):
             raise ValueError("`registrations` must be a list of objects")

@@ -36,7 +36,7 @@ from dyncast_bgp.model import InstanceKey, IPAddress, ServiceId
 TUNNEL_KINDS = frozenset({"ipip", "sit", "gre", "ip6tnl", "ip6gre"})
 _HEADER = re.compile(r"^dc service (\S+) (flow|client) (\d+)$")
 _PICK = re.compile(r"^dc pick (0x[0-9a-f]+) (\d+)-(\d+)$")
-_META = re.compile(r"^dyncast-bgp schema=(\d+) src_valid_mark=(-|\d+)$")
+_META = re.compile(r"^dyncast-bgp schema=(\d+) src_valid_mark=(-|\d+)(?: [a-z_]+=\S*)*$")  # later fields: ignored
 
 
 class ReadbackError(ValueError):
@@ -92,7 +92,7 @@ def _registry(elements: Sequence[Any], layout: Layout, out: dict[int, str]) -> M
             continue
         slot = value & ~MARK_MASK
         if slot == META_SLOT:
-            meta = _meta(comment)
+            meta = parse_meta(comment)
         else:
             out[slot] = comment
     return meta
@@ -105,7 +105,7 @@ def _element(element: Any) -> tuple[Any, str]:
     return element, ""
 
 
-def _meta(comment: str) -> Meta:
+def parse_meta(comment: str) -> Meta:
     match = _META.match(comment)
     if not match:
         raise ReadbackError(f"table inet dyncast has no dyncast-bgp bookkeeping element (found {comment!r})")
