@@ -13,6 +13,9 @@ Endpoints (any method is accepted on the service path):
   (``cpu_utilization``, ``active_sessions``, ``queued_requests``, ``service_delay``,
   ``capacity``) plus ``requests_total`` and ``errors_total``; see :meth:`Service.metrics`.
 - ``GET /health``: 200 ``ok``, 503 while failed.
+- ``POST /admin/errors?share=S``: answer that share of requests (evenly spread) with 500 after
+  doing the work, while ``/health`` stays ok: a broken release that is still up (``error_rate``
+  on ``/metrics`` shows it: errors over the last ``delay_window_s``).
 - ``POST /admin/fail``, ``POST /admin/recover``, ``POST /admin/load?busy=N``: N synthetic
   busy workers held until set again (0 clears); they raise ``cpu_utilization`` and take
   workers away from real requests.
@@ -51,7 +54,8 @@ DISTRIBUTIONS: tuple[Distribution, ...] = ("fixed", "exponential")
 MAX_HEAD = 64 * 1024
 MAX_BODY = 1024 * 1024
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
-           431: "Request Header Fields Too Large", 501: "Not Implemented", 503: "Service Unavailable"}
+           431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
+           503: "Service Unavailable"}
 
 log = structlog.get_logger("dyncast.lab.service")
 
@@ -316,6 +320,7 @@ class _Counters:
     errors_total: int = 0
     connections: int = 0
     completed: deque[tuple[float, float]] = field(default_factory=deque)  # (done at, total ms)
+    outcomes: deque[tuple[float, bool]] = field(default_factory=deque)  # (answered at, was an error)
     waiting: dict[int, float] = field(default_factory=dict)  # request number -> queued at
 
 
@@ -325,6 +330,8 @@ class Service:
     def __init__(self, config: ServiceConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.failed = False
+        self.error_share = 0.0  # /admin/errors: the share of requests answered 500 while /health stays ok
+        self._answered = 0
         self._clock = clock
         self._times = ServiceTimes(config.service_ms, config.distribution, config.seed)
         self._busy = BusyWindow(config.window_s, clock())
@@ -393,6 +400,9 @@ class Service:
         counters = self._counters
         while counters.completed and counters.completed[0][0] < now - self.config.delay_window_s:
             counters.completed.popleft()
+        while counters.outcomes and counters.outcomes[0][0] < now - self.config.delay_window_s:
+            counters.outcomes.popleft()
+        errors = sum(1 for _, error in counters.outcomes if error)
         ages = [(now - t) * 1000.0 for t in counters.waiting.values()]
         delay = estimated_delay_us([ms for _, ms in counters.completed], ages, self.config.service_ms)
         utilization = 100.0 * self._busy.mean(now) / self.config.capacity
@@ -401,6 +411,7 @@ class Service:
             "active_sessions": counters.connections,
             "queued_requests": self._pool.queued,
             "service_delay": delay,
+            "error_rate": round(100.0 * errors / len(counters.outcomes), 3) if counters.outcomes else 0.0,
             "capacity": self.config.nominal_rate,
             "requests_total": counters.requests_total,
             "errors_total": counters.errors_total,
@@ -490,15 +501,27 @@ class Service:
                 self.set_load(int(values[0]))
             except ValueError as exc:
                 return 400, _json({"error": str(exc)})
+        elif request.path == "/admin/errors":
+            values = request.query.get("share", [])
+            try:
+                share = float(values[0]) if len(values) == 1 else math.nan
+            except ValueError:
+                share = math.nan
+            if not 0.0 <= share <= 1.0:
+                return 400, _json({"error": "/admin/errors needs share=S (a number 0..1)"})
+            self.error_share = share
+            log.info("service_errors_set", instance=self.config.name, share=share)
         else:
             return 404, _json({"error": f"no admin action {request.path}"})
-        return 200, _json({"instance": self.config.name, "failed": self.failed, "busy": self._pool.reserved})
+        return 200, _json({"instance": self.config.name, "failed": self.failed, "busy": self._pool.reserved,
+                           "error_share": self.error_share})
 
     async def _work(self) -> tuple[int, bytes]:
         counters = self._counters
         counters.requests_total += 1
         if self.failed:
             counters.errors_total += 1
+            counters.outcomes.append((self._clock(), True))
             return 503, _json({"instance": self.config.name, "error": "failed"})
         self._numbers += 1
         number = self._numbers
@@ -516,6 +539,12 @@ class Service:
             self._pool.release()
         done = self._clock()
         counters.completed.append((done, (done - queued_at) * 1000.0))
+        self._answered += 1
+        if math.floor(self._answered * self.error_share) > math.floor((self._answered - 1) * self.error_share):
+            counters.errors_total += 1  # a broken release: the work is done, the answer is wrong
+            counters.outcomes.append((done, True))
+            return 500, _json({"instance": self.config.name, "error": "injected (/admin/errors)"})
+        counters.outcomes.append((done, False))
         return 200, _json({"instance": self.config.name, "queue_ms": round((started - queued_at) * 1000.0, 3),
                            "service_ms": round(service_ms, 3)})
 

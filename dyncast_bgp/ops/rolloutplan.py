@@ -12,7 +12,8 @@ kpis:                             # toward the new-version instances, the worst 
   max_rtt_ms: 50                  # probe RTT (window mean)
   max_loss: 0.02                  # probe loss (0-1); unreachable counts as 1
   max_service_delay_ms: 200       # the service_delay metric the agents report
-  max_metrics: {queued_requests: 100}   # any other metric the agents report
+  max_error_rate: 1               # percent of requests answered with an error (the error_rate metric)
+  max_metrics: {queued_requests: 100}   # any other metric the agents report (a known metric name)
   breach_for: 0                   # seconds a breach must last before the rollback
 rollback: soft                    # soft: flows already on the new version finish there; hard: evicted
 auto_commit: false                # commit by itself after the last stage's hold
@@ -27,8 +28,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dyncast_bgp.config.schema import METRIC_NAMES
 from dyncast_bgp.model import ServiceId
 from dyncast_bgp.ops.durations import parse_duration
 from dyncast_bgp.ops.rollout import Kpis, Plan, Stage
@@ -61,6 +63,7 @@ class _Kpis(_Strict):
     max_rtt_ms: Limit | None = None
     max_loss: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
     max_service_delay_ms: Limit | None = None
+    max_error_rate: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
     max_metrics: dict[str, Limit] = Field(default_factory=dict)
     breach_for: float | str = 0.0
 
@@ -68,6 +71,27 @@ class _Kpis(_Strict):
     @classmethod
     def _breach_for(cls, value: float | str) -> float:
         return parse_duration(value)
+
+    @field_validator("max_metrics")
+    @classmethod
+    def _known(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(METRIC_NAMES))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {', '.join(unknown)} (known: {', '.join(METRIC_NAMES)})")
+        return value
+
+    @model_validator(mode="after")
+    def _one_error_rate(self) -> _Kpis:
+        if self.max_error_rate is not None and "error_rate" in self.max_metrics:
+            raise ValueError("max_error_rate and max_metrics.error_rate both set: keep one")
+        return self
+
+    def limits(self) -> dict[str, float]:
+        """``max_metrics`` with ``max_error_rate`` (percent) folded in as the ``error_rate`` metric's limit."""
+        limits = dict(self.max_metrics)
+        if self.max_error_rate is not None:
+            limits["error_rate"] = self.max_error_rate
+        return limits
 
 
 class _Plan(_Strict):
@@ -105,7 +129,7 @@ def plan_from_document(data: Any) -> Plan:
     return Plan(service=ServiceId.parse(model.service), version=model.version,
                 stages=tuple(Stage(stage.share / 100.0, float(stage.hold)) for stage in model.stages),
                 kpis=Kpis(max_rtt_ms=kpis.max_rtt_ms, max_loss=kpis.max_loss,
-                          max_service_delay_ms=kpis.max_service_delay_ms, max_metrics=dict(kpis.max_metrics),
+                          max_service_delay_ms=kpis.max_service_delay_ms, max_metrics=kpis.limits(),
                           breach_for=float(kpis.breach_for)),
                 hard_rollback=model.rollback == "hard", auto_commit=model.auto_commit, name=model.name)
 

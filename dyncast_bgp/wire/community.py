@@ -104,6 +104,7 @@ REGISTRY: tuple[MetricSpec, ...] = (
     MetricSpec("capacity", 0x06, Level.RAW, Unit.PER_SECOND, ValueFormat.UINT32,
                default_source=Source.NOMINAL),
     MetricSpec("service_delay", 0x07, Level.RAW, Unit.MICROSECONDS, ValueFormat.UINT32),
+    MetricSpec("error_rate", 0x08, Level.RAW, Unit.PERCENT, ValueFormat.FLOAT32, 0.0, 100.0),
     MetricSpec("compute_score", 0x10, Level.CATEGORY, Unit.NONE, ValueFormat.FLOAT32, 0.0, 10.0,
                Source.NORMALIZED),
     MetricSpec("network_score", 0x11, Level.CATEGORY, Unit.NONE, ValueFormat.FLOAT32, 0.0, 10.0,

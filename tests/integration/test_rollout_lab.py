@@ -17,7 +17,11 @@ state file, and the agent's ``web`` service allows one drain at a time (``drain.
    the router evicts their flows (``dyncast ctl flows`` shows none left on vnf-c), counts one rollback
    eviction and the flows in ``shifted_flows``, and no request of those sessions is served by vnf-c after.
 
-One lab for the module (a few seconds to come up); the whole file takes about 70 s.
+5. The error-rate KPI: the new version answers half its requests with 500 while its health stays green;
+   the reported ``error_rate`` breaches ``max_error_rate`` and the rollout rolls back by itself; no request
+   fails on the old version.
+
+One lab for the module (a few seconds to come up); the whole file takes about 90 s.
 """
 
 from __future__ import annotations
@@ -418,4 +422,50 @@ def test_hard_rollback_evicts_the_flows_on_the_new_version_and_counts_them(lab: 
     assert view.get("status") == "rolled-back" and view.get("hard") is True, view
     assert evictions == 1 and shifted >= before, (counters_before, counters_after)
     assert not served_after, served_after[:3]
+    lab.ctl("--socket", str(ROUTER_SOCK), "rollout", "clear", SERVICE)
+
+
+# ------------------------------------------------------------ 5. error-rate KPI
+
+
+def test_canary_rolls_back_when_the_new_version_answers_errors(lab: Lab) -> None:
+    plan = lab.workdir / "web-v2-errors.yml"
+    plan.write_text(json.dumps({
+        "name": "web-v2-errors", "service": SERVICE, "version": 2,
+        "stages": [{"share": 30, "hold": 60}, {"share": 100, "hold": 60}],
+        "kpis": {"max_error_rate": 5, "breach_for": 0}, "rollback": "soft", "auto_commit": False}))
+    lab.ctl("--socket", str(ROUTER_SOCK), "rollout", "clear", SERVICE)
+    out = lab.workdir / "errors.jsonl"
+    load = lab.load(out, rate=12, duration=12)
+    tail, seen = EventTail(out, "client"), list[RequestEvent]()
+    first_event(tail, load, seen)
+    done = lab.ctl("--socket", str(ROUTER_SOCK), "rollout", "start", str(plan))
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    expect(lab.shares, lambda s: s.get(NEW, 0.0) > 0.05, timeout=5.0, wait=0.1, what=f"{NEW} taking new flows",
+           diagnose=lab.diagnose)
+    broken = lab.run.exec("agent", ["curl", "-sS", "-m", "2", "-X", "POST",
+                                    f"http://{INSTANCES[NEW]}:{PORT}/admin/errors?share=0.5"], check=False)
+    broke_at = time.time()
+    try:
+        assert broken.returncode == 0, broken.stderr
+        view = expect(lab.rollout, lambda v: v.get("status") != "running", timeout=10.0, wait=0.05,
+                      what="the rollback on the error rate", diagnose=lab.diagnose)
+        rolled_back = time.time()
+        expect(lab.shares, lambda s: s.get(NEW, 0.0) == 0.0, timeout=3.0, wait=0.05,
+               what=f"{NEW} out of the kernel", diagnose=lab.diagnose)
+        out_of_kernel = time.time()
+        finish(tail, load, seen, timeout=30)
+    finally:
+        lab.run.exec("agent", ["curl", "-sS", "-m", "2", "-X", "POST",
+                               f"http://{INSTANCES[NEW]}:{PORT}/admin/errors?share=0"], check=False)
+    facts = session_facts(seen)
+    late = Counter(f.instance for f in facts.values() if f.start >= out_of_kernel)
+    failed = [e for e in seen if not e.ok]
+    elsewhere = [e for e in failed if e.instance != NEW]
+    print(f"errors: {NEW} answering 50 % errors; rolled back {rolled_back - broke_at:.2f} s later "
+          f"({view.get('reason')}); out of the kernel after {out_of_kernel - broke_at:.2f} s; new sessions after: "
+          f"{dict(late)}; {len(failed)} failed requests, all on {NEW}: {not elsewhere}")
+    assert view.get("status") == "rolled-back" and "error_rate" in str(view.get("reason")), view
+    assert late[NEW] == 0 and sum(late.values()) >= 5, dict(late)
+    assert not elsewhere, elsewhere[:3]
     lab.ctl("--socket", str(ROUTER_SOCK), "rollout", "clear", SERVICE)

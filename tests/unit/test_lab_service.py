@@ -263,7 +263,8 @@ def test_metrics_use_the_project_metric_names_and_pass_the_agent_checks() -> Non
             document = await metrics(service.port)
             taken = select_metrics(document, {})  # what the agent's http collector would take
             assert set(taken) == {"cpu_utilization", "active_sessions", "queued_requests", "service_delay",
-                                  "capacity"}
+                                  "error_rate", "capacity"}
+            assert taken["error_rate"] == 0.0
             assert taken["capacity"] == 80
             assert taken["active_sessions"] == 1  # the /metrics connection itself
             assert 50_000 <= taken["service_delay"] < 200_000
@@ -288,6 +289,27 @@ def test_fail_and_recover() -> None:
             assert (await call(port, "POST", "/admin/recover"))[0] == 200
             assert (await call(port, "GET", "/"))[0] == 200
             assert (await call(port, "GET", "/health"))[0] == 200
+        finally:
+            await service.stop()
+
+    run(scenario())
+
+
+def test_injected_errors_show_in_error_rate_while_health_stays_ok() -> None:
+    async def scenario() -> None:
+        service = await started(service_ms=1.0)
+        port = service.port
+        try:
+            for bad in ("", "?share=2", "?share=x", "?share=0.5&share=0.1"):
+                assert (await call(port, "POST", f"/admin/errors{bad}"))[0] == 400, bad
+            assert (await call(port, "POST", "/admin/errors?share=0.25"))[0] == 200
+            statuses = [(await call(port, "GET", "/"))[0] for _ in range(8)]
+            assert statuses.count(500) == 2 and statuses.count(200) == 6  # evenly spread: 1 in 4
+            assert (await call(port, "GET", "/health"))[0] == 200
+            document = await metrics(port)
+            assert document["error_rate"] == 25.0 and document["errors_total"] == 2
+            assert (await call(port, "POST", "/admin/errors?share=0"))[0] == 200
+            assert [(await call(port, "GET", "/"))[0] for _ in range(4)] == [200] * 4
         finally:
             await service.stop()
 

@@ -68,6 +68,19 @@ def test_plan_errors_say_where() -> None:
         assert where in text, text
 
 
+def test_error_rate_kpi_and_metric_names_are_checked() -> None:
+    base = {"service": "203.0.113.10/32", "version": 2, "stages": [{"share": 10, "hold": 1}]}
+    got = plan_from_document({**base, "kpis": {"max_error_rate": 5, "max_metrics": {"queued_requests": 9}}})
+    assert got.kpis.max_metrics == {"error_rate": 5.0, "queued_requests": 9.0}
+    assert machine.breach(got.kpis, Sample(instances=1, metrics={"error_rate": 12.5})) == "error_rate 12.5 over 5"
+    assert machine.breach(got.kpis, Sample(instances=1, metrics={"error_rate": 4.0})) is None
+    for kpis, where in (({"max_metrics": {"error_rte": 5}}, r"kpis.max_metrics: .*unknown metric\(s\) error_rte"),
+                        ({"max_error_rate": 101}, "kpis.max_error_rate"),
+                        ({"max_error_rate": 1, "max_metrics": {"error_rate": 2}}, "both set")):
+        with pytest.raises(PlanError, match=where):
+            plan_from_document({**base, "kpis": kpis})
+
+
 # ------------------------------------------------------------ the state machine
 
 def test_stages_advance_after_their_hold_once_a_sample_was_seen() -> None:
