@@ -191,10 +191,11 @@ def router_rollouts(answer: Mapping[str, Any]) -> str:
                      f"{view.get('stage')}/{view.get('stages')}", "-" if cap is None else f"{cap:.0%}",
                      "-" if share is None else f"{share:.1%}",
                      f"{_number(view.get('held'))}/{_number(view.get('hold'))}s",
+                     ",".join(view.get("clients") or ()) or "all",
                      str(view.get("reason") or last.get("detail") or "-")])
     if not rows:
         return "no rollouts\n"
-    return table(("SERVICE", "VERSION", "STATUS", "STAGE", "CAP", "SHARE", "HELD", "WHY"), rows)
+    return table(("SERVICE", "VERSION", "STATUS", "STAGE", "CAP", "SHARE", "HELD", "CLIENTS", "WHY"), rows)
 
 
 ROUTER = {"rollout": router_rollouts, "services": router_services, "instances": router_instances,

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from dyncast_bgp.model import InstanceKey, IPAddress, ServiceId
+from dyncast_bgp.model import InstanceKey, IPAddress, IPNetwork, ServiceId
 
 
 class Affinity(enum.StrEnum):
@@ -83,6 +83,22 @@ class InstanceTarget:
 
 
 @dataclass(frozen=True, slots=True)
+class Audience:
+    """New flows from ``clients`` are spread by ``weights`` instead of the service's own (a client-prefix
+    canary: the new version for these clients only). Instances not in ``weights`` get none of them."""
+
+    clients: tuple[IPNetwork, ...]
+    weights: Mapping[InstanceKey, float]
+
+    def __post_init__(self) -> None:
+        if not self.clients:
+            raise ValueError("an audience needs at least one client prefix")
+        for key, weight in self.weights.items():
+            if not (math.isfinite(weight) and weight >= 0.0):
+                raise ValueError(f"{key}: audience weight must be a finite number >= 0, got {weight!r}")
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceTarget:
     """One D-SID: how new flows are spread over its instances and how flows stick."""
 
@@ -90,6 +106,7 @@ class ServiceTarget:
     instances: tuple[InstanceTarget, ...]
     affinity: Affinity = Affinity.FLOW
     affinity_timeout: float = 300.0  # seconds an idle client keeps its instance (client affinity)
+    audience: Audience | None = None
 
     def __post_init__(self) -> None:
         keys = [target.key for target in self.instances]
@@ -100,6 +117,14 @@ class ServiceTarget:
                 raise ValueError(f"{target.key} is not an instance of {self.service}")
         if not (math.isfinite(self.affinity_timeout) and self.affinity_timeout > 0):
             raise ValueError(f"{self.service}: affinity_timeout must be > 0")
+        if self.audience is not None:
+            unknown = set(self.audience.weights) - set(keys)
+            if unknown:
+                raise ValueError(f"{self.service}: audience weights for instances not listed: "
+                                 f"{', '.join(sorted(map(str, unknown)))}")
+            wrong = [str(net) for net in self.audience.clients if net.version != self.service.version]
+            if wrong:
+                raise ValueError(f"{self.service}: audience clients of the other address family: {', '.join(wrong)}")
 
     @property
     def weights(self) -> Mapping[InstanceKey, float]:

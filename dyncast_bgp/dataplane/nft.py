@@ -17,6 +17,11 @@ writes (names prefixed ``dc_``)::
       meta mark < 7000 -> meta mark set M1 ct mark set M1 [update @dc_aff4], done
       meta mark set M2 ct mark set M2 [update @dc_aff4]      the last weighted instance takes the rest
 
+    with a client-prefix canary (an audience), before the draw:
+      ip saddr { 198.51.100.0/24 } meta mark set numgen random mod 10000     the audience's own draw
+      ip saddr { ... } meta mark < 1000 -> meta mark set M3 ct mark set M3, done
+      ip saddr { ... } -> meta mark set M1 ct mark set M1, done
+
 A weight change rewrites only the service's chain (``flush chain`` + its
 rules) in one transaction: atomic, no other object touched, affinity
 entries and conntrack kept. Weights live in rules, not in one big interval
@@ -108,6 +113,8 @@ def service_rules(entry: ServiceEntry, layout: Layout) -> list[str]:
         remember = f" update @{amap} {{ {key} timeout {entry.timeout_ms}ms : "
         rules.append(f"ct mark set {key} map @{amap} ct mark @{REGISTRY} counter meta mark set ct mark"
                      f"{remember}ct mark }} return comment \"dc affinity\"")
+    if entry.audience is not None:
+        rules += audience_rules(entry, layout, remember)
     weighted = [instance for instance in entry.instances if instance.buckets]
     if not weighted:
         return rules
@@ -122,6 +129,28 @@ def service_rules(entry: ServiceEntry, layout: Layout) -> list[str]:
             rules.append(f"counter meta mark set {mark} ct mark set {mark}{update} {comment}")
         else:
             rules.append(f"meta mark < {high} counter meta mark set {mark} ct mark set {mark}{update} return {comment}")
+        low = high
+    return rules
+
+
+def audience_rules(entry: ServiceEntry, layout: Layout, remember: str) -> list[str]:
+    """A client-prefix canary: new flows from the audience's clients take their own draw, and return."""
+    audience = entry.audience
+    assert audience is not None
+    weighted = [(instance, buckets) for instance, buckets in zip(entry.instances, audience.buckets, strict=True)
+                if buckets]
+    if not weighted:
+        return []
+    match = f"{_FAMILY[entry.service.prefix.version][0]} saddr {{ {', '.join(audience.clients)} }}"
+    rules = [f'{match} meta mark set numgen random mod {layout.resolution} comment "dc audience draw"']
+    base, low, last = layout.mark_base, 0, weighted[-1][0]
+    for instance, buckets in weighted:
+        mark = f"{base | instance.slot:#010x}"
+        high = low + buckets
+        update = f"{remember}{mark} }}" if remember else ""
+        limit = "" if instance is last else f" meta mark < {high}"
+        rules.append(f"{match}{limit} counter meta mark set {mark} ct mark set {mark}{update} return "
+                     f'comment "dc audience pick {mark} {low}-{high - 1}"')
         low = high
     return rules
 

@@ -33,12 +33,14 @@ from dyncast_bgp.dataplane import buckets as bucketing
 from dyncast_bgp.dataplane.desired import DesiredState, Encap, Forwarding, InstanceTarget, ServiceTarget
 from dyncast_bgp.dataplane.layout import MAX_SLOT, Layout
 from dyncast_bgp.dataplane.state import (
+    AudienceEntry,
     InstanceEntry,
     KernelState,
     Meta,
     ServiceEntry,
     Stale,
     Tunnel,
+    canonical_clients,
     tunnel_for,
 )
 from dyncast_bgp.model import InstanceKey
@@ -200,7 +202,18 @@ def entry_for(target: ServiceTarget, slots: Sequence[int], layout: Layout,
                                     resolve(instance.forwarding) if resolve else instance.forwarding, instance.name)
                       for instance, slot, share in zip(ordered, slots, shares, strict=True))
     return ServiceEntry(target.service, target.affinity, timeout_ms(target.affinity_timeout), instances,
-                        str(target.service) if label is None else label)
+                        str(target.service) if label is None else label, audience_entry(target, ordered, layout))
+
+
+def audience_entry(target: ServiceTarget, ordered: Sequence[InstanceTarget], layout: Layout) -> AudienceEntry | None:
+    """The installed form of ``target.audience`` for instances in ``ordered`` (draw) order; None without one."""
+    audience = target.audience
+    if audience is None:
+        return None
+    weights = audience.weights
+    buckets = bucketing.split([weights.get(instance.key, 0.0) for instance in ordered], layout.resolution)
+    return AudienceEntry(canonical_clients(audience.clients), tuple(buckets))
+
 
 
 SAME, REWEIGHTED, REBUILT = 0, 1, 2  # what compare_targets found
@@ -221,7 +234,8 @@ def compare_targets(a: ServiceTarget, b: ServiceTarget) -> int:
         return SAME
     if len(a.instances) != len(b.instances):
         return REBUILT
-    result = SAME if a.affinity is b.affinity and a.affinity_timeout == b.affinity_timeout else REWEIGHTED
+    result = SAME if (a.affinity is b.affinity and a.affinity_timeout == b.affinity_timeout
+                      and a.audience == b.audience) else REWEIGHTED
     for x, y in zip(a.instances, b.instances, strict=True):
         if x is y:
             continue
@@ -242,7 +256,8 @@ def reweighted_entry(target: ServiceTarget, old: ServiceEntry, layout: Layout) -
     shares = bucketing.split([instance.weight for instance in target.instances], layout.resolution)
     instances = tuple([InstanceEntry(instance.key, entry.slot, share, entry.forwarding, entry.name)
                        for instance, entry, share in zip(target.instances, old.instances, shares, strict=True)])
-    return ServiceEntry(target.service, target.affinity, timeout_ms(target.affinity_timeout), instances, old.label)
+    return ServiceEntry(target.service, target.affinity, timeout_ms(target.affinity_timeout), instances, old.label,
+                        audience_entry(target, target.instances, layout))
 
 
 def same_forwarding(a: Forwarding | None, b: Forwarding | None) -> bool:

@@ -30,12 +30,23 @@ from typing import Any
 
 from dyncast_bgp.dataplane.desired import Affinity
 from dyncast_bgp.dataplane.layout import MARK_MASK, META_SLOT, SCHEMA, Layout, is_service_chain, is_tunnel_name
-from dyncast_bgp.dataplane.state import InstanceEntry, KernelState, Meta, ServiceEntry, Stale, Tunnel
+from dyncast_bgp.dataplane.state import (
+    AudienceEntry,
+    InstanceEntry,
+    KernelState,
+    Meta,
+    ServiceEntry,
+    Stale,
+    Tunnel,
+    canonical_clients,
+)
 from dyncast_bgp.model import InstanceKey, IPAddress, ServiceId
 
 TUNNEL_KINDS = frozenset({"ipip", "sit", "gre", "ip6tnl", "ip6gre"})
 _HEADER = re.compile(r"^dc service (\S+) (flow|client) (\d+)$")
 _PICK = re.compile(r"^dc pick (0x[0-9a-f]+) (\d+)-(\d+)$")
+_AUDIENCE_PICK = re.compile(r"^dc audience pick (0x[0-9a-f]+) (\d+)-(\d+)$")
+_AUDIENCE_DRAW = "dc audience draw"
 _META = re.compile(r"^dyncast-bgp schema=(\d+) src_valid_mark=(-|\d+)(?: [a-z_]+=\S*)*$")  # later fields: ignored
 
 
@@ -47,6 +58,8 @@ class ReadbackError(ValueError):
 class _Chain:
     header: tuple[ServiceId, Affinity, int] | None = None
     picks: dict[int, int] = field(default_factory=dict)  # slot -> buckets
+    clients: tuple[str, ...] | None = None  # a client-prefix canary's clients (its draw rule)
+    audience: dict[int, int] = field(default_factory=dict)  # slot -> buckets of the audience's draw
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +70,8 @@ class NftReadback:
     registry: Mapping[int, str]  # slot -> comment
     chains: Mapping[str, tuple[tuple[ServiceId, Affinity, int] | None, Mapping[int, int]]]  # picks by slot
     dispatch: Mapping[ipaddress.IPv4Network | ipaddress.IPv6Network, str]  # D-SID -> chain
+    audiences: Mapping[str, tuple[tuple[str, ...], Mapping[int, int]]] = field(default_factory=dict)
+    """Chain -> its client-prefix canary: the clients and the audience's buckets by slot."""
 
 
 # -- nft -------------------------------------------------------------------------------------------
@@ -81,7 +96,8 @@ def parse_nft(text: str, layout: Layout) -> NftReadback:
             chains.setdefault(item["chain"]["name"], _Chain())
         elif "rule" in item and is_service_chain(str(item["rule"].get("chain", ""))):
             _rule(chains.setdefault(item["rule"]["chain"], _Chain()), item["rule"], layout)
-    return NftReadback(meta, registry, {name: (c.header, c.picks) for name, c in chains.items()}, dispatch)
+    return NftReadback(meta, registry, {name: (c.header, c.picks) for name, c in chains.items()}, dispatch,
+                       {name: (c.clients, c.audience) for name, c in chains.items() if c.clients is not None})
 
 
 def _registry(elements: Sequence[Any], layout: Layout, out: dict[int, str]) -> Meta | None:
@@ -146,6 +162,39 @@ def _rule(chain: _Chain, rule: Mapping[str, Any], layout: Layout) -> None:
         slot, low, high = layout.slot_of_mark(int(match.group(1), 16)), int(match.group(2)), int(match.group(3))
         if slot is not None and high >= low:
             chain.picks[slot] = high - low + 1
+    elif (match := _AUDIENCE_PICK.match(comment)) is not None:
+        slot, low, high = layout.slot_of_mark(int(match.group(1), 16)), int(match.group(2)), int(match.group(3))
+        if slot is not None and high >= low:
+            chain.audience[slot] = high - low + 1
+    elif comment == _AUDIENCE_DRAW:
+        chain.clients = _source_prefixes(rule.get("expr"))
+
+
+def _source_prefixes(expr: Any) -> tuple[str, ...]:
+    """The ``ip saddr { ... }`` match of an audience rule, as canonical prefixes (merged and sorted)."""
+    for statement in expr if isinstance(expr, list) else ():
+        match = statement.get("match") if isinstance(statement, dict) else None
+        left = match.get("left") if isinstance(match, dict) else None
+        if not (isinstance(left, dict) and (left.get("payload") or {}).get("field") == "saddr"):
+            continue
+        right = match.get("right") if isinstance(match, dict) else None
+        items = right["set"] if isinstance(right, dict) and "set" in right else [right]
+        nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for item in items:
+            try:
+                if isinstance(item, dict) and "prefix" in item:
+                    nets.append(ipaddress.ip_network(f"{item['prefix']['addr']}/{item['prefix']['len']}"))
+                elif isinstance(item, dict) and "range" in item:
+                    low, high = (ipaddress.ip_address(x) for x in item["range"])
+                    nets.extend(ipaddress.summarize_address_range(low, high))
+                elif isinstance(item, str):
+                    nets.append(ipaddress.ip_network(item))
+                else:
+                    raise ValueError(f"{item!r}")
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ReadbackError(f"audience rule: client {item!r} not understood: {exc}") from None
+        return canonical_clients(nets)
+    raise ReadbackError(f"audience rule without an ip saddr match: {expr!r}")
 
 
 def parse_key(text: str) -> InstanceKey:
@@ -281,7 +330,11 @@ def _services(nft: NftReadback) -> tuple[dict[ServiceId, ServiceEntry], set[str]
         service, affinity, timeout = header
         members = sorted(by_service.get(service, []), key=lambda item: item[1])
         instances = tuple(InstanceEntry(key, slot, picks.get(slot, 0), None, name) for slot, key, name in members)
-        services[service] = ServiceEntry(service, affinity, timeout, instances, str(service))
+        audience = None
+        if chain in nft.audiences:
+            clients, buckets = nft.audiences[chain]
+            audience = AudienceEntry(clients, tuple(buckets.get(slot, 0) for slot, _, _ in members))
+        services[service] = ServiceEntry(service, affinity, timeout, instances, str(service), audience)
         used_chains.add(chain)
         used_slots.update(slot for slot, _, _ in members)
     return services, used_chains, used_slots

@@ -12,13 +12,13 @@ removes.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from dyncast_bgp.dataplane.desired import Affinity, Encap, Forwarding
 from dyncast_bgp.dataplane.layout import chain_name, tunnel_name
-from dyncast_bgp.model import InstanceKey, IPAddress, ServiceId
+from dyncast_bgp.model import InstanceKey, IPAddress, IPNetwork, ServiceId
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -82,6 +82,22 @@ class InstanceEntry(NamedTuple):
         return self.key.service.version
 
 
+class AudienceEntry(NamedTuple):
+    """A client-prefix canary as installed: new flows from ``clients`` (canonical text, sorted) are drawn
+    by ``buckets`` (aligned with the service's instances) before the service's own draw."""
+
+    clients: tuple[str, ...]
+    buckets: tuple[int, ...]
+
+
+def canonical_clients(clients: Iterable[IPNetwork]) -> tuple[str, ...]:
+    """Client prefixes as nftables keeps them in a set: overlaps merged, sorted, as text."""
+    nets = list(clients)
+    merged = [*ipaddress.collapse_addresses(n for n in nets if isinstance(n, ipaddress.IPv4Network)),
+              *ipaddress.collapse_addresses(n for n in nets if isinstance(n, ipaddress.IPv6Network))]
+    return tuple(str(net) for net in merged)
+
+
 class ServiceEntry(NamedTuple):
     """One D-SID: its affinity and its instances in draw order (sorted by key).
 
@@ -94,6 +110,7 @@ class ServiceEntry(NamedTuple):
     timeout_ms: int
     instances: tuple[InstanceEntry, ...]
     label: str
+    audience: AudienceEntry | None = None
 
     @property
     def chain(self) -> str:
@@ -106,12 +123,13 @@ class ServiceEntry(NamedTuple):
     def same_chain(self, other: ServiceEntry) -> bool:
         """Whether both render the same chain (forwarding and names do not change the chain)."""
         return (self.affinity is other.affinity and self.timeout_ms == other.timeout_ms
-                and len(self.instances) == len(other.instances)
+                and self.audience == other.audience and len(self.instances) == len(other.instances)
                 and all(a[:3] == b[:3] for a, b in zip(self.instances, other.instances, strict=True)))
 
     def same_buckets(self, other: ServiceEntry) -> bool:
         """:meth:`same_chain` for two entries known to hold the same instances in the same order."""
         return (self.affinity is other.affinity and self.timeout_ms == other.timeout_ms
+                and self.audience == other.audience
                 and [entry.buckets for entry in self.instances] == [entry.buckets for entry in other.instances])
 
     def nft_view(self) -> tuple[object, ...]:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from dyncast_bgp.config.schema import RouterConfig, ServicePolicy
-from dyncast_bgp.dataplane.desired import Affinity, DesiredState, Forwarding, InstanceTarget, ServiceTarget
+from dyncast_bgp.dataplane.desired import Affinity, Audience, DesiredState, Forwarding, InstanceTarget, ServiceTarget
 from dyncast_bgp.engine.candidate import Candidate
 from dyncast_bgp.engine.decide import Outcome, decide
 from dyncast_bgp.engine.eligibility import flap_damped
@@ -32,7 +32,7 @@ from dyncast_bgp.engine.rib import Rib
 from dyncast_bgp.engine.trust import TrustPolicy
 from dyncast_bgp.model import Decision, InstanceKey, IPAddress, PathMetrics, ServiceId, StateFlag
 from dyncast_bgp.ops.steer import RESET as STEER_RESET
-from dyncast_bgp.ops.steer import VersionSteer, steer_candidates
+from dyncast_bgp.ops.steer import VersionSteer, steer_candidates, without_new_version
 from dyncast_bgp.router.forwarding import forwarding_for
 from dyncast_bgp.wire.exabgp_json import Event
 
@@ -76,6 +76,8 @@ class RouterEngine:
             self.new_version.pop(service, None)
         else:
             self._steers[service] = steer
+        if (entry := self._services.get(service)) is not None:
+            entry.target = None  # a client-prefix canary's audience may come or go with the same decision
         self._dirty.add(service)
 
     # ------------------------------------------------------------ inputs
@@ -255,9 +257,16 @@ class RouterEngine:
         weights.update(entry.outcome.decision.weights)
         if not weights:
             return None
+        audience = None
+        steer = self._steers.get(service)
+        if steer is not None and steer.clients and steer.hold is None:  # a client-prefix canary
+            audience = Audience(steer.clients, dict(entry.outcome.decision.weights))
+            weights.update(without_new_version(entry.outcome.decision.weights, self.new_version.get(service,
+                                                                                                   frozenset())))
         instances = tuple(InstanceTarget(key, weight, self._forwarding(key.binding))
                           for key, weight in sorted(weights.items()))
-        return ServiceTarget(service, instances, Affinity(entry.policy.affinity), entry.policy.affinity_timeout)
+        return ServiceTarget(service, instances, Affinity(entry.policy.affinity), entry.policy.affinity_timeout,
+                             audience)
 
     def _forwarding(self, binding: IPAddress) -> Forwarding:
         return forwarding_for(binding, self.config.forwarding)

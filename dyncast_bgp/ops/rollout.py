@@ -25,12 +25,13 @@ the router was down is not counted as watched).
 from __future__ import annotations
 
 import enum
+import ipaddress
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from dyncast_bgp.model import ServiceId
+from dyncast_bgp.model import IPNetwork, ServiceId
 
 FORMAT = 1  # of to_dict(); readers accept FORMAT and ignore fields they do not know
 HISTORY = 32  # events kept per rollout
@@ -72,10 +73,14 @@ class Plan:
     hard_rollback: bool = False
     auto_commit: bool = False
     name: str = ""
+    clients: tuple[IPNetwork, ...] = ()  # only new flows from these clients may reach the new version (none: all)
 
     def __post_init__(self) -> None:
         if not self.stages:
             raise ValueError("a plan needs at least one stage")
+        wrong = [str(net) for net in self.clients if net.version != self.service.version]
+        if wrong:
+            raise ValueError(f"clients of the other address family than {self.service}: {', '.join(wrong)}")
         for index, stage in enumerate(self.stages):
             if not (0.0 < stage.share <= 1.0) or not math.isfinite(stage.hold) or stage.hold < 0:
                 raise ValueError(f"stages[{index}]: share must be in (0, 1] and hold >= 0")
@@ -239,7 +244,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             "kpis": {"max_rtt_ms": kpis.max_rtt_ms, "max_loss": kpis.max_loss,
                      "max_service_delay_ms": kpis.max_service_delay_ms, "max_metrics": dict(kpis.max_metrics),
                      "breach_for": kpis.breach_for},
-            "hard_rollback": plan.hard_rollback, "auto_commit": plan.auto_commit}
+            "hard_rollback": plan.hard_rollback, "auto_commit": plan.auto_commit,
+            **({"clients": [str(net) for net in plan.clients]} if plan.clients else {})}  # added in 0.1: optional
 
 
 def plan_from_dict(data: Mapping[str, Any]) -> Plan:
@@ -256,7 +262,8 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
                           max_metrics={str(k): float(v) for k, v in (kpis.get("max_metrics") or {}).items()},
                           breach_for=float(kpis.get("breach_for") or 0.0)),
                 hard_rollback=bool(data.get("hard_rollback", False)), auto_commit=bool(data.get("auto_commit", False)),
-                name=str(data.get("name") or ""))
+                name=str(data.get("name") or ""),
+                clients=tuple(ipaddress.ip_network(str(net)) for net in data.get("clients") or ()))
 
 
 def to_dict(rollout: Rollout) -> dict[str, Any]:
@@ -287,6 +294,7 @@ def view(rollout: Rollout, sample: Sample | None = None) -> dict[str, Any]:
     return {"service": str(plan.service), "name": plan.name, "version": plan.version, "status": str(rollout.status),
             "stage": rollout.stage + 1, "stages": len(plan.stages),
             "shares": [s.share for s in plan.stages], "cap": rollout.share,
+            "clients": [str(net) for net in plan.clients] or None,
             "hold": stage.hold, "held": round(rollout.held, 3), "observed": rollout.observed,
             "breaching": None if rollout.breaching is None else round(rollout.breaching, 3),
             "reason": rollout.reason or None, "hard": rollout.hard,

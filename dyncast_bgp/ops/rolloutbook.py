@@ -99,7 +99,8 @@ class RolloutBook:
             return None
         hold = f"rollout rolled back ({current.plan.name or 'version ' + str(current.plan.version)})" \
             if current.status is Status.ROLLED_BACK else None
-        return VersionSteer(current.plan.version, current.share, hold)
+        return VersionSteer(current.plan.version, current.share, hold,
+                            current.plan.clients)
 
     def active(self) -> list[ServiceId]:
         """Services whose rollout is running or paused (the ones to sample)."""

@@ -15,6 +15,7 @@ kpis:                             # toward the new-version instances, the worst 
   max_error_rate: 1               # percent of requests answered with an error (the error_rate metric)
   max_metrics: {queued_requests: 100}   # any other metric the agents report (a known metric name)
   breach_for: 0                   # seconds a breach must last before the rollback
+clients: [198.51.100.0/24]        # optional: only these clients' new flows may reach the new version
 rollback: soft                    # soft: flows already on the new version finish there; hard: evicted
 auto_commit: false                # commit by itself after the last stage's hold
 ```
@@ -24,6 +25,7 @@ Every error is reported with where it is (``stages.1.share: ...``).
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -102,6 +104,17 @@ class _Plan(_Strict):
     kpis: _Kpis = Field(default_factory=_Kpis)
     rollback: Literal["soft", "hard"] = "soft"
     auto_commit: bool = False
+    clients: list[str] = Field(default_factory=list, max_length=64)
+
+    @field_validator("clients")
+    @classmethod
+    def _clients(cls, value: list[str]) -> list[str]:
+        for index, text in enumerate(value):
+            try:
+                ipaddress.ip_network(text)
+            except ValueError as exc:
+                raise ValueError(f"clients[{index}]: {exc}") from None
+        return value
 
     @field_validator("service")
     @classmethod
@@ -126,12 +139,17 @@ def plan_from_document(data: Any) -> Plan:
                     for error in exc.errors()]
         raise PlanError("; ".join(problems)) from None
     kpis = model.kpis
-    return Plan(service=ServiceId.parse(model.service), version=model.version,
+    service = ServiceId.parse(model.service)
+    wrong = [text for text in model.clients if ipaddress.ip_network(text).version != service.version]
+    if wrong:
+        raise PlanError(f"clients: {', '.join(wrong)}: not of the address family of {service}")
+    return Plan(service=service, version=model.version,
                 stages=tuple(Stage(stage.share / 100.0, float(stage.hold)) for stage in model.stages),
                 kpis=Kpis(max_rtt_ms=kpis.max_rtt_ms, max_loss=kpis.max_loss,
                           max_service_delay_ms=kpis.max_service_delay_ms, max_metrics=kpis.limits(),
                           breach_for=float(kpis.breach_for)),
-                hard_rollback=model.rollback == "hard", auto_commit=model.auto_commit, name=model.name)
+                hard_rollback=model.rollback == "hard", auto_commit=model.auto_commit, name=model.name,
+                clients=tuple(ipaddress.ip_network(text) for text in model.clients))
 
 
 def load_plan(path: str | Path) -> Plan:

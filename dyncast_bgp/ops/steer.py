@@ -11,6 +11,11 @@ before :func:`~dyncast_bgp.engine.decide.decide`:
   when the router evicts them);
 - committed, or share 1: nothing changes.
 
+With ``clients`` (a client-prefix canary), the decision is the split for those clients only;
+the router gives every other client the same split without the new version
+(:func:`without_new_version`), so the new version gets none of their new flows until the
+commit.
+
 Caps bound the *target*; ``decide`` moves weights toward it at the slew rate, and its first
 decision starts from the capacity split. So that the new version is never above the stage's
 share, not even for one decision, the router passes the previous decision's weights: when the
@@ -25,7 +30,7 @@ from dataclasses import dataclass, replace
 
 from dyncast_bgp.engine.candidate import Candidate
 from dyncast_bgp.engine.eligibility import TIER_HELD, Exclusion
-from dyncast_bgp.model import InstanceKey
+from dyncast_bgp.model import InstanceKey, IPNetwork
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +38,7 @@ class VersionSteer:
     version: int  # the new version's tag (wire metric 0x31)
     share: float  # 0-1: the most of the new flows the new version may take
     hold: str | None = None  # hold the new version out, with this reason (rolled back)
+    clients: tuple[IPNetwork, ...] = ()  # the new version only for new flows from these clients (none: all)
 
 
 RESET = "rollout: new version above its stage share, held out for one decision"
@@ -59,3 +65,13 @@ def steer_candidates(candidates: Sequence[Candidate], steer: VersionSteer,
     taking = [c for c in new if c.state.takes_new_flows and c.hold is None] or new
     cap = steer.share / len(taking)
     return list(candidates), {c.key: cap for c in new}, keys
+
+
+def without_new_version(weights: Mapping[InstanceKey, float], new: frozenset[InstanceKey]) -> dict[InstanceKey, float]:
+    """``weights`` with the new version at 0 and the rest scaled to sum 1 (a client-prefix canary's split for
+    everyone outside the audience). When nothing else takes flows, ``weights`` as they are: no client is left
+    without a service for a canary's sake."""
+    rest = sum(weight for key, weight in weights.items() if key not in new)
+    if rest <= EPSILON:
+        return dict(weights)
+    return {key: 0.0 if key in new else weight / rest for key, weight in weights.items()}

@@ -36,8 +36,9 @@ import json
 import re
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ import pytest
 
 from dyncast_bgp.dataplane.desired import (
     Affinity,
+    Audience,
     DataplaneInputError,
     DesiredState,
     Encap,
@@ -339,6 +341,35 @@ def test_client_affinity_keeps_a_client_on_one_instance_until_timeout(topo: Topo
                      *(arg for client in CLIENTS for arg in ("--source", client)))
     moved = [s for s, names in second["by_source"].items() if next(iter(names)) != pinned[s]]
     assert moved, "after the timeout clients pick again: some of 20 must land elsewhere (P(none) = 2^-20)"
+
+
+def test_audience_clients_take_their_own_draw_and_read_back_the_same(topo: Topology) -> None:
+    """A client-prefix canary: clients 10.0.0.2-7 draw among a and c (c is the new version); the others
+    never reach c. A second backend reads the audience back and finds nothing to change."""
+    dsid = D_SIDS[3]
+    target = service(dsid, {"a": 1.0, "b": 1.0, "c": 0.0})
+    audience = Audience((ipaddress.ip_network("10.0.0.2/31"), ipaddress.ip_network("10.0.0.4/30")),
+                        {key(dsid, "a"): 0.5, key(dsid, "c"): 0.5})
+    dp = topo.backend()
+    dp.apply(DesiredState.of([replace(target, audience=audience)]))
+    inside, outside = CLIENTS[:6], CLIENTS[6:]
+    result = traffic(topo, "burst", dsid, "--count", str(20 * len(CLIENTS)),
+                     *(arg for client in CLIENTS for arg in ("--source", client)))
+    assert result["errors"] == {}, result
+    by_source = result["by_source"]
+    seen_inside = sum((Counter(by_source[source]) for source in inside), Counter())
+    seen_outside = sum((Counter(by_source[source]) for source in outside), Counter())
+    print(f"\naudience 10.0.0.2-7: {dict(seen_inside)}; other clients: {dict(seen_outside)}")
+    assert set(seen_inside) == {"a", "c"} and "c" not in seen_outside and set(seen_outside) == {"a", "b"}
+    assert chi_square(dict(seen_inside), {"a": 0.5, "c": 0.5}) < CHI2_P001_DF1
+    readback = topo.backend().reconcile().services[ServiceId.parse(dsid)]
+    assert readback.audience is not None and readback.audience.clients == ("10.0.0.2/31", "10.0.0.4/30")
+    again = topo.backend()
+    again.reconcile()
+    assert not again.apply(DesiredState.of([replace(target, audience=audience)])).details.get("services_changed")
+    dp.apply(DesiredState.of([target]))  # the audience ends (a commit): everyone draws a and b again
+    after = traffic(topo, "burst", dsid, "--count", "60", *(arg for client in inside for arg in ("--source", client)))
+    assert "c" not in after["names"], after
 
 
 def test_hard_removal_moves_exactly_the_removed_instances_flows(topo: Topology) -> None:

@@ -15,7 +15,7 @@ from dyncast_bgp.dataplane.nft import (
     service_rules,
 )
 from dyncast_bgp.dataplane.plan import diff
-from dyncast_bgp.dataplane.state import InstanceEntry, KernelState, ServiceEntry
+from dyncast_bgp.dataplane.state import AudienceEntry, InstanceEntry, KernelState, ServiceEntry
 from dyncast_bgp.model import InstanceKey, ServiceId
 
 LAYOUT = Layout()
@@ -49,6 +49,25 @@ def test_picks_cover_the_draw_in_order_and_the_last_takes_the_rest() -> None:
 def test_client_picks_remember_the_choice_with_the_service_timeout() -> None:
     rules = service_rules(entry("2001:db8:d::10/128", 10000, affinity=Affinity.CLIENT), LAYOUT)
     assert "update @dc_aff6 { ip6 saddr . ip6 daddr timeout 30000ms : 0x44430001 }" in rules[-1]
+
+
+def test_audience_draws_first_and_returns_for_its_clients_only() -> None:
+    base = entry("203.0.113.10/32", 10000, 0, affinity=Affinity.CLIENT)
+    rules = service_rules(base._replace(audience=AudienceEntry(("10.9.0.0/16", "198.51.100.128/25"), (7000, 3000))),
+                          LAYOUT)
+    match = "ip saddr { 10.9.0.0/16, 198.51.100.128/25 }"
+    assert "map @dc_aff4" in rules[1]  # a pinned client keeps its instance before any draw
+    audience = [rule for rule in rules if "dc audience" in rule]
+    assert [rule.startswith(match) for rule in audience] == [True] * 3
+    assert audience[0].endswith('comment "dc audience draw"')
+    assert " meta mark < 7000 " in audience[1]
+    assert audience[1].endswith('return comment "dc audience pick 0x44430001 0-6999"')
+    assert " meta mark <" not in audience[2]
+    assert audience[2].endswith('return comment "dc audience pick 0x44430002 7000-9999"')
+    assert "update @dc_aff4" in audience[2]  # the audience's pick is remembered like any other
+    assert rules.index(audience[-1]) < rules.index(next(r for r in rules if r.endswith('"dc draw"')))
+    nothing = service_rules(base._replace(audience=AudienceEntry(("10.9.0.0/16",), (0, 0))), LAYOUT)
+    assert not [rule for rule in nothing if "dc audience" in rule]  # an empty audience draw falls through
 
 
 def test_base_chain_copies_only_our_marks() -> None:

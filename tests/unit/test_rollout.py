@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dyncast_bgp.cli import build_parser
 from dyncast_bgp.config.loader import parse
@@ -16,6 +18,7 @@ from dyncast_bgp.config.schema import ServicePolicy
 from dyncast_bgp.ctl.commands import build_request
 from dyncast_bgp.ctl.protocol import Request
 from dyncast_bgp.ctl.render import render
+from dyncast_bgp.dataplane.desired import ServiceTarget
 from dyncast_bgp.engine.candidate import Candidate
 from dyncast_bgp.engine.decide import decide
 from dyncast_bgp.model import ComputeMetrics, InstanceKey, InstanceState, MetricsView, PathMetrics, ServiceId, StateFlag
@@ -23,7 +26,7 @@ from dyncast_bgp.ops import rollout as machine
 from dyncast_bgp.ops.rollout import Kpis, Plan, Sample, Stage, Status
 from dyncast_bgp.ops.rolloutbook import RolloutBook, read_document
 from dyncast_bgp.ops.rolloutplan import PlanError, load_plan, plan_from_document
-from dyncast_bgp.ops.steer import RESET, VersionSteer, steer_candidates
+from dyncast_bgp.ops.steer import RESET, VersionSteer, steer_candidates, without_new_version
 from dyncast_bgp.router.runtime import RouterRuntime
 from dyncast_bgp.wire.metrics import encode_metrics
 
@@ -264,3 +267,71 @@ def test_ctl_rollout_requests(tmp_path: Path) -> None:
     assert build_request(args) == Request("rollout", {"action": "abort", "service": "203.0.113.10", "hard": True})
     assert build_request(build_parser().parse_args(["ctl", "rollout", "status"])) == \
         Request("rollout", {"action": "status"})
+
+
+# ------------------------------------------------------------ client-prefix canaries
+
+
+@given(st.dictionaries(st.integers(1, 8), st.floats(0, 1), min_size=1, max_size=8), st.sets(st.integers(1, 8)))
+def test_outside_the_audience_the_new_version_gets_nothing_and_the_rest_keeps_its_proportions(
+        raw: dict[int, float], new_ids: set[int]) -> None:
+    keys = {i: InstanceKey(SVC, ipaddress.ip_address(f"198.51.100.{i}")) for i in raw}
+    weights = {keys[i]: w for i, w in raw.items()}
+    new = frozenset(keys[i] for i in new_ids if i in keys)
+    others = without_new_version(weights, new)
+    rest = sum(w for k, w in weights.items() if k not in new)
+    if rest <= 1e-9:
+        assert others == weights  # nobody else can take flows: no client is left without the service
+        return
+    assert all(others[k] == 0.0 for k in new) and sum(others.values()) == pytest.approx(1.0)
+    for k, w in weights.items():
+        if k not in new:
+            assert others[k] == pytest.approx(w / rest)
+
+
+def test_plan_clients_are_parsed_checked_and_persisted_only_when_set() -> None:
+    base = {"service": "203.0.113.10/32", "version": 2, "stages": [{"share": 10, "hold": 1}]}
+    got = plan_from_document({**base, "clients": ["198.51.100.0/24", "10.1.0.0/16"]})
+    assert [str(n) for n in got.clients] == ["198.51.100.0/24", "10.1.0.0/16"]
+    assert machine.plan_from_dict(machine.plan_to_dict(got)) == got
+    assert "clients" not in machine.plan_to_dict(plan_from_document(base))  # the 0.1.0 shape when unused
+    for clients, where in ((["2001:db8::/32"], "not of the address family"), (["nope"], "clients.*clients\\[0\\]")):
+        with pytest.raises(PlanError, match=where):
+            plan_from_document({**base, "clients": clients})
+
+
+def test_router_gives_the_audience_the_canary_split_and_everyone_else_the_old_version(tmp_path: Path) -> None:
+    plan_file = tmp_path / "plan.yml"
+    plan_file.write_text(PLAN_YAML.replace("rollback: hard", "clients: [198.51.100.128/25, 10.9.0.0/16]"))
+    config = parse(ROUTER % (tmp_path / "rollouts.json"))
+    old, new = "198.51.100.11", "198.51.100.12"
+
+    async def go() -> tuple[ServiceTarget, ServiceTarget]:
+        done = asyncio.Event()
+
+        async def lines() -> AsyncIterator[str]:
+            yield update(1, old, 1, version=1, delay=1000)
+            yield update(1, new, 2, version=2, delay=1000)
+            await done.wait()
+
+        runtime = RouterRuntime(config, lines=lines(), dataplane=None, probes=False)
+        task = asyncio.create_task(runtime.run())
+        await asyncio.sleep(0.1)
+        assert runtime.rollout_request(Request("rollout", {"action": "start", "plan": str(plan_file)}))["ok"]
+        await asyncio.sleep(1.3)  # held out once (RESET), then readmitted under its 10 % cap
+        during = runtime.engine.desired().services[0]
+        assert runtime.rollout_request(Request("rollout", {"action": "abort", "service": str(SVC)}))["ok"]
+        await asyncio.sleep(0.1)
+        after = runtime.engine.desired().services[0]
+        done.set()
+        await asyncio.wait_for(task, timeout=5)
+        return during, after
+
+    during, after = asyncio.run(go())
+    by_binding = {str(t.key.binding): t.weight for t in during.instances}
+    assert by_binding == {old: pytest.approx(1.0), new: 0.0}  # outside the audience: the old version only
+    assert during.audience is not None
+    assert [str(n) for n in during.audience.clients] == ["198.51.100.128/25", "10.9.0.0/16"]
+    audience = {str(k.binding): w for k, w in during.audience.weights.items()}
+    assert audience == {old: pytest.approx(0.9), new: pytest.approx(0.1)}  # inside: the stage's split
+    assert after.audience is None  # rolled back: the new version is held out for everyone
