@@ -38,7 +38,7 @@ from dyncast_bgp.agent import control, monitoring, persist
 from dyncast_bgp.agent.instance import Admin
 from dyncast_bgp.agent.registry import NameConflict, NameRegistry
 from dyncast_bgp.agent.state import AgentState, InstanceId
-from dyncast_bgp.config.loader import _format_loc, _message
+from dyncast_bgp.config.loader import error_message, format_loc
 from dyncast_bgp.config.schema import Config, InstanceConfig, Name, with_length
 from dyncast_bgp.model import ServiceId
 
@@ -104,7 +104,7 @@ def validate(data: Any) -> Registration | list[FieldError]:
     try:
         return Registration.model_validate(data)
     except ValidationError as exc:
-        errors = [FieldError(_format_loc(_field_loc(tuple(e["loc"]), data)) or "<body>", _message(e))
+        errors = [FieldError(format_loc(_field_loc(tuple(e["loc"]), data)) or "<body>", error_message(e))
                   for e in exc.errors()]
         return list({(e.loc, e.msg): e for e in errors}.values())
 
@@ -126,7 +126,7 @@ def validate_saved(data: Any) -> tuple[Registration | list[FieldError], list[str
         for part in path[:-1]:
             node = node[part]
         del node[path[-1]]
-    return validate(trimmed), [_format_loc(path) for path in unknown]
+    return validate(trimmed), [format_loc(path) for path in unknown]
 
 
 def _field_loc(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:

@@ -62,19 +62,19 @@ def parse(text: str, origin: str = "<config>") -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(origin, [Problem("", f"the file must hold a mapping, not {type(data).__name__}",
-                                           _line(root_node, ()))])
+                                           line_of(root_node, ()))])
     duplicates = _duplicate_keys(root_node)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
         deeper = {tuple(error["loc"][:-1]) for error in errors if error["loc"]}
-        problems = [_problem(error, data, root_node) for error in errors
-                    if not (error["type"] == "too_short" and tuple(error["loc"]) in _prefixes(deeper))]
-        raise ConfigError(origin, duplicates + _unique(problems)) from None
+        problems = [problem_of(error, data, root_node) for error in errors
+                    if not (error["type"] == "too_short" and tuple(error["loc"]) in loc_prefixes(deeper))]
+        raise ConfigError(origin, duplicates + unique_problems(problems)) from None
     if duplicates:
         raise ConfigError(origin, duplicates)
-    rule_problems = [Problem(path, message, _line(root_node, _split(path))) for path, message in
+    rule_problems = [Problem(path, message, line_of(root_node, _split(path))) for path, message in
                      check_rules(config)]
     if rule_problems:
         raise ConfigError(origin, rule_problems)
@@ -179,7 +179,7 @@ def _duplicate_keys(root: yaml.Node | None) -> list[Problem]:
             for key, value in node.value:
                 name = key.value if isinstance(key, yaml.ScalarNode) else None
                 if name is not None and name in first:
-                    problems.append(Problem(_format_loc((*loc, name)),
+                    problems.append(Problem(format_loc((*loc, name)),
                                             f"given twice (first on line {first[name]}); YAML keys must be unique",
                                             key.start_mark.line + 1))
                 elif name is not None:
@@ -188,12 +188,12 @@ def _duplicate_keys(root: yaml.Node | None) -> list[Problem]:
     return sorted(problems, key=lambda problem: problem.line or 0)
 
 
-def _problem(error: Any, data: Any, root: yaml.Node | None) -> Problem:
+def problem_of(error: Any, data: Any, root: yaml.Node | None) -> Problem:
     loc = _strip_tags(tuple(error["loc"]), data)
-    return Problem(_format_loc(loc), _message(error), _line(root, loc))
+    return Problem(format_loc(loc), error_message(error), line_of(root, loc))
 
 
-def _prefixes(locs: set[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
+def loc_prefixes(locs: set[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
     return {loc[:n] for loc in locs for n in range(1, len(loc) + 1)}
 
 
@@ -216,7 +216,7 @@ def _strip_tags(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
     return tuple(kept)
 
 
-def _format_loc(loc: tuple[Any, ...]) -> str:
+def format_loc(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -239,7 +239,7 @@ _OPERATORS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="),
               "less_than": ("lt", "<"), "less_than_equal": ("le", "<=")}
 
 
-def _message(error: Any) -> str:
+def error_message(error: Any) -> str:
     kind = error["type"]
     ctx = error.get("ctx") or {}
     if kind in _OPERATORS:
@@ -261,7 +261,7 @@ def _message(error: Any) -> str:
     return message[0].lower() + message[1:] if message else message
 
 
-def _line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int:
+def line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int:
     """The 1-based line of the deepest YAML node found along ``loc``."""
     node = root
     line = node.start_mark.line + 1 if node is not None else 1  # an empty file: line 1
@@ -282,7 +282,7 @@ def _line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int:
     return line
 
 
-def _unique(problems: list[Problem]) -> list[Problem]:
+def unique_problems(problems: list[Problem]) -> list[Problem]:
     seen: set[tuple[str, str]] = set()
     out = []
     for problem in problems:

@@ -38,7 +38,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dyncast_bgp.config.loader import ConfigError, Problem, _line, _prefixes, _problem, _unique
+from dyncast_bgp.config.loader import ConfigError, Problem, line_of, loc_prefixes, problem_of, unique_problems
 
 KINDS = ("linux",)
 IGNORED_KEYS = frozenset({
@@ -204,14 +204,14 @@ def parse(text: str, origin: str = "<topology>", *, directory: Path | None = Non
     except ValidationError as exc:
         errors = exc.errors()
         deeper = {tuple(error["loc"][:-1]) for error in errors if error["loc"]}
-        found = [_problem(error, data, root) for error in errors
-                 if not (error["type"] == "too_short" and tuple(error["loc"]) in _prefixes(deeper))]
-        raise ConfigError(origin, _unique(found)) from None
+        found = [problem_of(error, data, root) for error in errors
+                 if not (error["type"] == "too_short" and tuple(error["loc"]) in loc_prefixes(deeper))]
+        raise ConfigError(origin, unique_problems(found)) from None
     problems: list[tuple[tuple[Any, ...], str]] = []
     nodes = _resolve_nodes(spec.topology, base, env, problems)
     links = _resolve_links(spec.topology, set(spec.topology.nodes), problems)
     if problems:
-        raise ConfigError(origin, [Problem(_path_text(loc), message, _line(root, loc)) for loc, message in problems])
+        raise ConfigError(origin, [Problem(_path_text(loc), message, line_of(root, loc)) for loc, message in problems])
     return Topology(name=spec.name, origin=origin, directory=base, nodes=tuple(nodes), links=tuple(links),
                     notes=tuple(notes))
 
