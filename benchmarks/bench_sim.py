@@ -12,7 +12,9 @@ the measurement behind docs/decisions/0003-simulator.md.
 
 ``--what-if SCENARIO`` runs ``weighted`` on a scenario with the utilisation the
 engine sees clamped at 94.9 % (the ceiling never fires): the experiment of
-docs/evaluation.md that locates the ceiling cascade. Not the engine's behaviour.
+docs/evaluation.md that located the ceiling cascade, before the ceiling became a
+soft limit (docs/decisions/0004-soft-utilisation-ceiling.md); it now bounds what
+the soft limit can give. Not the engine's behaviour.
 
     .venv/bin/python benchmarks/bench_sim.py [--requests 1000000] [--repeat 3] [--simpy] [--what-if NAME]
 """

@@ -6,8 +6,11 @@ Pipeline (docs/control-law.md):
 
 1. assess: score every candidate (L0 -> L1 -> L2) and decide its eligibility;
 2. with an eligible instance: the policy's raw target, the caps (canary
-   rollout hook), then one stability step (exclusions at once; deadband,
-   dwell, EWMA, slew limit);
+   rollout hook), then one stability step (hard exclusions at once; deadband,
+   dwell, EWMA, slew limit). An instance under a soft limit (utilisation
+   ceiling, overloaded flag) that still holds a weight takes part in the step
+   with target 0: it sheds its weight by the slew limit and leaves the
+   weights once that reaches 0;
 3. with none: the fallback (grace, then least-cost / keep / blackhole).
 
 Only the numbers are computed eagerly; the reason texts and the per-instance
@@ -18,12 +21,13 @@ explanation are built when first read (:mod:`~dyncast_bgp.engine.views`,
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 from dyncast_bgp.config.schema import ServicePolicy
 from dyncast_bgp.engine.assess import Assessment, assess
 from dyncast_bgp.engine.candidate import Candidate, ident_of
+from dyncast_bgp.engine.eligibility import shedding_note
 from dyncast_bgp.engine.explain import Basis, InstanceExplain, explain
 from dyncast_bgp.engine.fallback import GRACE, plan
 from dyncast_bgp.engine.memory import EMPTY, ServiceMemory
@@ -110,6 +114,8 @@ class _Result(NamedTuple):
     status: str
     moved: bool
     converging: bool
+    shedding: Collection[int] = ()
+    """The indices in ``chosen`` under a soft limit, shedding their weight (target 0)."""
 
 
 def decide(service: ServiceId, candidates: Sequence[Candidate], policy: ServicePolicy,
@@ -146,22 +152,68 @@ def decide(service: ServiceId, candidates: Sequence[Candidate], policy: ServiceP
     limited = frozenset([idents[i] for i in a.excluded if (exclusion := exclusions[i]) is not None and exclusion.limit])
     next_memory = ServiceMemory(KeyedValues(_idents(a, chosen), weights),
                                 now if result.moved else last.moved_at, incumbent, limited, since)
-    basis = Basis(a, p, chosen, weights, result.target, result.step, reason)
+    basis = Basis(a, p, chosen, weights, result.target, result.step, reason, result.shedding)
     return Outcome(decision, next_memory, lambda: explain(basis), fallback, result.status,
                    converging=result.converging)
 
 
 def _eligible(a: Assessment, p: Params, last: ServiceMemory, now: float,
               caps: Mapping[InstanceKey, float] | None) -> tuple[_Result, int | None]:
-    chosen = a.eligible
+    chosen: Sequence[int] = a.eligible
     aim = target(a, chosen, p, last.incumbent)
     goal, note = aim.weights, aim.note
     if caps:
         goal, note = _capped(a, chosen, goal, note, caps)
+    shedding: list[int] = []
+    if a.excluded and last.weights:
+        chosen, goal, note, shedding = _with_shedding(a, p, last, chosen=chosen, goal=goal, note=note)
     moved = step(last.weights, _idents(a, chosen), goal, start=lambda: _capacity_split(a, chosen),
-                 moved_at=last.moved_at, now=now, p=p)
-    result = _Result(chosen, moved.weights, goal, moved, note, moved.status, moved.moved, not moved.settled)
+                 moved_at=last.moved_at, now=now, p=p, shedding=shedding)
+    if shedding and any([moved.weights[position] == 0.0 for position in shedding]):
+        chosen, goal, moved, shedding = _shed(chosen, goal, moved, shedding)
+    result = _Result(chosen, moved.weights, goal, moved, note, moved.status, moved.moved, not moved.settled,
+                     frozenset([chosen[position] for position in shedding]))
     return result, aim.incumbent
+
+
+def _with_shedding(a: Assessment, p: Params, last: ServiceMemory, *, chosen: Sequence[int], goal: list[float],
+                   note: Callable[[int], str]) -> tuple[Sequence[int], list[float], Callable[[int], str], list[int]]:
+    """``chosen``/``goal``/``note`` plus the instances under a soft limit that still hold a weight (target 0).
+
+    Returns the positions of those in the merged, canonically ordered ``chosen`` too (none: unchanged).
+    """
+    exclusions, idents, previous = a.exclusions, a.idents, last.weights
+    soft = [i for i in a.excluded
+            if (exclusion := exclusions[i]) is not None and exclusion.soft and previous.get(idents[i], 0.0) > 0.0]
+    if not soft:
+        return chosen, goal, note, []
+    merged = sorted([*chosen, *soft])
+    share = dict(zip(chosen, goal, strict=True))
+    held = frozenset(soft)
+    load = a.load
+
+    def shedding_or(i: int) -> str:
+        exclusion = exclusions[i]
+        if i in held and exclusion is not None:
+            return shedding_note(exclusion, load[i], p)
+        return note(i)
+
+    return (merged, [share.get(i, 0.0) for i in merged], shedding_or,
+            [position for position, i in enumerate(merged) if i in held])
+
+
+def _shed(chosen: Sequence[int], goal: list[float], moved: Step, shedding: list[int]
+          ) -> tuple[list[int], list[float], Step, list[int]]:
+    """Drop the shedding instances whose weight reached 0: from now on they are simply excluded.
+
+    Returns ``chosen``, ``goal``, the step and the shedding positions without them.
+    """
+    gone = frozenset(position for position in shedding if moved.weights[position] == 0.0)
+    keep = [position for position in range(len(chosen)) if position not in gone]
+    renumber = {old: new for new, old in enumerate(keep)}
+    return ([chosen[k] for k in keep], [goal[k] for k in keep],
+            moved._replace(weights=[moved.weights[k] for k in keep], base=[moved.base[k] for k in keep]),
+            [renumber[position] for position in shedding if position not in gone])
 
 
 def _idents(a: Assessment, indices: Sequence[int]) -> Sequence[int]:

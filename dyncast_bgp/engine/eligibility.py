@@ -9,8 +9,21 @@ Checked in this order; the first that applies is the reason:
 3. held out by the router before the decision (``Candidate.hold``: flap
    dampening); unknown inputs with ``unknown_metrics: exclude``; a reported
    capacity of 0.
-4. Limits: the agent's overloaded flag, ``utilisation >= utilization_ceiling``,
-   mean RTT over ``latency_budget_ms``, mean loss over ``loss_budget``.
+4. Hard limits: mean RTT over ``latency_budget_ms``, mean loss over ``loss_budget``.
+5. Soft limits: the agent's overloaded flag, ``utilisation >= utilization_ceiling``.
+
+Every exclusion but a soft limit is **hard**: the instance drops out of the
+weights at once (docs/control-law.md section 5). A **soft** limit
+(:attr:`Exclusion.soft`) only stops growth: the instance gets no share of the
+target, and a weight it still holds is walked down to 0 by the ordinary
+stability step (slew limit, EWMA, dwell) instead of being dropped in one
+step. Load is the one condition every ingress sees at the same moment from
+the same report, and it is caused by the ingresses themselves: dropping an
+instance at the ceiling everywhere at once moves its whole share onto the
+others in one second, which pushes the next one over (the ceiling cascade of
+docs/decisions/0004-soft-utilisation-ceiling.md). Down, unreachable, draining
+and a path over its budget are facts about the instance or the path that no
+ingress causes, so they act at once.
 
 Limits have hysteresis: an instance excluded by a limit in the previous
 decision (``limited``) is re-admitted only once every value is back below
@@ -20,7 +33,9 @@ enter and leave the set at every metric update.
 Reasons are stable texts (the limit, never the live value, which the
 explanation shows): a decision whose exclusions did not change compares equal
 to the previous one, so a metric update of an excluded instance does not make
-the dataplane re-apply an unchanged state.
+the dataplane re-apply an unchanged state. (An instance shedding under a soft
+limit still has a weight; its entry in ``Decision.reasons``, like every
+weight's, shows the live value: :func:`shedding_note`.)
 """
 
 from __future__ import annotations
@@ -41,14 +56,18 @@ TIER_HELD = 3
 class Exclusion:
     """Why an instance takes no new flows.
 
-    ``limit``: excluded by a limit (re-admitted with hysteresis). ``tier``: the
-    order in which the ``least-cost`` fallback considers healthy-but-ineligible
-    instances (lowest first); ``TIER_UNHEALTHY`` instances are never used.
+    ``limit``: excluded by a limit (re-admitted with hysteresis). ``soft``: a
+    soft limit (the overloaded flag, the utilisation ceiling): no new share,
+    but a weight the instance holds comes down by the slew limit rather than
+    at once. ``tier``: the order in which the ``least-cost`` fallback considers
+    healthy-but-ineligible instances (lowest first); ``TIER_UNHEALTHY``
+    instances are never used.
     """
 
     reason: str
     limit: bool = False
     tier: int = TIER_LIMIT
+    soft: bool = False
 
     @property
     def healthy(self) -> bool:
@@ -60,7 +79,7 @@ UNREACHABLE = Exclusion("unreachable: path probes unanswered", tier=TIER_UNHEALT
 DRAINED = Exclusion("drained", tier=TIER_DRAINED)
 DRAINING = Exclusion("draining", tier=TIER_DRAINING)
 NO_CAPACITY = Exclusion("capacity 0", tier=TIER_DRAINING)
-OVERLOADED = Exclusion("overloaded (agent flag)", limit=True)
+OVERLOADED = Exclusion("overloaded (agent flag)", limit=True, soft=True)
 
 
 def flap_damped(penalty: float) -> Exclusion:
@@ -94,29 +113,43 @@ def _over(value: float, limit: float, limited: bool, p: Params, *, inclusive: bo
     return value >= limit if inclusive else value > limit
 
 
-def _limit_reason(what: str, limit: float, unit: str, name: str, *, limited: bool, p: Params) -> Exclusion:
+def _limit_reason(what: str, limit: float, unit: str, name: str, *, limited: bool, p: Params,
+                  soft: bool = False) -> Exclusion:
     if limited:
         return Exclusion(f"{what} not yet back below {limit * p.readmit_factor:.4g}{unit} ({name} {limit:g}{unit})",
-                         limit=True)
-    return Exclusion(f"{what} over the {limit:g}{unit} {name}", limit=True)
+                         limit=True, soft=soft)
+    return Exclusion(f"{what} over the {limit:g}{unit} {name}", limit=True, soft=soft)
 
 
 def limit_exclusion(utilisation: float | None, flags: StateFlag, path: PathMetrics, p: Params, *,
                     limited: bool) -> Exclusion | None:
-    """Step 4: the first limit the instance is over, or None.
+    """Steps 4-5: the first limit the instance is over, or None; a hard limit before a soft one.
 
     ``limited``: a limit excluded it in the previous decision (re-admission
     hysteresis). The utilisation ceiling is inclusive: at the ceiling there
     is no room left.
     """
-    if flags & StateFlag.OVERLOADED:
-        return OVERLOADED
-    if utilisation is not None and _over(utilisation, p.ceiling, limited, p, inclusive=True):
-        return _limit_reason("utilisation", p.ceiling, "%", "ceiling", limited=limited, p=p)
     rtt = path.rtt_mean_us
     if p.latency_budget_us is not None and rtt is not None and _over(rtt, p.latency_budget_us, limited, p):
         return _limit_reason("rtt", p.latency_budget_us / 1000.0, " ms", "budget", limited=limited, p=p)
     loss = path.loss_mean
     if p.loss_budget is not None and loss is not None and _over(loss, p.loss_budget, limited, p):
         return _limit_reason("loss", p.loss_budget, "", "budget", limited=limited, p=p)
+    if flags & StateFlag.OVERLOADED:
+        return OVERLOADED
+    if utilisation is not None and _over(utilisation, p.ceiling, limited, p, inclusive=True):
+        return _limit_reason("utilisation", p.ceiling, "%", "ceiling", limited=limited, p=p, soft=True)
     return None
+
+
+SHEDDING = "no new share, shedding by slew"
+
+
+def shedding_note(exclusion: Exclusion, utilisation: float, p: Params) -> str:
+    """Why an instance under a soft limit still holds a weight, with the live value (for ``Decision.reasons``)."""
+    if exclusion is OVERLOADED:
+        return f"{exclusion.reason}: {SHEDDING}"
+    if utilisation >= p.ceiling:
+        return f"utilisation {utilisation:.1f}% >= ceiling {p.ceiling:g}%: {SHEDDING}"
+    return (f"utilisation {utilisation:.1f}% not yet back below {p.ceiling * p.readmit_factor:.4g}% "
+            f"(ceiling {p.ceiling:g}%): {SHEDDING}")

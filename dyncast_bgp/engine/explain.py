@@ -9,7 +9,7 @@ so that asking whether a service is still converging costs next to nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, NamedTuple
 
 from dyncast_bgp.engine.assess import Assessment
@@ -25,6 +25,8 @@ class Basis(NamedTuple):
     ``chosen``: the indices (into ``assessment``) that have a weight, aligned
     with ``weights`` and, when the weights were stepped toward one, ``target``
     and ``step``. ``reason(i)``: why instance ``i`` has its weight or none.
+    ``shedding``: the indices in ``chosen`` that are under a soft limit and
+    shedding their weight (target 0).
     """
 
     assessment: Assessment
@@ -34,6 +36,7 @@ class Basis(NamedTuple):
     target: Sequence[float] | None
     step: Step | None
     reason: Callable[[int], str]
+    shedding: Collection[int] = ()
 
 
 def _round(value: float | None) -> float | None:
@@ -51,7 +54,13 @@ class InstanceExplain:
     the raw target the weights were moved toward (None when the instance was
     not in it, or the weights were fixed by a fallback), ``smoothed`` the EWMA
     proposal before the slew limit, ``weight`` the final weight.
-    ``excluded``: why the instance is not eligible (None when it is);
+    ``excluded``: why the instance gets no weight (None when it has one, as
+    in ``Decision.excluded``); ``shedding``: it is under a soft limit
+    (utilisation ceiling, overloaded flag), so not eligible for new share
+    (target 0), yet still holds a weight that the stability step walks down to
+    0; its ``reason`` says so (``utilisation 97.0% >= ceiling 95%: no new
+    share, shedding by slew; ...``) and ``excluded`` stays None until the weight
+    is 0. ``eligible`` (in :meth:`to_dict`): neither excluded nor shedding.
     ``reason``: why it has its weight (or none).
     """
 
@@ -137,7 +146,11 @@ class InstanceExplain:
     @property
     def excluded(self) -> str | None:
         exclusion = self._basis.assessment.exclusions[self._index]
-        return exclusion.reason if exclusion is not None else None
+        return exclusion.reason if exclusion is not None and not self.shedding else None
+
+    @property
+    def shedding(self) -> bool:
+        return self._index in self._basis.shedding
 
     @property
     def reason(self) -> str:
@@ -185,11 +198,12 @@ class InstanceExplain:
             "capacity": _round(self.capacity),
             "load": _round(self.load),
             "free": _round(self.free),
-            "eligible": self.excluded is None,
+            "eligible": self.excluded is None and not self.shedding,
             "target": _round(self.target),
             "smoothed": _round(self.smoothed),
             "weight": _round(self.weight),
             "excluded": self.excluded,
+            "shedding": self.shedding,
             "reason": self.reason,
         }
 

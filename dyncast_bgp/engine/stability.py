@@ -1,15 +1,23 @@
 """Moving the weights toward the target smoothly: EWMA, dwell, slew limit, deadband.
 
 One step, from the previous weights ``w`` and a target ``t`` (both summing to
-1; ``t`` over the instances that may take flows now):
+1; ``t`` over the instances that may take flows now, plus any instance under
+a soft limit that still holds a weight, with target 0):
 
-1. **Exclusions first, at once.** Instances no longer in the target (excluded
-   or gone) drop to 0 immediately: a down instance must not keep getting new
-   flows while a slew limit walks its weight down. The share ``F`` they held
-   is handed out in proportion to the target: ``base_i = w_i + F * t_i``. This
+1. **Hard exclusions first, at once.** Instances no longer in the target
+   (down, unreachable, draining, over a latency or loss budget, held out, gone)
+   drop to 0 immediately: a down instance must not keep getting new flows
+   while a slew limit walks its weight down. The share ``F`` they held is
+   handed out in proportion to the target: ``base_i = w_i + F * t_i``. This
    is the one documented exception to the slew limit: in a step where other
    instances were excluded a weight may move by ``F * t_i`` more than
    ``max_step``. A new instance starts at 0 and ramps in.
+
+   An instance under a **soft limit** (utilisation ceiling, overloaded flag;
+   :mod:`~dyncast_bgp.engine.eligibility`) is not an exclusion here: the
+   caller keeps it in the step with target 0 (``shedding``), so its weight
+   comes down like any other change (steps 2-4) and never grows; once it is
+   0 the caller drops it.
 
    With no previous weight for any instance (a service's first decision, or
    the first after a blackhole) ``base`` is the **capacity split**
@@ -21,11 +29,13 @@ One step, from the previous weights ``w`` and a target ``t`` (both summing to
    that starts there does no harm.
 2. **Deadband.** When ``g = max_i |t_i - base_i| <= 0.005`` nothing moves:
    the dataplane splits flows in 1 % steps, and chasing noise below that
-   only churns it.
+   only churns it. Not while a shedding instance holds any weight: a soft
+   limit that persists takes the weight to 0, not to within 0.005 of it.
 3. **Dwell.** Less than ``min_dwell`` seconds after the weights last moved,
-   nothing moves (exclusions still apply). With a dwell longer than the time
-   metrics take to reflect a move (agent interval + BGP), every step sees the
-   effect of the previous one: no decision is taken on stale feedback.
+   nothing moves (hard exclusions still apply; shedding waits like any
+   move). With a dwell longer than the time metrics take to reflect a move
+   (agent interval + BGP), every step sees the effect of the previous one:
+   no decision is taken on stale feedback.
 4. **EWMA and slew limit.** ``w' = base + λ (t - base)`` with
    ``λ = min(alpha, max_step / g)`` (alpha = ``smoothing``; ``λ = min(1, max_step / g)``
    when the EWMA step would end within the deadband, so the weights arrive
@@ -107,11 +117,13 @@ def _normalised(weights: list[float]) -> list[float]:
 
 
 def step(previous: Mapping[Ident, float], idents: Sequence[Ident], target: Sequence[float], *,
-         start: Callable[[], Sequence[float]], moved_at: float | None, now: float, p: Params) -> Step:
+         start: Callable[[], Sequence[float]], moved_at: float | None, now: float, p: Params,
+         shedding: Sequence[int] = ()) -> Step:
     """One stability step from ``previous`` toward ``target`` over ``idents`` (see the module docstring).
 
     ``start()``: where the weights start when none of ``idents`` had one (the capacity split; called
-    only then).
+    only then). ``shedding``: the positions of instances under a soft limit (target 0) that the deadband
+    must not hold short of 0.
     """
     base = base_weights(previous, idents, target)
     starting = base is None
@@ -120,7 +132,7 @@ def step(previous: Mapping[Ident, float], idents: Sequence[Ident], target: Seque
     if len(target) != len(base):
         raise ValueError(f"{len(target)} target weights for {len(base)} instances")
     gap = max(map(abs, map(sub, target, base)))  # max |t_i - base_i|
-    if gap <= DEADBAND:
+    if gap <= DEADBAND and not any([base[position] > 0.0 for position in shedding]):
         return Step(_normalised(base), base, 0.0, starting, True,
                     STARTED if starting else AT_TARGET if gap == 0.0 else IN_DEADBAND)
     if not starting and moved_at is not None and now - moved_at < p.min_dwell:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from dyncast_bgp.config.schema import CategoryWeights, ServicePolicy
@@ -88,15 +89,25 @@ weighted_policies = policies.map(lambda p: p.model_copy(update={"policy": "weigh
 
 
 def check_valid(outcome: Outcome) -> None:
-    """Weights >= 0, summing to 1 whenever some instance is eligible; excluded instances get 0."""
+    """Weights >= 0, summing to 1 whenever some instance is eligible.
+
+    An excluded instance gets 0 and is listed in ``excluded``, except one under a soft limit (utilisation
+    ceiling, overloaded flag) that is still shedding the weight it had: target 0, weight > 0, not listed
+    (not in the explanation's ``excluded`` either), not eligible.
+    """
     weights = outcome.decision.weights
     assert all(w >= 0.0 and math.isfinite(w) for w in weights.values())
-    eligible = [item for item in outcome.explain if item.excluded is None]
+    eligible = [item for item in outcome.explain if item.excluded is None and not item.shedding]
     if eligible:
         assert outcome.fallback is None
         assert math.isclose(sum(weights.values()), 1.0, abs_tol=TOLERANCE)
         for item in outcome.explain:
-            if item.excluded is not None:
+            if item.shedding:
+                assert item.target == 0.0 and item.weight > 0.0 and item.key in weights
+                assert item.excluded is None and item.to_dict()["eligible"] is False
+                assert item.key not in outcome.decision.excluded
+                assert "no new share, shedding by slew" in outcome.decision.reasons[item.key]
+            elif item.excluded is not None:
                 assert item.weight == 0.0 and item.key not in weights
                 assert item.key in outcome.decision.excluded
     else:
@@ -245,19 +256,97 @@ def healthy_steps(draw: st.DrawFn) -> tuple[list[Candidate], list[Candidate]]:
 @given(healthy_steps(), policies, floats(0, 30))
 def test_one_step_moves_no_weight_more_than_max_step(steps: tuple[list[Candidate], list[Candidate]],
                                                      policy: ServicePolicy, gap: float) -> None:
-    # no limits (the 100 % ceiling is never reached), so that every instance stays eligible;
-    # the exception (an excluded or withdrawn
-    # instance frees its share at once) is tested in tests/unit/test_engine_policies.py
-    policy = policy.model_copy(update={"utilization_ceiling": 100.0, "latency_budget_ms": None, "loss_budget": None,
+    # no hard limit (no budgets, no unknown-metrics exclusion), so that only a soft limit (the utilisation
+    # ceiling, drawn at random) can exclude an instance, and a soft limit walks a weight down by the slew
+    # limit too; the exception (a hard exclusion or a withdrawal frees the share at once) is tested below
+    # and in tests/unit/test_engine_policies.py. The fallback (every instance over the ceiling) is not a step.
+    policy = policy.model_copy(update={"latency_budget_ms": None, "loss_budget": None,
                                        "unknown_metrics": "neutral" if policy.unknown_metrics == "exclude"
                                        else policy.unknown_metrics})
     first, second = steps
     before = step_all(first, policy, None, 0.0)
     after = step_all(second, policy, before.memory, gap)
-    assert before.fallback is None and after.fallback is None
+    assume(before.fallback is None and after.fallback is None)
     old, new = before.decision.weights, after.decision.weights
     for key in set(old) | set(new):
         assert abs(new.get(key, 0.0) - old.get(key, 0.0)) <= policy.max_step + TOLERANCE
+
+
+HARD = {
+    "down": lambda c: replace(c, state=InstanceState.DOWN),
+    "draining": lambda c: replace(c, state=InstanceState.DRAINING),
+    "unreachable": lambda c: replace(c, path=PathMetrics(reachable=False)),
+    "rtt over budget": lambda c: replace(c, path=PathMetrics(rtt_mean_us=2e6)),
+}
+
+
+def _overloaded(candidate: Candidate, ceiling: float) -> Candidate:
+    return replace(candidate, metrics=ComputeMetrics(candidate.metrics.values, StateFlag.OVERLOADED))
+
+
+def _at_ceiling(candidate: Candidate, ceiling: float) -> Candidate:
+    return _with(candidate, cpu_utilization=ceiling)
+
+
+SOFT = {"overloaded": _overloaded, "at the ceiling": _at_ceiling}
+
+
+@st.composite
+def limit_cases(draw: st.DrawFn) -> tuple[ServicePolicy, list[Candidate], int]:
+    """A policy with a latency budget of 1 s, and healthy instances all well below its ceiling; one of them chosen."""
+    policy = draw(policies).model_copy(update={"latency_budget_ms": 1000.0, "loss_budget": None,
+                                               "unknown_metrics": "neutral"})
+    room = policy.utilization_ceiling / (1.0 + policy.hysteresis)  # below the re-admission level
+    keys = draw(st.lists(st.sampled_from(KEYS), min_size=2, max_size=6, unique=True))
+    candidates = [Candidate(key, InstanceState.ACTIVE, ComputeMetrics(MetricsView({
+        "cpu_utilization": draw(floats(0, room * 0.99)), "capacity": draw(floats(1, 1000))})),
+        PathMetrics(rtt_mean_us=draw(floats(0, 1e5)))) for key in keys]
+    return policy, candidates, draw(st.integers(0, len(candidates) - 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(limit_cases(), st.sampled_from(sorted(HARD)))
+def test_a_hard_exclusion_takes_the_weight_to_zero_at_once(case: tuple[ServicePolicy, list[Candidate], int],
+                                                           which: str) -> None:
+    policy, candidates, index = case
+    before = step_all(candidates, policy, None, 0.0)
+    chosen = candidates[index]
+    assume(before.decision.weights.get(chosen.key, 0.0) > 0.0)
+    # inside the dwell: a hard exclusion does not wait for it
+    after = step_all([*candidates[:index], HARD[which](chosen), *candidates[index + 1:]], policy, before.memory, 0.0)
+    assert chosen.key not in after.decision.weights and chosen.key in after.decision.excluded
+    check_valid(after)
+
+
+@settings(max_examples=150, deadline=None)
+@given(limit_cases(), st.sampled_from(sorted(SOFT)), st.lists(floats(0, 30), min_size=1, max_size=6))
+def test_a_soft_limit_never_grows_a_weight_sheds_by_the_slew_limit_and_reaches_zero(
+        case: tuple[ServicePolicy, list[Candidate], int], which: str, gaps: list[float]) -> None:
+    policy, candidates, index = case
+    outcome = step_all(candidates, policy, None, 0.0)
+    chosen = candidates[index]
+    weight = outcome.decision.weights.get(chosen.key, 0.0)
+    assume(weight > 0.0)
+    limited = [*candidates[:index], SOFT[which](chosen, policy.utilization_ceiling), *candidates[index + 1:]]
+    now = 0.0
+    for gap in gaps:  # arbitrary timing, dwell included: never up, never down by more than max_step
+        now += gap
+        outcome = step_all(limited, policy, outcome.memory, now)
+        check_valid(outcome)
+        new = outcome.decision.weights.get(chosen.key, 0.0)
+        assert new <= weight + TOLERANCE and weight - new <= policy.max_step + TOLERANCE
+        assert (chosen.key in outcome.decision.excluded) == (new == 0.0)
+        weight = new
+    for _ in range(2000):  # the limit persists: the weight reaches 0 (not merely the deadband)
+        if weight == 0.0:
+            break
+        now += max(policy.min_dwell, 1.0)
+        outcome = step_all(limited, policy, outcome.memory, now)
+        new = outcome.decision.weights.get(chosen.key, 0.0)
+        assert new <= weight + TOLERANCE and weight - new <= policy.max_step + TOLERANCE
+        weight = new
+    assert weight == 0.0 and chosen.key in outcome.decision.excluded
+    assert not outcome.converging or outcome.fallback is not None
 
 
 @settings(max_examples=300, deadline=None)

@@ -299,7 +299,11 @@ def test_fallback_grace_then_least_cost() -> None:
     merit_a, merit_b = 0.9 * 2.54, 1.5 * 2.3
     assert weights(after) == pytest.approx({A: merit_a / (merit_a + merit_b), B: merit_b / (merit_a + merit_b)})
     assert excluded(after) == {C: "down"}  # never the down instance
-    # one eligible instance again: the fallback ends, the ineligible ones drop to 0 at once
+    # a fallback's pick is not shedding: it takes new flows because nothing else can
+    assert not item(after, B).shedding
+    assert item(after, B).excluded == "utilisation not yet back below 81.82% (ceiling 90%)"
+    # one eligible instance again: the fallback ends; the ineligible ones are over the ceiling (a soft
+    # limit), so they shed by the slew limit, which FAST sets to 1: all of it in one step
     recovered = run([cand(A, cpu_utilization=50, capacity=10), over[1], over[2]], after.memory, 12.0, **policy)
     assert recovered.fallback is None and weights(recovered) == {A: 1.0}
 
@@ -402,10 +406,82 @@ def test_an_excluded_instance_drops_to_zero_at_once() -> None:
     assert excluded(out) == {C: "down"}
 
 
+def _three(**over: dict[str, object]) -> list[Candidate]:
+    """A, B, C of equal capacity at 50 %; ``over[address]``: that instance's changed arguments of :func:`cand`."""
+    return [cand(address, **{"capacity": 10, "cpu_utilization": 50.0, **over.get(address, {})})  # type: ignore[arg-type]
+            for address in (A, B, C)]
+
+
+def test_a_soft_limit_sheds_by_the_slew_limit() -> None:
+    # A, B, C at 1/3 each; C reaches the ceiling (a soft limit): target .5/.5/0, gap 1/3;
+    # EWMA .3 and slew .1 / (1/3) = .3 agree: lambda .3, so C goes to 1/3 * .7 and A, B to 1/3 + .3/6
+    policy = {"smoothing": 0.3, "max_step": 0.1, "min_dwell": 0.0}
+    three = run(_three(), **policy)
+    hot = _three(**{C: {"cpu_utilization": 96.0}})
+    out = run(hot, three.memory, 1.0, **policy)
+    assert weights(out) == pytest.approx({A: 0.35 + 1 / 30, B: 0.35 + 1 / 30, C: 0.7 / 3})
+    assert excluded(out) == {}  # it still takes its (shrinking) share: not an exclusion yet
+    shed = item(out, C)
+    assert shed.shedding and shed.target == 0.0 and shed.excluded is None  # as in decision.excluded
+    assert out.decision.reasons[key(C)].startswith(
+        "utilisation 96.0% >= ceiling 95%: no new share, shedding by slew; target 0.000, weight 0.233 (moving")
+    view = out.to_dict()["instances"][2]
+    assert view["shedding"] is True and view["eligible"] is False and view["excluded"] is None
+    assert view["reason"].startswith("utilisation 96.0% >= ceiling 95%: no new share")
+    assert out.memory.limited == frozenset({ident_of(key(C))}) and out.converging
+    # the limit persists: C falls by at most max_step per step, never grows, and reaches exactly 0
+    memory, last, steps = out.memory, 0.7 / 3, 1
+    while key(C) in out.decision.weights:
+        out = run(hot, memory, 1.0 + steps, **policy)
+        now = out.decision.weights.get(key(C), 0.0)
+        assert 0.0 <= last - now <= 0.1 + 1e-12
+        memory, last, steps = out.memory, now, steps + 1
+    assert weights(out) == pytest.approx({A: 0.5, B: 0.5}) and not out.converging
+    assert excluded(out) == {C: "utilisation not yet back below 86.36% (ceiling 95%)"}  # re-admission hysteresis
+    assert not item(out, C).shedding and item(out, C).excluded == "utilisation not yet back below 86.36% (ceiling 95%)"
+    assert steps < 15
+
+
+def test_the_overloaded_flag_is_a_soft_limit_and_the_dwell_applies() -> None:
+    policy = {"smoothing": 1.0, "max_step": 0.1, "min_dwell": 5.0}
+    three = run(_three(), **policy)
+    flagged = _three(**{C: {"flags": StateFlag.OVERLOADED}})
+    held = run(flagged, three.memory, 1.0, **policy)  # inside the dwell: nothing moves, unlike a hard exclusion
+    assert weights(held) == pytest.approx({A: 1 / 3, B: 1 / 3, C: 1 / 3}) and held.status.startswith("held: dwell")
+    assert held.decision.reasons[key(C)].startswith("overloaded (agent flag): no new share, shedding by slew")
+    moved = run(flagged, held.memory, 5.0, **policy)  # gap 1/3, slew .1: lambda .3
+    assert weights(moved) == pytest.approx({A: 0.35 + 1 / 30, B: 0.35 + 1 / 30, C: 0.7 / 3})
+    assert moved.status == "moving (slew-limited)"
+
+
+def test_a_hard_limit_wins_over_a_soft_one() -> None:
+    # C is over the ceiling and over the latency budget: the budget is a hard limit, so C drops at once
+    policy = {"smoothing": 0.3, "max_step": 0.1, "min_dwell": 5.0, "latency_budget_ms": 5}
+    three = run(_three(), **policy)
+    out = run(_three(**{C: {"cpu_utilization": 99.0, "path": PathMetrics(rtt_mean_us=6_000.0)}}),
+              three.memory, 1.0, **policy)
+    assert weights(out) == pytest.approx({A: 0.5, B: 0.5})
+    assert excluded(out) == {C: "rtt over the 5 ms budget"}
+
+
+@pytest.mark.parametrize("name", ["best", "local-first", "consolidate"])
+def test_every_policy_sheds_a_soft_limited_instance_by_the_slew_limit(name: str) -> None:
+    policy = {"policy": name, "smoothing": 1.0, "max_step": 0.1, "min_dwell": 0.0, "local": (f"{C}/32",),
+              "target_utilization": 60}
+    start = run(_three(), **policy)
+    before = weights(start).get(C, 0.0)
+    assert before > 0.0
+    out = run(_three(**{C: {"cpu_utilization": 97.0}}), start.memory, 1.0, **policy)
+    after = weights(out).get(C, 0.0)
+    assert 0.0 < after < before and before - after <= 0.1 + 1e-12
+    assert item(out, C).shedding and item(out, C).target == 0.0
+
+
 # ------------------------------------------------------------------ API details
 
 
 def test_memory_and_explanation_details() -> None:
+    # B is over the ceiling from the start: it never had a weight to shed, so it is simply excluded
     out = run([cand(A, cpu_utilization=50, capacity=10), cand(B, cpu_utilization=96, capacity=10)], **FAST)
     assert out.memory.weights == {ident_of(key(A)): 1.0}
     assert out.memory.limited == frozenset({ident_of(key(B))})
