@@ -160,7 +160,7 @@ def decide(service: ServiceId, candidates: Sequence[Candidate], policy: ServiceP
 def _eligible(a: Assessment, p: Params, last: ServiceMemory, now: float,
               caps: Mapping[InstanceKey, float] | None) -> tuple[_Result, int | None]:
     chosen: Sequence[int] = a.eligible
-    aim = target(a, chosen, p, last.incumbent)
+    aim = target(a, chosen, p, last.incumbent, last.weights)
     goal, note = aim.weights, aim.note
     if caps:
         goal, note = _capped(a, chosen, goal, note, caps)

@@ -17,10 +17,15 @@ policy does not use gets 0) and, on demand, a note per instance saying why.
   incumbent keeps it until a challenger's L2 exceeds the incumbent's
   ``* (1 + hysteresis)``.
 - ``local-first``: local instances (D-BID in ``local``) split by merit, until
-  their capacity-weighted mean load crosses ``spill_at``; then a share
-  ``spill = (load - spill_at)/(ceiling - spill_at)`` (0-1; the band is at least
-  5 points) goes to the remote ones, split by merit. Continuous in load, so the
-  spill does not flap around the threshold.
+  their capacity-weighted mean load crosses ``spill_at``; then the larger of
+  two spills goes to the remote ones, split by merit: the curve
+  ``(load - spill_at)/(ceiling - spill_at)`` (0-1; the band is at least 5
+  points) and the complement of the last decision's local share scaled by
+  ``spill_at / load`` (:func:`local_share`: the share that brings the locals
+  back to ``spill_at``). The curve alone was unstable when the local site is
+  small against the ingress's demand (one slew step moved its load across the
+  whole band, so it cycled between overloaded and idle); the ratio alone was
+  slow in a surge.
 - ``consolidate``: instances in a fixed order (largest capacity first, then
   ident); the service's current load ``Σ capacity * load/100`` is planned onto
   them in that order, each up to ``target_utilization``; load beyond every
@@ -57,7 +62,8 @@ class Target(NamedTuple):
     incumbent: Ident | None = None
 
 
-Policy = Callable[[Assessment, Sequence[int], Params, "Ident | None"], Target]
+Policy = Callable[[Assessment, Sequence[int], Params, "Ident | None", Mapping[Ident, float]], Target]
+"""``(assessment, indices, params, incumbent, previous)``: ``previous`` is the last decision's weights by ident."""
 
 
 def merit(a: Assessment, index: int) -> float:
@@ -76,12 +82,14 @@ def merit_note(a: Assessment, index: int) -> str:
     return f"free capacity {a.free[index]:.4g} x score {a.overall[index]:.2f}"
 
 
-def weighted(a: Assessment, indices: Sequence[int], p: Params, incumbent: Ident | None) -> Target:
+def weighted(a: Assessment, indices: Sequence[int], p: Params, incumbent: Ident | None,
+             previous: Mapping[Ident, float]) -> Target:
     """Weights in proportion to merit (free capacity * score)."""
     return Target(by_merit(a, indices), lambda i: f"weighted: {merit_note(a, i)}")
 
 
-def best(a: Assessment, indices: Sequence[int], p: Params, incumbent: Ident | None) -> Target:
+def best(a: Assessment, indices: Sequence[int], p: Params, incumbent: Ident | None,
+         previous: Mapping[Ident, float]) -> Target:
     """Everything to the best L2, with hysteresis in favour of an eligible incumbent."""
     overall = a.overall
     chosen = leader = max(indices, key=overall.__getitem__)  # the first maximum: lowest ident on ties
@@ -105,13 +113,33 @@ def is_local(binding: IPAddress, local: tuple[IPNetwork, ...]) -> bool:
     return any(binding in network for network in local)
 
 
+def local_share(held: float, local_load: float, p: Params) -> float:
+    """The share of new flows to keep local: the one that would bring the locals' load to ``spill_at``.
+
+    The locals' load came from the share they ``held`` (the last decision's), so scaling that share by
+    ``spill_at / load`` aims the load at ``spill_at`` (multiplicative, so every ingress that does the same
+    scales the site's load by the same factor; with background load ``B`` the step's gain at the fixed
+    point is ``B / spill_at`` < 1: it converges without overshooting). Never above 1; more local load
+    never raises it. local-first spills the larger of ``1 - local_share`` and :func:`spill_share`: the
+    ratio brings the share back gradually once the locals cool down (the fixed curve alone snapped back
+    to all-local and cycled), the curve reacts at once to a surge, where the measured load under-states
+    the demand (it cannot exceed 100 %).
+    """
+    if local_load <= 0.0:
+        return 1.0
+    return min(1.0, held * p.spill_at / local_load)
+
+
 def spill_share(local_load: float, p: Params) -> float:
-    """The share of new flows local-first sends to remote instances at this local load."""
+    """The share of new flows local-first sends to remote instances at this local load, with no local share
+    held yet (the first decision): proportional to how far into the band between ``spill_at`` and the
+    ceiling the locals are."""
     band = max(p.ceiling - p.spill_at, SPILL_BAND_MIN)
     return min(max((local_load - p.spill_at) / band, 0.0), 1.0)
 
 
-def local_first(a: Assessment, indices: Sequence[int], p: Params, incumbent: Ident | None) -> Target:
+def local_first(a: Assessment, indices: Sequence[int], p: Params, incumbent: Ident | None,
+                previous: Mapping[Ident, float]) -> Target:
     """Local instances first; spill to remote ones in proportion to how far locals are past ``spill_at``."""
     where = {i: is_local(a.key(i).binding, p.local) for i in indices}
     local = [i for i in indices if where[i]]
@@ -122,15 +150,22 @@ def local_first(a: Assessment, indices: Sequence[int], p: Params, incumbent: Ide
                       lambda i: f"local-first: only {only} instances eligible; {merit_note(a, i)}")
     capacity = sum(a.capacity[i] for i in local)
     load = sum(a.capacity[i] * a.load[i] for i in local) / capacity if capacity > 0.0 else 0.0
-    spill = spill_share(load, p)
+    held = sum(previous.get(a.idents[i], 0.0) for i in local)
+    if held > 0.0:  # the larger spill of the two rules (local_share's docstring)
+        spill = max(1.0 - local_share(held, load, p), spill_share(load, p))
+        how = f"local share {held:.2f} -> {1.0 - spill:.2f}"
+    else:
+        spill = spill_share(load, p)
+        how = "no local share yet"
     shares = dict(zip(local, [(1.0 - spill) * w for w in by_merit(a, local)], strict=True))
     shares.update(zip(remote, [spill * w for w in by_merit(a, remote)], strict=True))
-    status = f"locals at {load:.1f}% (spill at {p.spill_at:g}%), {spill:.0%} spilled"
+    status = f"locals at {load:.1f}% (spill at {p.spill_at:g}%), {how}, {spill:.0%} spilled"
     return Target([shares[i] for i in indices],
                   lambda i: f"local-first: {'local' if where[i] else 'remote'}; {status}; {merit_note(a, i)}")
 
 
-def consolidate(a: Assessment, indices: Sequence[int], p: Params, incumbent: Ident | None) -> Target:
+def consolidate(a: Assessment, indices: Sequence[int], p: Params, incumbent: Ident | None,
+                previous: Mapping[Ident, float]) -> Target:
     """Plan the current load onto as few instances as possible, each up to ``target_utilization``."""
     capacity, load = a.capacity, a.load
     order = sorted(indices, key=lambda i: (-capacity[i], a.idents[i]))
@@ -167,8 +202,9 @@ POLICIES: Mapping[str, Policy] = {
 }
 
 
-def target(a: Assessment, indices: Sequence[int], p: Params, incumbent: Ident | None = None) -> Target:
+def target(a: Assessment, indices: Sequence[int], p: Params, incumbent: Ident | None = None,
+           previous: Mapping[Ident, float] | None = None) -> Target:
     """The raw target of ``p.policy`` over ``indices`` (not empty, in canonical order)."""
     if not indices:
         raise ValueError("a target needs at least one eligible instance")
-    return POLICIES[p.policy](a, indices, p, incumbent)
+    return POLICIES[p.policy](a, indices, p, incumbent, previous or {})

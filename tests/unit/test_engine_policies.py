@@ -254,6 +254,25 @@ def test_local_first_spills_in_proportion() -> None:
     assert weights(gone) == {A: 1.0}
 
 
+def test_local_first_scales_the_local_share_it_held_toward_spill_at() -> None:
+    local = "10.0.0.1"
+    policy = {"policy": "local-first", "local": ("10.0.0.0/24",), "spill_at": 80, "utilization_ceiling": 95, **FAST}
+
+    def at(load: float, memory: ServiceMemory | None, now: float) -> Outcome:
+        return run([cand(local, cpu_utilization=load, capacity=10), cand(A, cpu_utilization=0, capacity=10)],
+                   memory, now, **policy)
+
+    first = at(85, None, 0.0)  # nothing held yet: the curve, (85 - 80) / 15 = 1/3
+    assert weights(first)[local] == pytest.approx(2 / 3)
+    second = at(85, first.memory, 1.0)  # held 2/3 at 85 %: keep 2/3 * 80/85, more than the curve spills
+    assert weights(second)[local] == pytest.approx(2 / 3 * 80 / 85)
+    cooler = at(60, second.memory, 2.0)  # below spill_at the share grows back by the same ratio, not all at once
+    assert weights(cooler)[local] == pytest.approx(2 / 3 * 80 / 85 * 80 / 60)
+    surge = at(94, cooler.memory, 3.0)  # a surge: the curve's (94 - 80) / 15 spill beats the ratio's
+    assert weights(surge)[local] == pytest.approx(1 - 14 / 15)
+    assert "local share" in item(second, local).reason
+
+
 def test_consolidate_packs_below_the_target() -> None:
     policy = {"policy": "consolidate", "target_utilization": 70, **FAST}
     # demand = 1000*.3 + 500*.3 + 500*.3 = 600 <= 700: all of it on the largest
