@@ -170,54 +170,65 @@ class Rib:
         return set()
 
     def _update(self, update: RouteUpdate, now: float) -> set[ServiceId]:
+        peer_address, announced, withdrawn = update
+        hit = _texts.get(id(peer_address))  # text_of, inline (as for each prefix below): a call fewer
+        peer = hit[1] if hit is not None and hit[0] is peer_address else text_of(peer_address)
         changed: set[ServiceId] = set()
-        peer = text_of(update.peer)
-        for prefix, path_id in update.withdrawn:
-            key = (peer, text_of(prefix), path_id)
-            service = self._remove(key)
+        for prefix, path_id in withdrawn:
+            service = self._remove((peer, text_of(prefix), path_id))
             if service is not None:
                 self.counters.withdrawn += 1
                 changed.add(service)
-        announced: Sequence[Route] = update.announced
-        if self._admission is not None and announced:
-            announced = self._admit(peer, announced, changed)
-        paths, by_service, services = self._paths, self._by_service, self._services
-        peer_keys = self._by_peer.get(peer)
-        if peer_keys is None and announced:
-            peer_keys = self._by_peer[peer] = set()
-        for route in announced:
+        if not announced:
+            return changed
+        routes: Sequence[Route] = announced if self._admission is None else self._admit(peer, announced, changed)
+        paths = self._paths
+        for route in routes:
             prefix = route[0]  # Route fields by position (a NamedTuple): prefix, next hop, path id, ...
-            hit = _texts.get(id(prefix))  # text_of(prefix), inline: one call fewer per route
+            hit = _texts.get(id(prefix))
             prefix_text = hit[1] if hit is not None and hit[0] is prefix else text_of(prefix)
             key = (peer, prefix_text, route[2])
-            raw = route[8]
             path = paths.get(key)
-            if path is not None:  # the usual case, a path replaced: updated in place, already indexed
-                if path.raw != raw:  # same bytes: keep what was decoded
-                    path.raw = raw
-                    path._decoded = None
-                    path._used = None
-                    path._held = None
-                if path.next_hop is not route[1] and self._track and path.next_hop != route[1]:
-                    self._count(prefix_text, path.service, path.next_hop, -1)
-                    self._count(prefix_text, path.service, route[1], +1)
-                path.next_hop = route[1]
-                path.received_at = now
-                path.stale_since = None
-                changed.add(path.service)
+            if path is None:
+                changed.add(self._insert(key, route, now))
                 continue
-            service = services.get(prefix_text)
-            if service is None:
-                service = services[prefix_text] = ServiceId(prefix)
-                by_service[prefix_text] = set()
-            paths[key] = Path(key, service, route[1], raw, now)
-            by_service[prefix_text].add(key)
-            peer_keys.add(key)  # type: ignore[union-attr]  # set above when anything is announced
-            changed.add(service)
-            if self._track:
-                self._count(prefix_text, service, route[1], +1)
-        self.counters.announced += len(announced)
+            # the usual case, a path replaced: updated in place, already indexed
+            raw = route[8]
+            if path.raw != raw:  # same bytes: keep what was decoded
+                path.raw = raw
+                path._decoded = None
+                path._used = None
+                path._held = None
+            next_hop = route[1]
+            if path.next_hop is not next_hop:
+                if self._track and path.next_hop != next_hop:
+                    self._count(prefix_text, path.service, path.next_hop, -1)
+                    self._count(prefix_text, path.service, next_hop, +1)
+                path.next_hop = next_hop
+            path.received_at = now
+            path.stale_since = None
+            changed.add(path.service)
+        self.counters.announced += len(routes)
         return changed
+
+    def _insert(self, key: PathKey, route: Route, now: float) -> ServiceId:
+        """A new path: filed under its service (created with its first path) and its peer."""
+        peer, prefix_text, _ = key
+        service = self._services.get(prefix_text)
+        if service is None:
+            service = self._services[prefix_text] = ServiceId(route[0])
+            self._by_service[prefix_text] = {key}
+        else:
+            self._by_service[prefix_text].add(key)
+        peer_keys = self._by_peer.get(peer)
+        if peer_keys is None:
+            self._by_peer[peer] = {key}
+        else:
+            peer_keys.add(key)
+        self._paths[key] = Path(key, service, route[1], route[8], now)
+        if self._track:
+            self._count(prefix_text, service, route[1], +1)
+        return service
 
     def _admit(self, peer: str, routes: Sequence[Route], changed: set[ServiceId]) -> Sequence[Route]:
         """The routes the peer's trust rule lets in; a refused one replacing a held path removes it."""

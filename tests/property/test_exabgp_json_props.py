@@ -31,6 +31,9 @@ from dyncast_bgp.wire.exabgp_json import (
     RouteUpdate,
     SessionState,
     Shutdown,
+    _common_update,
+    _event,
+    _MalformedError,
     parse_line,
 )
 from tests.fuzz.strategies import tree_positions
@@ -306,3 +309,71 @@ def test_next_hops_parse_as_ipaddress_does(text: str) -> None:
     outcome = check(_with_announce("ipv4 unicast", text, "10.0.0.0/8"))
     if isinstance(outcome, RouteUpdate):
         assert outcome.announced[0].next_hop == ipaddress.ip_address(text)
+
+
+# ------------------------------------------------------------------ the common-shape path agrees with the general one
+
+NASTY = st.sampled_from([None, True, False, 0, 1, -1, 1 << 32, 1 << 64, (1 << 64) - 1, 1.0, 1.5, "", "1",
+                         "0.0.0.1", "as-sequence", "as-set", [], {}, [1], {"0": 1}])
+
+
+def _fast_agrees(data: Any) -> Event | None:
+    """The common-shape path on a decoded line: None, or exactly what the general path gives.
+
+    Whatever the common path raises, parse_line hands the line to the general path, so only its
+    results need to agree; and it must not return a result where the general path raises.
+    """
+    try:
+        fast = _common_update(data)
+    except Exception:  # parse_line falls back to the general path on any exception
+        fast = None
+    try:
+        general: Event | None = _event(data)
+    except (_MalformedError, LookupError, TypeError, ValueError, AttributeError, OverflowError):
+        general = None
+    if fast is not None:
+        assert general == fast, (fast, general)
+    return fast
+
+
+@settings(max_examples=400)
+@given(updates(), st.sampled_from(["5.0.0", "4.0.1"]), st.booleans())
+def test_common_path_equals_general_path_on_rendered_updates(update: tuple[list[Route], list[RouteKey], bool],
+                                                             version: str, as_int: bool) -> None:
+    routes, withdrawn, addpath = update
+    data = json.loads(render(version, routes, withdrawn, addpath, as_int))
+    fast = _fast_agrees(data)
+    families = {_family(route.prefix) for route in routes}
+    next_hops = {route.next_hop for route in routes}
+    usual = len(families) == 1 and len(next_hops) == 1 and not withdrawn and not routes[0].as_set
+    if usual:  # the property is not vacuous: the usual UPDATE takes the common path
+        assert fast is not None
+
+
+@settings(max_examples=600)
+@given(updates(), st.sampled_from(["5.0.0", "4.0.1"]), st.data())
+def test_common_path_equals_general_path_on_mutated_updates(update: tuple[list[Route], list[RouteKey], bool],
+                                                            version: str, data: st.DataObject) -> None:
+    routes, _, addpath = update
+    tree = json.loads(render(version, routes, [], addpath, data.draw(st.booleans())))
+    for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
+        positions = tree_positions(tree)[1:]
+        path = data.draw(st.sampled_from(positions))
+        parent = tree
+        for step in path[:-1]:
+            parent = parent[step]
+        action = data.draw(st.sampled_from(["drop", "replace", "nasty", "retype", "add"]))
+        if action == "drop":
+            del parent[path[-1]]
+        elif action == "replace":
+            parent[path[-1]] = data.draw(json_values)
+        elif action == "nasty":
+            parent[path[-1]] = data.draw(NASTY)
+        elif action == "retype":
+            parent[path[-1]] = data.draw(st.sampled_from(_retyped(parent[path[-1]])))
+        elif isinstance(parent, dict):
+            parent[data.draw(st.sampled_from(EXABGP_KEYS))] = data.draw(json_values | NASTY)
+        else:
+            parent.append(data.draw(json_values | NASTY))
+    _fast_agrees(tree)
+    _fast_agrees(json.loads(json.dumps(tree)))
