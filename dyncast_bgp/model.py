@@ -10,9 +10,9 @@ from __future__ import annotations
 import enum
 import ipaddress
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar, overload
+from typing import Final, TypeVar, overload
 
 _T = TypeVar("_T")
 
@@ -284,3 +284,27 @@ class Decision:
         total = sum(self.weights.values())
         if self.weights and not math.isclose(total, 1.0, abs_tol=1e-9):
             raise ValueError(f"weights of {self.service} sum to {total}, not 1")
+
+    @classmethod
+    def checked(cls, service: ServiceId, weights: Mapping[InstanceKey, float], values: Sequence[float],
+                reasons: Mapping[InstanceKey, str], excluded: Mapping[InstanceKey, str]) -> Decision:
+        """A decision whose keys the caller knows are all of ``service`` (the batch decision reads them so),
+        with ``values`` the weights in ``weights``' order: the weight checks of ``__post_init__`` run on that
+        plain list (a mapping's ``values()`` can cost more than the checks), then the decision is built
+        without running them again. Anything wrong goes through the normal constructor and its errors."""
+        total = sum(values)
+        if not (math.isfinite(total) and (not values or (min(values) >= 0.0 and math.isclose(total, 1.0,
+                                                                                          abs_tol=1e-9)))):
+            return cls(service, weights, reasons, excluded)
+        decision = object.__new__(cls)
+        set_service, set_weights, set_reasons, set_excluded = _DECISION_SLOTS
+        set_service(decision, service)
+        set_weights(decision, weights)
+        set_reasons(decision, reasons)
+        set_excluded(decision, excluded)
+        return decision
+
+
+_DECISION_SLOTS: Final = tuple(Decision.__dict__[name].__set__
+                               for name in ("service", "weights", "reasons", "excluded"))
+"""The slot setters of a frozen :class:`Decision` (a frozen dataclass only guards ``__setattr__``)."""

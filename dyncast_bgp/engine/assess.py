@@ -236,24 +236,17 @@ def assess(service: ServiceId, candidates: Sequence[Candidate], p: Params,  # no
             capacity = reported_capacity if reported_capacity > 0.0 else 0.0
         spare = 1.0 - load / 100.0
         free = capacity * (spare if spare > FREE_FLOOR else FREE_FLOOR)
-        # eligibility
+        # eligibility: the usual case (active, reachable, nothing held, below every limit's screen) inline
         state = candidate.state
-        if state is _ACTIVE or state is _CANARY:
-            exclusion = None if path.reachable else UNREACHABLE
+        if ((state is _ACTIVE or state is _CANARY) and path.reachable and candidate.hold is None
+                and not (unknown and exclude_unknown) and not (reported and capacity <= 0.0)
+                and not candidate.metrics.flags and (utilisation is None or utilisation < screen_u)
+                and (rtt is None or rtt < screen_rtt) and (loss is None or loss < screen_loss)):
+            exclusion = None
         else:
-            exclusion = state_exclusion(state, path.reachable)
-        if exclusion is None:
-            if candidate.hold is not None:
-                exclusion = candidate.hold
-            elif unknown and exclude_unknown and (relevant := _relevant(unknown, sources.get(index), p)):
-                exclusion = unknown_exclusion(relevant)
-            elif reported and capacity <= 0.0:
-                exclusion = NO_CAPACITY
-            else:
-                flags = candidate.metrics.flags
-                if (flags or (utilisation is not None and utilisation >= screen_u)
-                        or (rtt is not None and rtt >= screen_rtt) or (loss is not None and loss >= screen_loss)):
-                    exclusion = limit_exclusion(utilisation, flags, path, p, limited=ident in limited)
+            exclusion = exclusion_of(candidate, p, utilisation=utilisation, unknown=unknown,
+                                     agent_overall=sources.get(index) == AGENT_OVERALL,
+                                     reported=capacity if reported else None, limited=ident in limited)
         if exclusion is None:
             add_eligible(index)
         else:
@@ -271,9 +264,44 @@ def assess(service: ServiceId, candidates: Sequence[Candidate], p: Params,  # no
     return result
 
 
-def _relevant(unknown: tuple[str, ...], source: str | None, p: Params) -> tuple[str, ...]:
+def exclusion_of(candidate: Candidate, p: Params, *, utilisation: float | None, unknown: tuple[str, ...],
+                 agent_overall: bool, reported: float | None, limited: bool) -> Exclusion | None:
+    """Why ``candidate`` may not take new flows (None: it may), in the order of
+    :mod:`~dyncast_bgp.engine.eligibility`: state and reachability, the router's hold, unknown inputs under
+    ``exclude``, a reported capacity of 0, then the limits.
+
+    The scored inputs come in as the assessment computed them: ``utilisation`` the busiest one (clamped;
+    None: unknown), ``unknown`` the inputs it lacked, ``agent_overall`` whether its L2 is the agent's,
+    ``reported`` the capacity used when the instance reported one (else None). ``limited``: a limit
+    excluded it in the previous decision (re-admission hysteresis). :func:`assess` calls this only when its
+    inline pre-check cannot rule every exclusion out; the batch path
+    (:mod:`~dyncast_bgp.engine.batch`) likewise, so both share these rules.
+    """
+    path = candidate.path
+    state = candidate.state
+    if state is _ACTIVE or state is _CANARY:
+        if not path.reachable:
+            return UNREACHABLE
+    else:
+        exclusion = state_exclusion(state, path.reachable)
+        if exclusion is not None:
+            return exclusion
+    if candidate.hold is not None:
+        return candidate.hold
+    if unknown and p.unknown == "exclude" and (relevant := _relevant(unknown, agent_overall, p)):
+        return unknown_exclusion(relevant)
+    if reported is not None and reported <= 0.0:
+        return NO_CAPACITY
+    flags = candidate.metrics.flags
+    rtt, loss = path.rtt_mean_us, path.loss_mean
+    if (flags or (utilisation is not None and utilisation >= p.screen_utilisation)
+            or (rtt is not None and rtt >= p.screen_rtt_us) or (loss is not None and loss >= p.screen_loss)):
+        return limit_exclusion(utilisation, flags, path, p, limited=limited)
+    return None
+
+
+def _relevant(unknown: tuple[str, ...], agent_overall: bool, p: Params) -> tuple[str, ...]:
     """The unknown inputs that matter under ``exclude`` (a category weighted 0, or replaced by the agent's L2, not)."""
-    agent_overall = source == AGENT_OVERALL
     skip = []
     if p.compute_share == 0.0 or agent_overall:
         skip.append("compute")

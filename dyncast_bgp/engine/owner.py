@@ -24,8 +24,9 @@ from dataclasses import dataclass, field, replace
 
 from dyncast_bgp.config.schema import RouterConfig, ServicePolicy
 from dyncast_bgp.dataplane.desired import Affinity, Audience, DesiredState, Forwarding, InstanceTarget, ServiceTarget
+from dyncast_bgp.engine.batch import Request, decide_many
 from dyncast_bgp.engine.candidate import Candidate
-from dyncast_bgp.engine.decide import Outcome, decide
+from dyncast_bgp.engine.decide import Outcome
 from dyncast_bgp.engine.eligibility import flap_damped
 from dyncast_bgp.engine.flap import FlapTracker
 from dyncast_bgp.engine.rib import Rib
@@ -48,6 +49,17 @@ class _Service:
     bindings: frozenset[IPAddress] = frozenset()
     lingering: dict[InstanceKey, float] = field(default_factory=dict)  # key -> until
     target: ServiceTarget | None = None  # the dataplane target built from ``outcome``, reused until it changes
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A dirty service between :meth:`RouterEngine._prepare` and :meth:`RouterEngine._record`."""
+
+    service: ServiceId
+    entry: _Service
+    request: Request
+    release: float | None  # when a flap-damped instance is readmitted
+    steered: bool
 
 
 class RouterEngine:
@@ -135,16 +147,19 @@ class RouterEngine:
         self._dirty |= {service for service, at in self._review_at.items() if at <= now}
         self._dirty |= {service for service, entry in self._services.items()
                         if any(until <= now for until in entry.lingering.values())}
+        pending = [item for service in sorted(self._dirty) if (item := self._prepare(service, now)) is not None]
+        outcomes = decide_many([item.request for item in pending], now)  # every dirty service in one batch
         changed: list[Outcome] = []
-        for service in sorted(self._dirty):
-            outcome = self._recompute(service, now)
-            if outcome is not None:
+        for item, outcome in zip(pending, outcomes, strict=True):
+            if self._record(item, outcome, now):
                 changed.append(outcome)
         self._dirty.clear()
         self.decisions_changed += len(changed)
         return changed
 
-    def _recompute(self, service: ServiceId, now: float) -> Outcome | None:
+    def _prepare(self, service: ServiceId, now: float) -> _Pending | None:
+        """The decision request of one dirty service (candidates, flap holds, canary caps); None when the
+        service is gone for good (no candidates, never decided)."""
         entry = self._services.get(service)
         if entry is None:
             entry = self._services[service] = _Service(self.config.policy_for(service))
@@ -161,7 +176,14 @@ class RouterEngine:
         if not candidates and previous is None:
             del self._services[service]
             return None
-        outcome = decide(service, candidates, entry.policy, previous.memory if previous else None, now, caps=caps)
+        request = Request(service, candidates, entry.policy, previous.memory if previous else None, caps)
+        return _Pending(service, entry, request, release, steered=steer is not None)
+
+    def _record(self, pending: _Pending, outcome: Outcome, now: float) -> bool:
+        """Keep ``outcome`` for its service (lingering instances, reviews); whether its decision changed."""
+        service, entry, release = pending.service, pending.entry, pending.release
+        candidates = pending.request.candidates
+        previous = entry.outcome
         present = {c.key for c in candidates}
         if previous is not None:
             for key in previous.decision.weights.keys() | previous.decision.excluded.keys():
@@ -174,16 +196,16 @@ class RouterEngine:
         entry.lingering = lingering
         entry.outcome = outcome
         self._schedule_review(service, outcome, now)
-        if steer is not None and any(c.hold is not None and c.hold.reason == STEER_RESET for c in candidates):
+        if pending.steered and any(c.hold is not None and c.hold.reason == STEER_RESET for c in candidates):
             self._review_at[service] = now + REVIEW_INTERVAL  # readmit the new version, below its cap
         if release is not None:  # a flap-damped instance is readmitted then
             self._review_at[service] = min(self._review_at.get(service, release), release)
         if previous is not None and _same(previous.decision, outcome.decision):
-            return None
+            return False
         if not candidates and not entry.lingering:
             del self._services[service]
             self._review_at.pop(service, None)
-        return outcome
+        return True
 
     def _damp(self, policy: ServicePolicy, candidates: list[Candidate], now: float
               ) -> tuple[list[Candidate], float | None]:

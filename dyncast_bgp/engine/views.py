@@ -16,6 +16,7 @@ usually has the same instances in the same order, which one comparison finds.
 from __future__ import annotations
 
 from collections.abc import Callable, ItemsView, Iterator, Mapping, Sequence, ValuesView
+from itertools import repeat
 from typing import Any, Generic, TypeVar
 
 K = TypeVar("K")
@@ -25,13 +26,18 @@ V = TypeVar("V")
 class KeyedValues(Mapping[K, V]):
     """A read-only mapping over parallel ``keys`` and ``values`` (keys unique), indexed on first lookup."""
 
-    __slots__ = ("_index", "_keys", "_values")
+    __slots__ = ("_index", "_keys", "_values", "_wider")
 
-    def __init__(self, keys: Sequence[K], values: Sequence[V]) -> None:
+    def __init__(self, keys: Sequence[K], values: Sequence[V], *,
+                 wider: tuple[Sequence[K], Sequence[V], V] | None = None) -> None:
+        """``wider``: the same mapping laid out over more keys, ``(keys, values, fill)``, the keys not in
+        this mapping with the value ``fill``; only :meth:`lookup` reads it (the batch decision has a
+        service's weights laid out that way, and the next decision usually asks for them so)."""
         if len(keys) != len(values):
             raise ValueError(f"{len(keys)} keys for {len(values)} values")
         self._keys = keys
         self._values = values
+        self._wider = wider
         self._index: dict[K, V] | None = None
 
     def _indexed(self) -> dict[K, V]:
@@ -48,6 +54,16 @@ class KeyedValues(Mapping[K, V]):
         A comparison of two sequences in C, where a lookup per key would hash each one.
         """
         return self._values if self._keys == keys else None
+
+    def lookup(self, keys: Sequence[K], default: V) -> Sequence[V]:
+        """The value of each of ``keys`` (``default`` for a key not here), in order: :meth:`aligned` when it
+        applies, else one index lookup per key in C."""
+        if self._keys == keys:
+            return self._values
+        wider = self._wider
+        if wider is not None and wider[2] == default and wider[0] == keys:
+            return wider[1]
+        return list(map(self._indexed().get, keys, repeat(default)))
 
     def __contains__(self, key: object) -> bool:
         return key in self._indexed()
@@ -78,6 +94,9 @@ class _Items(ItemsView[K, V], Generic[K, V]):
     def __iter__(self) -> Iterator[tuple[K, V]]:
         return zip(*self._pairs, strict=True)
 
+    def __len__(self) -> int:
+        return len(self._pairs[0])
+
 
 class _Values(ValuesView[V], Generic[V]):
     __slots__ = ("_sequence",)
@@ -88,6 +107,9 @@ class _Values(ValuesView[V], Generic[V]):
 
     def __iter__(self) -> Iterator[V]:
         return iter(self._sequence)
+
+    def __len__(self) -> int:
+        return len(self._sequence)
 
 
 class LazyMapping(Mapping[K, V]):

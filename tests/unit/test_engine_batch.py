@@ -1,0 +1,195 @@
+"""The batch decision (engine.batch, engine.columns, engine.vector) and the router's use of it (engine.owner)."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections.abc import Iterator
+
+import pytest
+
+from dyncast_bgp.config.schema import RouterConfig, ServicePolicy
+from dyncast_bgp.engine import batch
+from dyncast_bgp.engine.batch import Request, decide_many
+from dyncast_bgp.engine.candidate import Candidate, ident_of
+from dyncast_bgp.engine.columns import read
+from dyncast_bgp.engine.decide import Outcome, decide
+from dyncast_bgp.engine.memory import ServiceMemory
+from dyncast_bgp.engine.owner import RouterEngine
+from dyncast_bgp.engine.views import KeyedValues
+from dyncast_bgp.model import (
+    ComputeMetrics,
+    InstanceKey,
+    InstanceState,
+    MetricsView,
+    PathMetrics,
+    ServiceId,
+    StateFlag,
+)
+from dyncast_bgp.wire.exabgp_json import Route, RouteUpdate
+from dyncast_bgp.wire.metrics import encode_metrics
+
+PEER = ipaddress.ip_address("10.0.0.3")
+POLICY = ServicePolicy()
+SERVICES = [ServiceId(ipaddress.IPv4Network((0x0A000000 + n, 32))) for n in range(60)]
+BINDINGS = [ipaddress.IPv4Address(0xC6336400 + n) for n in range(16)]
+
+
+def mixed(service: ServiceId, rng: random.Random) -> list[Candidate]:
+    """The benchmark's mix: loads, capacities, paths; a few draining, down, overloaded or unreachable."""
+    out = []
+    for binding in BINDINGS:
+        capacity = rng.choice((100.0, 200.0, 400.0, 800.0))
+        cpu = rng.uniform(5.0, 99.0)
+        values = {"cpu_utilization": cpu, "capacity": capacity, "active_sessions": float(int(capacity * cpu / 100))}
+        roll = rng.random()
+        state = InstanceState.DOWN if roll < 0.02 else InstanceState.DRAINING if roll < 0.06 else InstanceState.ACTIVE
+        flags = StateFlag.OVERLOADED if rng.random() < 0.05 else StateFlag.NONE
+        path = PathMetrics(rtt_mean_us=rng.uniform(500.0, 30_000.0), loss_mean=rng.uniform(0.0, 0.01),
+                           reachable=rng.random() > 0.01)
+        out.append(Candidate(InstanceKey(service, binding), state, ComputeMetrics(MetricsView(values), flags), path))
+    return out
+
+
+@pytest.fixture
+def batched(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """How many services each call of the column path decided (not handed back to ``decide``)."""
+    counts: list[int] = []
+    block = batch._decide_block
+
+    def spy(requests: list[Request], p: object, now: float) -> list[Outcome | None]:
+        outcomes = block(requests, p, now)  # type: ignore[arg-type]
+        counts.append(sum(outcome is not None for outcome in outcomes))
+        return outcomes
+
+    monkeypatch.setattr(batch, "_decide_block", spy)
+    yield counts
+
+
+def same(got: Outcome, expected: Outcome) -> None:
+    assert list(got.decision.weights.items()) == list(expected.decision.weights.items())
+    assert list(got.decision.excluded.items()) == list(expected.decision.excluded.items())
+    assert got.memory == expected.memory and list(got.memory.weights.items()) == list(expected.memory.weights.items())
+    assert (got.status, got.fallback, got.converging) == (expected.status, expected.fallback, expected.converging)
+
+
+def test_the_benchmark_mix_is_decided_by_columns_exactly_as_decide_does(batched: list[int]) -> None:
+    rng = random.Random(3)
+    oracle: list[ServiceMemory | None] = [None] * len(SERVICES)
+    memories: list[ServiceMemory | None] = [None] * len(SERVICES)
+    for now in (0.0, 1.0, 7.0, 8.0, 30.0, 31.0, 90.0):
+        lists = [mixed(service, rng) for service in SERVICES]
+        expected = [decide(service, candidates, POLICY, memory, now)
+                    for service, candidates, memory in zip(SERVICES, lists, oracle, strict=True)]
+        got = decide_many([Request(service, candidates, POLICY, memory)
+                           for service, candidates, memory in zip(SERVICES, lists, memories, strict=True)], now)
+        for g, e in zip(got, expected, strict=True):
+            same(g, e)
+        oracle, memories = [o.memory for o in expected], [o.memory for o in got]
+    assert sum(batched) >= 0.9 * 7 * len(SERVICES)  # nearly all by the columns (some have nothing eligible)
+    assert got[0] == expected[0]  # and the lazily made reasons and explanation too
+
+
+def test_small_groups_other_policies_and_caps_go_to_decide(batched: list[int]) -> None:
+    rng = random.Random(5)
+    lists = [mixed(service, rng) for service in SERVICES[:20]]
+    best = ServicePolicy(policy="best")
+    requests = [Request(service, candidates, best if index % 2 else POLICY, None,
+                        {candidates[0].key: 0.1} if index % 5 == 0 else None)
+                for index, (service, candidates) in enumerate(zip(SERVICES, lists, strict=False))]
+    got = decide_many(requests, 0.0)
+    for g, r in zip(got, requests, strict=True):
+        same(g, decide(r.service, r.candidates, r.policy, r.memory, 0.0, caps=r.caps))
+    assert batched == []  # 8 weighted services without caps: below MIN_BATCH
+    decide_many(requests, 0.0, min_batch=2)
+    assert batched == [8]
+
+
+def test_reasons_and_explanation_are_made_on_first_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(9)
+    requests = [Request(service, mixed(service, rng), POLICY) for service in SERVICES[:20]]
+    calls: list[ServiceId] = []
+    one = batch._one
+
+    def counting(request: Request, now: float) -> Outcome:
+        calls.append(request.service)
+        return one(request, now)
+
+    monkeypatch.setattr(batch, "_one", counting)
+    got = decide_many(requests, 0.0)
+    assert calls == []
+    reasons = dict(got[3].decision.reasons)
+    assert got[3].explain == decide(requests[3].service, requests[3].candidates, POLICY, None, 0.0).explain
+    assert calls == [SERVICES[3]]  # once for both
+    assert reasons == dict(decide(requests[3].service, requests[3].candidates, POLICY, None, 0.0).decision.reasons)
+
+
+def test_bad_input_raises_what_decide_raises() -> None:
+    rng = random.Random(1)
+    requests = [Request(service, mixed(service, rng), POLICY) for service in SERVICES[:20]]
+    twice = [*requests[4].candidates[:-1], requests[4].candidates[0]]
+    foreign = [*requests[6].candidates[:-1], mixed(SERVICES[40], rng)[-1]]
+    for candidates in (twice, foreign):
+        bad = [*requests[:4], requests[4]._replace(candidates=candidates), *requests[5:]]
+        with pytest.raises(ValueError) as raised:
+            decide_many(bad, 0.0)
+        with pytest.raises(ValueError) as expected:
+            decide(SERVICES[4], candidates, POLICY, None, 0.0)
+        assert str(raised.value) == str(expected.value)
+
+
+def test_unsorted_candidates_are_decided_by_decide(batched: list[int]) -> None:
+    rng = random.Random(2)
+    lists = [mixed(service, rng) for service in SERVICES[:20]]
+    lists[7] = lists[7][::-1]
+    got = decide_many([Request(service, candidates, POLICY) for service, candidates in zip(SERVICES, lists,
+                                                                                             strict=False)], 0.0)
+    same(got[7], decide(SERVICES[7], lists[7], POLICY, None, 0.0))
+    assert batched == [19]
+
+
+def test_idents_from_columns_are_ident_of() -> None:
+    v4 = [InstanceKey(SERVICES[0], ipaddress.ip_address("198.51.100.7"), path_id) for path_id in (0, 1, 2**32 - 1)]
+    v6 = [InstanceKey(SERVICES[1], ipaddress.ip_address(text)) for text in ("::1", "::ffff:198.51.100.7",
+                                                                             "2001:db8::1")]
+    for keys in (v4, v6):
+        candidates = [Candidate(key, InstanceState.ACTIVE, ComputeMetrics(), PathMetrics()) for key in keys]
+        block = read([keys[0].service], [candidates], agent_scores=False)
+        assert block.idents == [ident_of(key) for key in keys]
+        assert block.usable.tolist() == [True]
+
+
+def test_keyed_values_lookup() -> None:
+    plain = KeyedValues([1, 3], [0.25, 0.75])
+    assert plain.lookup([1, 3], 0.0) == [0.25, 0.75]
+    assert plain.lookup([1, 2, 3], 0.0) == [0.25, 0.0, 0.75]
+    wider = KeyedValues([1, 3], [0.25, 0.75], wider=([1, 2, 3], [0.25, 0.0, 0.75], 0.0))
+    assert wider.lookup([1, 2, 3], 0.0) == [0.25, 0.0, 0.75]
+    assert wider.lookup([1, 2, 3], -1.0) == [0.25, -1.0, 0.75]  # another default: not the wider layout
+    assert wider == plain and dict(wider) == {1: 0.25, 3: 0.75}
+
+
+def _route(binding: ipaddress.IPv4Address, path_id: int, cpu: float) -> Route:
+    communities = tuple(c.pack() for c in encode_metrics({"cpu_utilization": cpu, "capacity": 100}))
+    return Route(prefix=SERVICES[0].prefix, next_hop=binding, path_id=path_id, ext_communities=communities)
+
+
+def test_the_router_decides_every_dirty_service_in_one_batch(batched: list[int]) -> None:
+    engine = RouterEngine(RouterConfig.model_validate({"defaults": {"min_dwell": 0}}))
+    rng = random.Random(4)
+    memories: dict[ServiceId, ServiceMemory] = {}
+    for now in (0.0, 1.0, 2.0):
+        routes = tuple(route._replace(prefix=service.prefix) for service in SERVICES
+                       for path_id, binding in enumerate(BINDINGS[:4], start=1)
+                       for route in [_route(binding, path_id, rng.uniform(5, 95))])
+        engine.on_event(RouteUpdate(PEER, routes), now)
+        changed = engine.step(now)
+        assert len(changed) == len(SERVICES)
+        for outcome in changed:
+            service = outcome.decision.service
+            candidates = engine.rib.candidates(service, now, path_of=engine.path_of,
+                                               max_age=engine.config.metrics_max_age)
+            expected = decide(service, candidates, engine.config.policy_for(service), memories.get(service), now)
+            same(outcome, expected)
+            memories[service] = outcome.memory
+    assert batched == [len(SERVICES)] * 3
