@@ -109,6 +109,11 @@ def _weight_problems(target: ServiceTarget, layout: Layout) -> list[str]:
     weighted = sum(1 for instance in target.instances if instance.weight > 0)
     if weighted > layout.resolution:
         return [f"service {target.service}: {weighted} weighted instances exceed the resolution {layout.resolution}"]
+    if target.audience is not None:
+        weighted = sum(1 for weight in target.audience.weights.values() if weight > 0)
+        if weighted > layout.resolution:
+            return [f"service {target.service}: {weighted} weighted instances of its audience exceed the resolution "
+                    f"{layout.resolution}"]
     return []
 
 
@@ -212,6 +217,8 @@ def audience_entry(target: ServiceTarget, ordered: Sequence[InstanceTarget], lay
         return None
     weights = audience.weights
     buckets = bucketing.split([weights.get(instance.key, 0.0) for instance in ordered], layout.resolution)
+    if not any(buckets):
+        return None  # no audience draw is rendered (its clients take the service's): none is read back either
     return AudienceEntry(canonical_clients(audience.clients), tuple(buckets))
 
 

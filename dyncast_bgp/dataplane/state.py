@@ -135,7 +135,7 @@ class ServiceEntry(NamedTuple):
     def nft_view(self) -> tuple[object, ...]:
         """What the service's chain depends on, as one comparable value."""
         return (self.service, self.affinity, self.timeout_ms,
-                tuple(entry[:3] for entry in self.instances))
+                tuple(entry[:3] for entry in self.instances), self.audience)
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,7 @@ class _Pending:
     request: Request
     release: float | None  # when a flap-damped instance is readmitted
     steered: bool
+    regrouped: bool = False  # a client-prefix canary's new-version instances changed (the target changes)
 
 
 class RouterEngine:
@@ -168,16 +169,21 @@ class RouterEngine:
         if entry.policy.flap_dampening.enabled:
             candidates, release = self._damp(entry.policy, candidates, now)
         caps = None
+        regrouped = False
         if (steer := self._steers.get(service)) is not None:
             previous_weights = entry.outcome.decision.weights if entry.outcome is not None else None
+            before = self.new_version.get(service)
             candidates, caps, self.new_version[service] = steer_candidates(candidates, steer, previous_weights)
+            # a client-prefix canary's split for everyone else leaves the new version out: an instance that
+            # changed version with the same weight changes the dataplane target, not the decision
+            regrouped = bool(steer.clients) and before != self.new_version[service]
         self._index(service, entry, frozenset(c.key.binding for c in candidates))
         previous = entry.outcome
         if not candidates and previous is None:
             del self._services[service]
             return None
         request = Request(service, candidates, entry.policy, previous.memory if previous else None, caps)
-        return _Pending(service, entry, request, release, steered=steer is not None)
+        return _Pending(service, entry, request, release, steered=steer is not None, regrouped=regrouped)
 
     def _record(self, pending: _Pending, outcome: Outcome, now: float) -> bool:
         """Keep ``outcome`` for its service (lingering instances, reviews); whether its decision changed."""
@@ -200,7 +206,9 @@ class RouterEngine:
             self._review_at[service] = now + REVIEW_INTERVAL  # readmit the new version, below its cap
         if release is not None:  # a flap-damped instance is readmitted then
             self._review_at[service] = min(self._review_at.get(service, release), release)
-        if previous is not None and _same(previous.decision, outcome.decision):
+        if pending.regrouped:
+            entry.target = None
+        elif previous is not None and _same(previous.decision, outcome.decision):
             return False
         if not candidates and not entry.lingering:
             del self._services[service]

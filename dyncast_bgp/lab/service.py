@@ -385,6 +385,7 @@ class Service:
         """Count one UDP request (``--udp``); False while failed: the request is an error, left unanswered."""
         counters = self._counters
         counters.requests_total += 1
+        counters.outcomes.append((self._clock(), self.failed))
         if self.failed:
             counters.errors_total += 1
         return not self.failed

@@ -30,6 +30,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from dyncast_bgp.lab.udpservice import REQUEST_SIZE
+
 log = structlog.get_logger("dyncast.lab.udpflow")
 
 
@@ -114,7 +116,7 @@ def _ask(sock: socket.socket, seq: int, timeout: float) -> Datagram:
     started = time.monotonic()
     deadline = started + timeout
     try:
-        sock.send(str(seq).encode())
+        sock.send(f"{seq} ".encode().ljust(REQUEST_SIZE, b"."))  # padded: the answer may not be larger
         while (left := deadline - time.monotonic()) > 0:
             sock.settimeout(left)
             answer = json.loads(sock.recv(2048))

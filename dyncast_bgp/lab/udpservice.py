@@ -10,10 +10,11 @@ For every datagram the service:
 
 1. drops it when the source port is below 1024 (a reply aimed at a
    well-known port is what a reflection attack looks like);
-2. drops it when it is longer than :data:`MAX_REQUEST` octets or not UTF-8;
+2. drops it when it is longer than :data:`MAX_REQUEST` octets, not UTF-8,
+   or shorter than its answer (no amplification: clients pad their requests);
 3. counts it as a request, and stays silent while the instance is failed
    (a failed UDP service answers nothing);
-4. otherwise answers ``{"instance": NAME, "request": TEXT}``.
+4. otherwise answers ``{"instance": NAME, "request": FIRST_WORD}``.
 
 Sockets are bound to explicit addresses (:mod:`dyncast_bgp.datagram`): the answer
 must leave from the address the client sent to (the D-SID), which a wildcard
@@ -35,6 +36,8 @@ from dyncast_bgp.datagram import DatagramServer, ServerProtocol, Tally, serve
 log = structlog.get_logger("dyncast.lab.udpservice")
 
 MAX_REQUEST = 512
+MAX_TOKEN = 32
+REQUEST_SIZE = 128  # what udp-flow sends: room for an answer naming an instance of up to ~60 characters
 
 
 class UdpServiceError(RuntimeError):
@@ -42,14 +45,21 @@ class UdpServiceError(RuntimeError):
 
 
 def answer_for(instance: str, payload: bytes) -> bytes | None:
-    """The answer to one request datagram, or None when ``payload`` is not a request (too long, not UTF-8)."""
+    """The answer to one request datagram, or None when ``payload`` is not a request (too long, not UTF-8,
+    or shorter than its answer would be: an answer is never larger than its request, so a spoofed source
+    cannot use the service to amplify). The answer names the instance and echoes the request's first word
+    (at most :data:`MAX_TOKEN` characters); a client pads its requests (``dyncast lab udp-flow`` sends
+    :data:`REQUEST_SIZE` octets)."""
     if len(payload) > MAX_REQUEST:
         return None
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    return json.dumps({"instance": instance, "request": text}, separators=(",", ":")).encode()
+    words = text.split(maxsplit=1)
+    answer = json.dumps({"instance": instance, "request": words[0][:MAX_TOKEN] if words else ""},
+                        separators=(",", ":")).encode()
+    return answer if len(answer) <= len(payload) else None
 
 
 @dataclass(slots=True)

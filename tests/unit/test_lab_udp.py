@@ -23,14 +23,14 @@ from hypothesis import strategies as st
 from dyncast_bgp.lab.service import Service, ServiceConfig
 from dyncast_bgp.lab.service_cli import add_commands
 from dyncast_bgp.lab.udpflow import Datagram, FlowFileError, read_flow, run_flow, summarise
-from dyncast_bgp.lab.udpservice import MAX_REQUEST, UdpServiceError, answer_for, serve_udp
+from dyncast_bgp.lab.udpservice import MAX_REQUEST, REQUEST_SIZE, UdpServiceError, answer_for, serve_udp
 
 datagrams = st.lists(st.builds(Datagram, seq=st.integers(1, 10**6), t=st.floats(0, 1e9),
                                instance=st.one_of(st.none(), st.sampled_from(["a", "b", "c"]))), max_size=60)
 
 
 @given(st.binary(max_size=MAX_REQUEST + 20))
-def test_answer_names_the_instance_and_echoes_the_request_or_refuses(payload: bytes) -> None:
+def test_an_answer_names_the_instance_echoes_the_first_word_and_is_never_larger(payload: bytes) -> None:
     answer = answer_for("vnf-a", payload)
     try:
         text = payload.decode()
@@ -39,8 +39,17 @@ def test_answer_names_the_instance_and_echoes_the_request_or_refuses(payload: by
         return
     if len(payload) > MAX_REQUEST:
         assert answer is None
-    else:
-        assert answer is not None and json.loads(answer) == {"instance": "vnf-a", "request": text}
+        return
+    words = text.split(maxsplit=1)
+    expected = json.dumps({"instance": "vnf-a", "request": words[0][:32] if words else ""}, separators=(",", ":"))
+    assert answer == (expected.encode() if len(expected.encode()) <= len(payload) else None)
+    assert answer is None or len(answer) <= len(payload)  # no amplification
+
+
+def test_a_padded_request_is_answered_and_a_short_one_is_not() -> None:
+    assert json.loads(answer_for("vnf-a", b"17 ".ljust(REQUEST_SIZE, b".")) or b"{}") == {"instance": "vnf-a",
+                                                                                          "request": "17"}
+    assert answer_for("vnf-a", b"17") is None
 
 
 @given(datagrams)

@@ -21,6 +21,7 @@ from dyncast_bgp.ctl.render import render
 from dyncast_bgp.dataplane.desired import ServiceTarget
 from dyncast_bgp.engine.candidate import Candidate
 from dyncast_bgp.engine.decide import decide
+from dyncast_bgp.engine.owner import RouterEngine
 from dyncast_bgp.model import ComputeMetrics, InstanceKey, InstanceState, MetricsView, PathMetrics, ServiceId, StateFlag
 from dyncast_bgp.ops import rollout as machine
 from dyncast_bgp.ops.rollout import Kpis, Plan, Sample, Stage, Status
@@ -28,6 +29,7 @@ from dyncast_bgp.ops.rolloutbook import RolloutBook, read_document
 from dyncast_bgp.ops.rolloutplan import PlanError, load_plan, plan_from_document
 from dyncast_bgp.ops.steer import RESET, VersionSteer, steer_candidates, without_new_version
 from dyncast_bgp.router.runtime import RouterRuntime
+from dyncast_bgp.wire.exabgp_json import parse_line
 from dyncast_bgp.wire.metrics import encode_metrics
 
 SVC = ServiceId.parse("203.0.113.10/32")
@@ -335,3 +337,20 @@ def test_router_gives_the_audience_the_canary_split_and_everyone_else_the_old_ve
     audience = {str(k.binding): w for k, w in during.audience.weights.items()}
     assert audience == {old: pytest.approx(0.9), new: pytest.approx(0.1)}  # inside: the stage's split
     assert after.audience is None  # rolled back: the new version is held out for everyone
+
+
+def test_an_instance_upgraded_in_place_leaves_the_other_clients_split_at_once(tmp_path: Path) -> None:
+    """Same D-BID, same weight, new version tag: the decision does not change, the dataplane target does."""
+    engine = RouterEngine(parse(ROUTER % (tmp_path / "rollouts.json")).router)
+    a, b = "198.51.100.11", "198.51.100.12"
+    engine.on_event(parse_line(update(1, a, 1, version=1, delay=1000)), 1.0)
+    engine.on_event(parse_line(update(1, b, 2, version=1, delay=1000)), 1.0)
+    engine.step(1.0)
+    engine.set_steer(SVC, VersionSteer(2, 0.5, None, (ipaddress.ip_network("10.9.0.0/16"),)))
+    engine.step(2.0)
+    assert {str(t.key.binding): t.weight for t in engine.desired().services[0].instances} == {a: 0.5, b: 0.5}
+    engine.on_event(parse_line(update(3, b, 2, version=2, delay=1000)), 3.0)  # b upgraded in place
+    assert engine.step(3.0), "the target changed: the router must be told to apply"
+    target = engine.desired().services[0]
+    assert {str(t.key.binding): t.weight for t in target.instances} == {a: 1.0, b: 0.0}
+    assert target.audience is not None and {str(k.binding) for k in target.audience.weights} == {a, b}
