@@ -12,48 +12,26 @@ from __future__ import annotations
 import copy
 import ipaddress
 import json
-from pathlib import Path
 from typing import Any, Literal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dyncast_bgp.wire.exabgp_json import (
-    FAMILIES,
-    EndOfRib,
     Event,
     ExabgpJsonError,
     Ignored,
-    Notification,
-    PeerState,
     Route,
     RouteKey,
     RouteUpdate,
-    SessionState,
-    Shutdown,
     _common_update,
     _event,
     _MalformedError,
     parse_line,
 )
-from tests.fuzz.strategies import tree_positions
+from tests.fuzz.strategies import CAPTURED, DECODABLE, tree_positions
+from tests.fuzz.targets import check_event, check_exabgp_error
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "exabgp_json"
-CAPTURED = [line for path in sorted(GOLDEN.glob("*.jsonl"))
-            for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-ADDRESS_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)
-NETWORK_TYPES = (ipaddress.IPv4Network, ipaddress.IPv6Network)
-
-
-def _decodes(line: str) -> bool:
-    try:
-        json.loads(line)
-    except ValueError:
-        return False
-    return True
-
-
-DECODABLE = [line for line in CAPTURED if _decodes(line)]
 UPDATE_TEMPLATES = {
     version: json.loads(next(line for line in DECODABLE if f'"exabgp": "{version}"' in line and '"announce"' in line))
     for version in ("5.0.0", "4.0.1")
@@ -61,41 +39,14 @@ UPDATE_TEMPLATES = {
 
 
 def check(line: str) -> Event | ExabgpJsonError:
-    """parse_line's outcome, asserting it is a well-typed event or our error."""
+    """parse_line's outcome, asserting it is a well-typed event or our error (the fuzz targets' checks)."""
     try:
         event = parse_line(line)
     except ExabgpJsonError as error:
-        assert len(error.excerpt) <= 203
-        assert error.message and repr(error.excerpt) in str(error)
+        check_exabgp_error(error)
         return error
-    assert_well_typed(event)
+    check_event(event)
     return event
-
-
-def assert_well_typed(event: Event) -> None:
-    if isinstance(event, RouteUpdate):
-        assert isinstance(event.peer, ADDRESS_TYPES)
-        for route in event.announced:
-            assert isinstance(route.prefix, NETWORK_TYPES) and isinstance(route.next_hop, ADDRESS_TYPES)
-            assert 0 <= route.path_id < 1 << 32
-            assert all(isinstance(asn, int) and 0 <= asn < 1 << 32 for asn in route.as_path + route.as_set)
-            assert route.med is None or 0 <= route.med < 1 << 32
-            assert route.local_pref is None or 0 <= route.local_pref < 1 << 32
-            assert route.origin is None or isinstance(route.origin, str)
-            assert all(isinstance(raw, bytes) and len(raw) == 8 for raw in route.ext_communities)
-            route.communities()  # any 8 octets decode
-        for key in event.withdrawn:
-            assert isinstance(key.prefix, NETWORK_TYPES) and 0 <= key.path_id < 1 << 32
-    elif isinstance(event, EndOfRib):
-        assert event.family in FAMILIES
-    elif isinstance(event, PeerState):
-        assert isinstance(event.state, SessionState) and (event.reason is None or isinstance(event.reason, str))
-    elif isinstance(event, Notification):
-        assert 0 <= event.code < 256 and 0 <= event.subcode < 256 and isinstance(event.data, bytes)
-    elif isinstance(event, Ignored):
-        assert isinstance(event.kind, str) and isinstance(event.reason, str)
-    else:
-        assert isinstance(event, Shutdown)
 
 
 # ------------------------------------------------------------------ never anything but ExabgpJsonError

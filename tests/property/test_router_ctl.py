@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +22,7 @@ from dyncast_bgp.router import control
 from dyncast_bgp.router.audit import DecisionBook
 from dyncast_bgp.wire.exabgp_json import parse_line
 from tests.unit.exabgp_lines import peer_up, update
+from tests.unit.test_router_control import exchange_raw
 
 SVC = "203.0.113.10/32"
 
@@ -82,9 +82,9 @@ def test_a_stream_of_fuzzed_lines_over_the_socket_is_answered_in_order(batch: li
             handler = make_control(flows_fail=False)
             server = await serve_control(path, mode=0o600, verbs=control.VERBS, handle=handler.handle)
             try:
-                answers = await asyncio.to_thread(_exchange, path, b"".join(line + b"\n" for line in batch))
+                answers = await asyncio.to_thread(exchange_raw, path, b"".join(line + b"\n" for line in batch), 10.0)
                 # still serving afterwards
-                after = await asyncio.to_thread(_exchange, path, b'{"verb":"services"}\n')
+                after = await asyncio.to_thread(exchange_raw, path, b'{"verb":"services"}\n', 10.0)
                 assert after[0]["ok"]
             finally:
                 await server.close()
@@ -95,13 +95,3 @@ def test_a_stream_of_fuzzed_lines_over_the_socket_is_answered_in_order(batch: li
     assert all(isinstance(answer["ok"], bool) for answer in answers)
 
 
-def _exchange(path: Path, data: bytes) -> list[dict[str, Any]]:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(10)
-        sock.connect(str(path))
-        sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-    return [json.loads(line) for line in received.splitlines()]

@@ -13,7 +13,7 @@ from typing import Any
 from dyncast_bgp.agent.runtime import AgentRuntime
 from dyncast_bgp.config.loader import parse
 from dyncast_bgp.ctl.apiclient import ApiClient
-from tests.unit.test_agent_control import no_replies
+from tests.unit.test_agent_control import no_replies, until
 from tests.unit.test_agent_runtime import RecordingWriter
 
 CONFIG = """
@@ -48,14 +48,6 @@ def run_agent(tmp_path: Path, scenario: Scenario) -> None:
             await asyncio.wait_for(task, 10)
 
     asyncio.run(main())
-
-
-async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def call(client: ApiClient, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:

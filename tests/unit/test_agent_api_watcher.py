@@ -13,7 +13,8 @@ from typing import Any
 
 from dyncast_bgp.agent.runtime import AgentRuntime
 from dyncast_bgp.ctl.apiclient import ApiClient
-from tests.unit.test_agent_api_socket import announced, run_agent, until, withdrawn
+from tests.unit.test_agent_api_socket import announced, run_agent, withdrawn
+from tests.unit.test_agent_control import until
 from tests.unit.test_agent_runtime import RecordingWriter
 
 SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "k8s_endpoints_watcher.py"

@@ -187,7 +187,7 @@ def test_bad_requests_get_clear_errors_and_the_router_keeps_answering(tmp_path: 
         ]:
             answer = await ask(verb, **args)
             assert not answer["ok"] and expected in answer["error"], (verb, answer)
-        raw = await asyncio.to_thread(_raw, runtime.control_server.path if runtime.control_server else Path(),
+        raw = await asyncio.to_thread(exchange_raw, runtime.control_server.path if runtime.control_server else Path(),
                                       b'{"verb": "explain", "service": 5}\n\xff\xfe\n[]\n{"verb":"services"}\n')
         assert [line["ok"] for line in raw] == [False, False, False, True]
         assert "expected a string" in raw[0]["error"]
@@ -198,11 +198,12 @@ def test_bad_requests_get_clear_errors_and_the_router_keeps_answering(tmp_path: 
     with_router(tmp_path, body)
 
 
-def _raw(path: Path, data: bytes) -> list[dict[str, Any]]:
+def exchange_raw(path: Path, data: bytes, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Send ``data`` as is to the control socket at ``path``; every answer line, decoded."""
     import socket  # noqa: PLC0415
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(5)
+        sock.settimeout(timeout)
         sock.connect(str(path))
         sock.sendall(data)
         sock.shutdown(socket.SHUT_WR)
