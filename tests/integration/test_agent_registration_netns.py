@@ -19,11 +19,11 @@ from dyncast_bgp.lab.clab import load_topology
 from dyncast_bgp.lab.poll import expect
 from dyncast_bgp.lab.runner import LabRun
 from dyncast_bgp.router.status import read_status
+from tests.integration.intra_copy import intra_site_copy
 from tests.integration.test_intra_site_lab import skip_reason
 
 pytestmark = [pytest.mark.netns, pytest.mark.lab, pytest.mark.slow]
 
-SOURCE = Path(__file__).resolve().parents[2] / "labs" / "intra-site"
 RUN = "/run/dyncast-lab/intra-reg"
 DSID, PORT, API = "203.0.113.10", 8080, "10.10.9.2:9179"
 VNF_C = {"service": "web", "name": "vnf-c", "binding": "10.10.3.2", "capacity": 80, "version": 1,
@@ -35,16 +35,13 @@ VNF_C = {"service": "web", "name": "vnf-c", "binding": "10.10.3.2", "capacity": 
 
 def lab_copy(tmp_path: Path) -> Path:
     """labs/intra-site with its own name and run directory, vnf-c out of the agent's config, the API on."""
-    for name in ("intra-site.clab.yml", "agent.yml", "access.yml"):
-        text = (SOURCE / name).read_text().replace("/run/dyncast-lab/intra-site", RUN)
-        if name == "intra-site.clab.yml":
-            text = text.replace("name: intra-site", "name: intra-reg")
-        if name == "agent.yml":
-            text = text.split("      - name: vnf-c")[0]
-            text = text.replace("agent:\n", f'agent:\n  api: {{listen: "{API}", state_file: {RUN}/registrations.json, '
-                                "drain_deadline: 30}\n", 1)
-        (tmp_path / name).write_text(text)
-    return tmp_path / "intra-site.clab.yml"
+    def agent(text: str) -> str:
+        head, marker, _ = text.partition("      - name: vnf-c")
+        assert marker and "agent:\n" in head, "labs/intra-site/agent.yml changed: vnf-c block or agent section missing"
+        return head.replace("agent:\n", f'agent:\n  api: {{listen: "{API}", state_file: {RUN}/registrations.json, '
+                            "drain_deadline: 30}\n", 1)
+
+    return intra_site_copy(tmp_path, "intra-reg", RUN, agent=agent)
 
 
 def api(run: LabRun, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:

@@ -50,11 +50,11 @@ from dyncast_bgp.lab.poll import expect
 from dyncast_bgp.lab.process import Process
 from dyncast_bgp.lab.runner import LabRun
 from dyncast_bgp.router.status import read_status
+from tests.integration.intra_copy import intra_site_copy, router_section, vnf_c_version
 from tests.integration.test_intra_site_lab import skip_reason
 
 pytestmark = [pytest.mark.netns, pytest.mark.lab, pytest.mark.slow]
 
-SOURCE = Path(__file__).resolve().parents[2] / "labs" / "intra-site"
 NAME = "intra-ops"
 RUN = Path(f"/run/dyncast-lab/{NAME}")
 STATUS = RUN / "access.status.json"
@@ -78,22 +78,14 @@ LOAD_ARGS = ["--requests-per-session", "2", "--think-ms", "100", "--timeout", "3
 
 def lab_copy(directory: Path) -> Path:
     """labs/intra-site renamed to intra-ops: vnf-c version 2, router control socket + rollout state, max_drained 1."""
-    for name in ("intra-site.clab.yml", "agent.yml", "access.yml"):
-        text = (SOURCE / name).read_text().replace("/run/dyncast-lab/intra-site", str(RUN))
-        if name == "intra-site.clab.yml":
-            text = text.replace("name: intra-site", f"name: {NAME}")
-        elif name == "access.yml":
-            text = text.replace("router:\n", f"router:\n  control_socket: {ROUTER_SOCK}\n"
-                                f"  rollout_state: {ROLLOUT_STATE}\n", 1)
-        else:
-            head, marker, tail = text.partition("      - name: vnf-c")
-            assert marker and "version: 1" in tail, "labs/intra-site/agent.yml changed: vnf-c block not found"
-            text = head + marker + tail.replace("version: 1", "version: 2", 1)
-            text = text.replace("    dsid: 203.0.113.10/32\n",
-                                "    dsid: 203.0.113.10/32\n    drain: {max_drained: 1, deadline: 30}\n", 1)
-            assert "max_drained" in text, "labs/intra-site/agent.yml changed: service dsid line not found"
-        (directory / name).write_text(text)
-    return directory / "intra-site.clab.yml"
+    def agent(text: str) -> str:
+        dsid = "    dsid: 203.0.113.10/32\n"
+        text = vnf_c_version(text, 2).replace(dsid, dsid + "    drain: {max_drained: 1, deadline: 30}\n", 1)
+        assert "max_drained" in text, "labs/intra-site/agent.yml changed: service dsid line not found"
+        return text
+
+    return intra_site_copy(directory, NAME, RUN, agent=agent, access=lambda text: router_section(
+        text, f"  control_socket: {ROUTER_SOCK}\n  rollout_state: {ROLLOUT_STATE}\n"))
 
 
 class Lab:

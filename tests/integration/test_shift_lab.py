@@ -30,11 +30,11 @@ from dyncast_bgp.lab.poll import expect
 from dyncast_bgp.lab.runner import LabRun
 from dyncast_bgp.lab.udpflow import Datagram, read_flow
 from dyncast_bgp.router.status import read_status
+from tests.integration.intra_copy import intra_site_copy
 from tests.integration.test_intra_site_lab import INSTANCES, skip_reason
 
 pytestmark = [pytest.mark.netns, pytest.mark.lab, pytest.mark.slow]
 
-SOURCE = Path(__file__).resolve().parents[2] / "labs" / "intra-site"
 RUN = "/run/dyncast-lab/intra-shift"
 DSID, PORT = "203.0.113.10", 8080
 NAMES = {address: name for name, address in INSTANCES.items()}
@@ -43,18 +43,18 @@ MOVE_WITHIN = 5.0  # seconds from the kill to the first answer from another inst
 
 def lab_copy(tmp_path: Path, *, shift: bool) -> Path:
     """labs/intra-site renamed, every instance also answering UDP on the D-SID, shift_on_failure as asked."""
-    for name in ("intra-site.clab.yml", "agent.yml", "access.yml"):
-        text = (SOURCE / name).read_text().replace("/run/dyncast-lab/intra-site", RUN)
-        if name == "intra-site.clab.yml":
-            text = text.replace("name: intra-site", "name: intra-shift")
-            text, count = re.subn(r"(--echo 10\.10\.\d\.2)", rf"\1 --udp {DSID}", text)
-            assert count == 3, "every instance's cmd line should carry --echo"
-        if name == "access.yml":
-            text, count = re.subn(r"(\n    affinity_timeout: \d+\n)",
-                                  rf"\1    shift_on_failure: {'true' if shift else 'false'}\n", text)
-            assert count == 1, "access.yml's router defaults should set affinity_timeout"
-        (tmp_path / name).write_text(text)
-    return tmp_path / "intra-site.clab.yml"
+    def topology(text: str) -> str:
+        text, count = re.subn(r"(--echo 10\.10\.\d\.2)", rf"\1 --udp {DSID}", text)
+        assert count == 3, "every instance's cmd line should carry --echo"
+        return text
+
+    def access(text: str) -> str:
+        text, count = re.subn(r"(\n    affinity_timeout: \d+\n)",
+                              rf"\1    shift_on_failure: {'true' if shift else 'false'}\n", text)
+        assert count == 1, "access.yml's router defaults should set affinity_timeout"
+        return text
+
+    return intra_site_copy(tmp_path, "intra-shift", RUN, topology=topology, access=access)
 
 
 def rows(document: dict[str, Any] | None) -> dict[str, dict[str, Any]]:

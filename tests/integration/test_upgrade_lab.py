@@ -38,11 +38,11 @@ from dyncast_bgp.lab.loadgen import RequestEvent, session_facts
 from dyncast_bgp.lab.poll import expect
 from dyncast_bgp.lab.runner import LabRun
 from dyncast_bgp.router.status import read_status
+from tests.integration.intra_copy import intra_site_copy, router_section, vnf_c_version
 from tests.integration.test_intra_site_lab import INSTANCES, skip_reason
 
 pytestmark = [pytest.mark.netns, pytest.mark.lab, pytest.mark.slow]
 
-SOURCE = Path(__file__).resolve().parents[2] / "labs" / "intra-site"
 NAME = "intra-upgrade"
 RUN = Path(f"/run/dyncast-lab/{NAME}")
 STATUS = RUN / "access.status.json"
@@ -57,22 +57,15 @@ NEW = f"{OLD}+next"
 
 def lab_copy(directory: Path) -> Path:
     """intra-site renamed; the access router runs through LAUNCHER, with a control socket and rollout state."""
-    for name in ("intra-site.clab.yml", "agent.yml", "access.yml"):
-        text = (SOURCE / name).read_text().replace("/run/dyncast-lab/intra-site", str(RUN))
-        if name == "intra-site.clab.yml":
-            text = text.replace("name: intra-site", f"name: {NAME}")
-            old = "cmd: dyncast exabgp-run --role router"
-            assert old in text, "labs/intra-site changed: the access router's cmd line was not found"
-            text = text.replace(old, f"cmd: {LAUNCHER} exabgp-run --role router")
-        elif name == "agent.yml":
-            head, marker, tail = text.partition("      - name: vnf-c")
-            assert marker, "labs/intra-site/agent.yml changed: vnf-c block not found"
-            text = head + marker + tail.replace("version: 1", "version: 2", 1)
-        else:
-            text = text.replace("router:\n", f"router:\n  control_socket: {ROUTER_SOCK}\n"
-                                f"  rollout_state: {RUN}/rollouts.json\n", 1)
-        (directory / name).write_text(text)
-    return directory / "intra-site.clab.yml"
+    def topology(text: str) -> str:
+        old = "cmd: dyncast exabgp-run --role router"
+        assert old in text, "labs/intra-site changed: the access router's cmd line was not found"
+        return text.replace(old, f"cmd: {LAUNCHER} exabgp-run --role router")
+
+    return intra_site_copy(
+        directory, NAME, RUN, topology=topology, agent=lambda text: vnf_c_version(text, 2),
+        access=lambda text: router_section(text, f"  control_socket: {ROUTER_SOCK}\n"
+                                                 f"  rollout_state: {RUN}/rollouts.json\n"))
 
 
 def new_build(directory: Path) -> Path:
