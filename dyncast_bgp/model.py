@@ -56,16 +56,16 @@ class ServiceId:
 
     prefix: IPNetwork
     _hash: int = field(init=False, repr=False, compare=False)
+    sort_key: tuple[int, int, int] = field(init=False, repr=False, compare=False)
+    """(IP version, network address, prefix length): computed once, read as a plain attribute."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_hash", hash((self.prefix,)))
+        object.__setattr__(self, "sort_key", (self.prefix.version, int(self.prefix.network_address),
+                                              self.prefix.prefixlen))
 
     def __hash__(self) -> int:
         return self._hash
-
-    @property
-    def sort_key(self) -> tuple[int, int, int]:
-        return (self.prefix.version, int(self.prefix.network_address), self.prefix.prefixlen)
 
     def __lt__(self, other: ServiceId) -> bool:
         return self.sort_key < other.sort_key
@@ -93,15 +93,28 @@ class InstanceKey:
 
     ``binding`` is the D-BID (the BGP next hop); ``path_id`` is the ADD-PATH
     path identifier, 0 when ADD-PATH is not in use.
+
+    Its hash and its sort key are computed once, when it is made: an
+    ``ipaddress`` object hashes and converts to ``int`` in Python, and the
+    router compares, sorts and looks up a decision's keys every time the
+    decision changes (the RIB keeps one key per path, so they are made once
+    per instance, not once per decision).
     """
 
     service: ServiceId
     binding: IPAddress
     path_id: int = 0
+    _hash: int = field(init=False, repr=False, compare=False)
+    sort_key: tuple[tuple[int, int, int], int, int, int] = field(init=False, repr=False, compare=False)
+    """(the service's sort key, IP version, D-BID, path id): computed once, read as a plain attribute."""
 
-    @property
-    def sort_key(self) -> tuple[tuple[int, int, int], int, int, int]:
-        return (self.service.sort_key, self.binding.version, int(self.binding), self.path_id)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.service, self.binding, self.path_id)))
+        object.__setattr__(self, "sort_key", (self.service.sort_key, self.binding.version, int(self.binding),
+                                              self.path_id))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __lt__(self, other: InstanceKey) -> bool:
         return self.sort_key < other.sort_key
@@ -131,6 +144,17 @@ class MetricsView(Mapping[str, float]):
             clean[name] = number
         self._data: dict[str, float] = dict(sorted(clean.items()))
         self._hash: int | None = None
+
+    @classmethod
+    def trusted(cls, data: dict[str, float]) -> MetricsView:
+        """A view of ``data`` as it is, taking it over: for callers that guarantee it already is what
+        ``__init__`` makes (every value a finite ``float``, the names in sorted order) and will not touch it
+        again. The router's metric decoder builds 160,000 of these in a full recompute, where the checks
+        and the sort of ``__init__`` cost as much as the decoding."""
+        view = object.__new__(cls)
+        view._data = data
+        view._hash = None
+        return view
 
     @overload
     def get(self, key: str, /) -> float | None: ...
@@ -183,6 +207,21 @@ class ComputeMetrics:
     def get(self, name: str) -> float | None:
         return self.values.get(name)
 
+    @classmethod
+    def trusted(cls, values: MetricsView, flags: StateFlag, version: int | None) -> ComputeMetrics:
+        """The same as ``ComputeMetrics(values, flags, version)``, built without the frozen dataclass's
+        three ``object.__setattr__`` calls (the router's metric decoder builds one per path)."""
+        metrics = object.__new__(cls)
+        set_values, set_flags, set_version = _METRICS_SLOTS
+        set_values(metrics, values)
+        set_flags(metrics, flags)
+        set_version(metrics, version)
+        return metrics
+
+
+_METRICS_SLOTS: Final = tuple(ComputeMetrics.__dict__[name].__set__ for name in ("values", "flags", "version"))
+"""The slot setters of a frozen :class:`ComputeMetrics` (a frozen dataclass only guards ``__setattr__``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class PathMetrics:
@@ -221,16 +260,23 @@ class Instance:
 
 
 def state_from_flags(flags: StateFlag, *, healthy: bool = True) -> InstanceState:
-    """The lifecycle state an instance advertises through its state flags."""
+    """The lifecycle state an instance advertises through its state flags.
+
+    DRAINED wins over DRAINING, which wins over CANARY; other bits do not matter. Read from a table by
+    the three bits that count, as plain ``int`` arithmetic: ``&`` on an ``enum.Flag`` runs Python code
+    and the router asks this once per instance of every service it decides.
+    """
     if not healthy:
         return InstanceState.DOWN
-    if flags & StateFlag.DRAINED:
-        return InstanceState.DRAINED
-    if flags & StateFlag.DRAINING:
-        return InstanceState.DRAINING
-    if flags & StateFlag.CANARY:
-        return InstanceState.CANARY
-    return InstanceState.ACTIVE
+    return _STATE_BY_BITS[int(flags) & _STATE_BITS]
+
+
+_STATE_BITS: Final = int(StateFlag.DRAINED | StateFlag.DRAINING | StateFlag.CANARY)
+_STATE_BY_BITS: Final = tuple(
+    InstanceState.DRAINED if bits & StateFlag.DRAINED else InstanceState.DRAINING if bits & StateFlag.DRAINING
+    else InstanceState.CANARY if bits & StateFlag.CANARY else InstanceState.ACTIVE
+    for bits in range(_STATE_BITS + 1))
+"""The state of every value of the bits in :data:`_STATE_BITS` (index: those bits of the flags)."""
 
 
 def flags_for_state(state: InstanceState, *, overloaded: bool = False,

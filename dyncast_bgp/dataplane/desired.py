@@ -112,9 +112,10 @@ class ServiceTarget:
         keys = [target.key for target in self.instances]
         if len(set(keys)) != len(keys):
             raise ValueError(f"{self.service}: an instance is listed twice")
-        for target in self.instances:
-            if target.key.service != self.service:
-                raise ValueError(f"{target.key} is not an instance of {self.service}")
+        service = self.service
+        for key in keys:
+            if key.service is not service and key.service != service:  # the router's keys share one object
+                raise ValueError(f"{key} is not an instance of {service}")
         if not (math.isfinite(self.affinity_timeout) and self.affinity_timeout > 0):
             raise ValueError(f"{self.service}: affinity_timeout must be > 0")
         if self.audience is not None:

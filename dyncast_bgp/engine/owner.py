@@ -19,8 +19,10 @@ reason ``flap-damped (penalty P)`` until their penalty has decayed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
+from typing import TypeVar
 
 from dyncast_bgp.config.schema import RouterConfig, ServicePolicy
 from dyncast_bgp.dataplane.desired import Affinity, Audience, DesiredState, Forwarding, InstanceTarget, ServiceTarget
@@ -31,6 +33,7 @@ from dyncast_bgp.engine.eligibility import flap_damped
 from dyncast_bgp.engine.flap import FlapTracker
 from dyncast_bgp.engine.rib import Rib
 from dyncast_bgp.engine.trust import TrustPolicy
+from dyncast_bgp.engine.views import KeyedValues
 from dyncast_bgp.model import Decision, InstanceKey, IPAddress, PathMetrics, ServiceId, StateFlag
 from dyncast_bgp.ops.steer import RESET as STEER_RESET
 from dyncast_bgp.ops.steer import VersionSteer, steer_candidates, without_new_version
@@ -38,7 +41,12 @@ from dyncast_bgp.router.forwarding import forwarding_for
 from dyncast_bgp.wire.exabgp_json import Event
 
 REVIEW_INTERVAL = 1.0  # seconds between re-evaluations of a service that is still converging
+FORWARDING_MEMO = 1 << 16  # D-BIDs whose forwarding and path are remembered (RouterEngine._forwarding, path_of)
+_NO_PATH = PathMetrics()
+_ORDER = attrgetter("sort_key")
 FORGET_INTERVAL = 60.0  # seconds between sweeps of flap states that carry no information any more
+_V = TypeVar("_V")
+_NO_FLAG = StateFlag.NONE  # a flag set is its enum's one member for its value: compared by identity
 _RAISED = StateFlag.OVERLOADED  # the flag whose clearing counts as a flap (draining is maintenance)
 
 
@@ -47,6 +55,7 @@ class _Service:
     policy: ServicePolicy
     outcome: Outcome | None = None
     bindings: frozenset[IPAddress] = frozenset()
+    listed: tuple[IPAddress, ...] = ()  # the candidates' D-BIDs in order, as last indexed (see _index)
     lingering: dict[InstanceKey, float] = field(default_factory=dict)  # key -> until
     target: ServiceTarget | None = None  # the dataplane target built from ``outcome``, reused until it changes
 
@@ -79,6 +88,8 @@ class RouterEngine:
         self.decisions_changed = 0
         self._steers: dict[ServiceId, VersionSteer] = {}  # canary rollouts (ops/rollout.py, ops/steer.py)
         self.new_version: dict[ServiceId, frozenset[InstanceKey]] = {}  # per steered service: its new instances
+        self._forwardings: dict[int, tuple[IPAddress, Forwarding]] = {}  # see _forwarding
+        self._path_memo: dict[int, tuple[IPAddress, PathMetrics]] = {}  # see path_of
 
     def set_steer(self, service: ServiceId, steer: VersionSteer | None) -> None:
         """Bound (or hold out) the new version of ``service`` in its next decisions; None: no rollout."""
@@ -119,13 +130,23 @@ class RouterEngine:
         if self._paths.get(binding) == metrics:
             return
         self._paths[binding] = metrics
+        self._path_memo.clear()
         self._dirty |= self._by_binding.get(binding, set())
 
     def path_of(self, binding: IPAddress) -> PathMetrics:
+        """The measured path to ``binding``, else its static value, else nothing known. Remembered by the
+        object's identity until a measurement changes (the RIB hands the same D-BID objects over and over; an
+        ``ipaddress`` object hashes in Python)."""
+        hit = self._path_memo.get(id(binding))
+        if hit is not None and hit[0] is binding:
+            return hit[1]
         measured = self._paths.get(binding)
-        if measured is not None:
-            return measured
-        return self._static(binding) if self._static is not None else PathMetrics()
+        if measured is None:
+            measured = self._static(binding) if self._static is not None else _NO_PATH
+        if len(self._path_memo) >= FORWARDING_MEMO:
+            self._path_memo.clear()
+        self._path_memo[id(binding)] = (binding, measured)
+        return measured
 
     # ------------------------------------------------------------ decisions
 
@@ -177,7 +198,7 @@ class RouterEngine:
             # a client-prefix canary's split for everyone else leaves the new version out: an instance that
             # changed version with the same weight changes the dataplane target, not the decision
             regrouped = bool(steer.clients) and before != self.new_version[service]
-        self._index(service, entry, frozenset(c.key.binding for c in candidates))
+        self._index(service, entry, tuple([c.key.binding for c in candidates]))
         previous = entry.outcome
         if not candidates and previous is None:
             del self._services[service]
@@ -191,13 +212,15 @@ class RouterEngine:
         candidates = pending.request.candidates
         previous = entry.outcome
         present = {c.key for c in candidates}
+        same = previous is not None and _same(previous.decision, outcome.decision)
         if previous is not None:
-            for key in previous.decision.weights.keys() | previous.decision.excluded.keys():
-                if key not in present and key not in entry.lingering:
-                    entry.lingering[key] = now + entry.policy.affinity_timeout
-        lingering = {key: until for key, until in entry.lingering.items() if until > now and key not in present}
-        if lingering.keys() != entry.lingering.keys() or previous is None or not _same(previous.decision,
-                                                                                      outcome.decision):
+            for shown in (previous.decision.weights, previous.decision.excluded):
+                for key in shown:
+                    if key not in present and key not in entry.lingering:
+                        entry.lingering[key] = now + entry.policy.affinity_timeout
+        lingering = ({key: until for key, until in entry.lingering.items() if until > now and key not in present}
+                     if entry.lingering else entry.lingering)
+        if lingering.keys() != entry.lingering.keys() or not same:
             entry.target = None  # rebuilt on the next desired(); unchanged services pass the same object
         entry.lingering = lingering
         entry.outcome = outcome
@@ -208,7 +231,7 @@ class RouterEngine:
             self._review_at[service] = min(self._review_at.get(service, release), release)
         if pending.regrouped:
             entry.target = None
-        elif previous is not None and _same(previous.decision, outcome.decision):
+        elif same:
             return False
         if not candidates and not entry.lingering:
             del self._services[service]
@@ -224,9 +247,11 @@ class RouterEngine:
         watched = bool(candidates) and flaps.watches(candidates[0].key.service)
         for index, candidate in enumerate(candidates):
             flags = candidate.metrics.flags
+            if flags is _NO_FLAG and not (watched and flaps.known(candidate.key)):
+                continue  # the usual case: a steady instance has no flap state (no enum arithmetic)
             raised, draining = bool(flags & _RAISED), bool(flags & StateFlag.DRAINING)
             if not raised and not draining and not (watched and flaps.known(candidate.key)):
-                continue  # the usual case: a steady instance has no flap state
+                continue
             flaps.draining(candidate.key, draining, now)
             flaps.flags(candidate.key, raised, params, now)
             held = flaps.held(candidate.key, params, now)
@@ -240,7 +265,13 @@ class RouterEngine:
                 release = at if release is None else min(release, at)
         return (result if result is not None else candidates), release
 
-    def _index(self, service: ServiceId, entry: _Service, bindings: frozenset[IPAddress]) -> None:
+    def _index(self, service: ServiceId, entry: _Service, listed: tuple[IPAddress, ...]) -> None:
+        """File ``service`` under each of its D-BIDs (``listed``: its candidates' D-BIDs, in order). The same
+        D-BIDs in the same order as last time (the usual step) cost one comparison, identity first."""
+        if listed == entry.listed:
+            return
+        entry.listed = listed
+        bindings = frozenset(listed)
         for gone in entry.bindings - bindings:
             services = self._by_binding.get(gone)
             if services is not None:
@@ -282,9 +313,10 @@ class RouterEngine:
     def _target(self, service: ServiceId, entry: _Service) -> ServiceTarget | None:
         if entry.outcome is None:
             return None
+        decision = entry.outcome.decision
         weights = dict.fromkeys(entry.lingering, 0.0)
-        weights.update(dict.fromkeys(entry.outcome.decision.excluded, 0.0))
-        weights.update(entry.outcome.decision.weights)
+        weights.update(dict.fromkeys(decision.excluded, 0.0))
+        weights.update(decision.weights.items())  # pairs: a Mapping would be read key by key
         if not weights:
             return None
         audience = None
@@ -293,17 +325,34 @@ class RouterEngine:
             audience = Audience(steer.clients, dict(entry.outcome.decision.weights))
             weights.update(without_new_version(entry.outcome.decision.weights, self.new_version.get(service,
                                                                                                    frozenset())))
-        instances = tuple(InstanceTarget(key, weight, self._forwarding(key.binding))
-                          for key, weight in sorted(weights.items()))
+        forwarding = self._forwarding
+        instances = tuple([InstanceTarget(key, weights[key], forwarding(key.binding))
+                           for key in sorted(weights, key=_ORDER)])
         return ServiceTarget(service, instances, Affinity(entry.policy.affinity), entry.policy.affinity_timeout,
                              audience)
 
     def _forwarding(self, binding: IPAddress) -> Forwarding:
-        return forwarding_for(binding, self.config.forwarding)
+        """The first forwarding rule's way to ``binding``, remembered (the rules are fixed for the engine's life;
+        by the object's identity, as in :meth:`path_of`)."""
+        hit = self._forwardings.get(id(binding))
+        if hit is not None and hit[0] is binding:
+            return hit[1]
+        if len(self._forwardings) >= FORWARDING_MEMO:
+            self._forwardings.clear()
+        known = forwarding_for(binding, self.config.forwarding)
+        self._forwardings[id(binding)] = (binding, known)
+        return known
 
 
 def _same(a: Decision, b: Decision) -> bool:
-    return dict(a.weights) == dict(b.weights) and dict(a.excluded) == dict(b.excluded)
+    """The same weights and exclusions (reasons compared, order not)."""
+    return _equal(a.weights, b.weights) and _equal(a.excluded, b.excluded)
+
+
+def _equal(a: Mapping[InstanceKey, _V], b: Mapping[InstanceKey, _V]) -> bool:
+    if type(a) is KeyedValues:
+        return a.same_as(b)
+    return len(a) == len(b) and dict(a) == dict(b)
 
 
 def decision_line(decision: Decision) -> dict[str, object]:

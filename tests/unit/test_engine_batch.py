@@ -193,3 +193,15 @@ def test_the_router_decides_every_dirty_service_in_one_batch(batched: list[int])
             same(outcome, expected)
             memories[service] = outcome.memory
     assert batched == [len(SERVICES)] * 3
+
+
+def test_path_of_is_remembered_until_a_measurement_changes() -> None:
+    static = PathMetrics(rtt_mean_us=900.0)
+    engine = RouterEngine(RouterConfig(), static_paths=lambda binding: static)
+    binding, twin = BINDINGS[0], ipaddress.IPv4Address(int(BINDINGS[0]))  # equal, another object
+    assert engine.path_of(binding) is static and engine.path_of(twin) is static
+    measured = PathMetrics(rtt_mean_us=1500.0, loss_mean=0.01)
+    engine.on_path(twin, measured)  # reported for an equal object: every reader sees it at once
+    assert engine.path_of(binding) == measured and engine.path_of(twin) == measured
+    engine.on_path(binding, PathMetrics(reachable=False))
+    assert not engine.path_of(twin).reachable

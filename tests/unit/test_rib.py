@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dyncast_bgp.engine.rib import Rib
-from dyncast_bgp.model import InstanceState, PathMetrics, ServiceId, StateFlag
+from dyncast_bgp.model import InstanceKey, InstanceState, PathMetrics, ServiceId, StateFlag
 from dyncast_bgp.wire.exabgp_json import (
     EndOfRib,
     ExabgpJsonError,
@@ -116,3 +116,25 @@ def test_recorded_exabgp_output_of_both_versions_builds_a_consistent_rib(capture
         rib.apply(event, float(number))
         rib.check_invariants()
     assert rib.counters.announced > 0 and rib.counters.withdrawn > 0
+
+
+def test_a_path_keeps_one_instance_key_until_its_next_hop_changes() -> None:
+    rib = Rib()
+    rib.apply(RouteUpdate(PEER, (route(A, 1, 20),)), 0.0)
+    first, = rib.candidates(SVC, 0.0, path_of=no_path)
+    rib.apply(RouteUpdate(PEER, (route(A, 1, 40),)), 1.0)  # new metrics, same next hop: the same key object
+    again, = rib.candidates(SVC, 1.0, path_of=no_path)
+    assert again.key is first.key and again.metrics.get("cpu_utilization") == 40.0
+    rib.apply(RouteUpdate(PEER, (route(B, 1, 50),)), 2.0)  # the path now leads to another instance
+    moved, = rib.candidates(SVC, 2.0, path_of=no_path)
+    assert moved.key.binding == B and moved.key != first.key and hash(moved.key) == hash(InstanceKey(SVC, B))
+    rib.check_invariants()
+
+
+def test_candidates_come_in_canonical_order_whatever_the_arrival_order() -> None:
+    rib = Rib()
+    bindings = [ipaddress.ip_address(f"198.51.100.{n}") for n in (30, 2, 17, 9)] + [ipaddress.ip_address("2001:db8::1")]
+    rib.apply(RouteUpdate(PEER, tuple(route(binding, n, 10.0) for n, binding in enumerate(bindings, 1))), 0.0)
+    keys = [candidate.key for candidate in rib.candidates(SVC, 0.0, path_of=no_path)]
+    assert keys == sorted(keys) and [str(key.binding) for key in keys] == [
+        "198.51.100.2", "198.51.100.9", "198.51.100.17", "198.51.100.30", "2001:db8::1"]

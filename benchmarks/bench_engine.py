@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""The router's whole full recompute: every instance re-announced with new metrics, then ``RouterEngine.step``
+and ``desired()`` (issue 3 goal for a full recompute: < 500 ms at 10,000 services x 16 instances).
+
+``bench_decision.py`` times the decision function over candidates built beforehand; this times what the
+router does between the last UPDATE of a burst and the dataplane's desired state, on the same scale:
+
+- **step**: ``RouterEngine.step(now)`` with every service dirty: per service the RIB's candidates (the
+  freshest path per D-BID, its metric communities decoded and screened, its path metrics), flap and
+  canary bookkeeping, the batch decision, and recording each outcome (lingering instances, reviews,
+  whether the decision changed);
+- **desired**: ``RouterEngine.desired()``, the whole dataplane target, rebuilt for the services whose
+  decision changed (every one, here);
+- the share of the step spent in the RIB's candidates and in ``decide_many`` (timed by wrapping them).
+
+The UPDATEs (one path each, as ExaBGP hands them over: six metric communities, ADD-PATH path ids, one
+route reflector) are built and applied outside the timing; applying them is the intake benchmark's
+business (``bench_intake.py``). ``now`` advances past the dwell, so weights really move (the worst case).
+
+Baseline, in the same process: ``decide_many`` over the candidates of the last round, built again beforehand
+(what ``bench_decision.py`` measures). Times are CPU times of this process; garbage collection stays on as in
+the router, and the number of full (generation 2) collections during each step is shown; then as many rounds
+again with the collector off during the step and ``desired()`` (the floor: what the work itself costs).
+
+    .venv/bin/python benchmarks/bench_engine.py [--services 10000] [--instances 16] [--rounds 5] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import ipaddress
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from functools import cache, partial
+from pathlib import Path
+from typing import Any
+
+from dyncast_bgp.config.schema import RouterConfig
+from dyncast_bgp.engine import owner
+from dyncast_bgp.engine.batch import Request, decide_many
+from dyncast_bgp.engine.owner import RouterEngine
+from dyncast_bgp.engine.rib import Rib
+from dyncast_bgp.model import StateFlag
+from dyncast_bgp.wire.exabgp_json import Route, RouteUpdate
+from dyncast_bgp.wire.metrics import encode_metrics
+
+PEER = ipaddress.IPv4Address("192.0.2.1")
+CAPACITIES = (100, 200, 400, 800)
+
+
+@cache
+def _hop(number: int) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address(0xC6336400 + number)  # 198.51.100.0 + n
+
+
+@cache
+def _prefix(number: int) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network((0x0A000000 + number, 32))
+
+
+def updates(services: int, instances: int, seed: int) -> Iterator[RouteUpdate]:
+    """One UPDATE per instance: new metrics for every instance of every service. Addresses and prefixes are
+    one object per text across rounds, as the ExaBGP JSON parser hands them out (its memo)."""
+    rng = random.Random(seed)
+    hops = [_hop(n) for n in range(instances)]
+    for number in range(services):
+        prefix = _prefix(number)
+        for index, hop in enumerate(hops):
+            capacity = rng.choice(CAPACITIES)
+            cpu = rng.uniform(5.0, 92.0)
+            roll = rng.random()
+            flags = (StateFlag.DRAINING if roll < 0.015 else StateFlag.OVERLOADED if roll < 0.025 else StateFlag.NONE)
+            communities = encode_metrics(
+                {"cpu_utilization": cpu, "capacity": capacity, "service_delay": rng.randrange(100, 20_000),
+                 "active_sessions": int(capacity * cpu / 100.0 * rng.uniform(0.8, 1.2))}, flags=flags, version=7)
+            route = Route(prefix, hop, index + 1, (65001,), ext_communities=tuple(c.pack() for c in communities))
+            yield RouteUpdate(PEER, (route,))
+
+
+def cpu_timed(func: Callable[[], Any]) -> tuple[float, Any]:
+    began = time.process_time()
+    result = func()
+    return time.process_time() - began, result
+
+
+class Meter:
+    """CPU seconds spent inside one function, while installed in place of it."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+        self.seconds = 0.0
+
+    def wrapper(self) -> Callable[..., Any]:
+        """A plain function (so that, set on a class, it binds as a method) that times each call."""
+        func = self.func
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            began = time.process_time()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self.seconds += time.process_time() - began
+        return timed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--services", type=int, default=10_000)
+    parser.add_argument("--instances", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    load = os.getloadavg()
+    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, load average {load[0]:.2f} / {load[1]:.2f}; "
+          f"{args.services:,} services x {args.instances} instances, {args.rounds} rounds")
+
+    engine = RouterEngine(RouterConfig())
+    candidates_meter = Meter(Rib.candidates)
+    decide_meter = Meter(decide_many)
+    Rib.candidates = candidates_meter.wrapper()  # type: ignore[method-assign]
+    owner.decide_many = decide_meter.wrapper()  # type: ignore[attr-defined]
+    full_collections: list[int] = []
+    gc.callbacks.append(lambda phase, info: full_collections.append(1)
+                        if phase == "start" and info["generation"] == 2 else None)
+
+    now = 0.0
+    for update in updates(args.services, args.instances, seed=0):  # learn every path; the first decisions
+        engine.on_event(update, now)
+    engine.step(now)
+    engine.desired()
+
+    def rounds(seeds: range, *, collector: bool) -> list[dict[str, float]]:
+        nonlocal now
+        rows = []
+        for seed in seeds:
+            for update in updates(args.services, args.instances, seed=seed):
+                engine.on_event(update, now)
+            now += 60.0
+            candidates_meter.seconds = decide_meter.seconds = 0.0
+            full_collections.clear()
+            if not collector:
+                gc.disable()
+            try:
+                step_s, changed = cpu_timed(partial(engine.step, now))
+                collections = len(full_collections)
+                desired_s, desired = cpu_timed(engine.desired)
+            finally:
+                gc.enable()
+            assert len(changed) == args.services and len(desired.services) == args.services, "not a full recompute"
+            rows.append({"step_ms": step_s * 1e3, "desired_ms": desired_s * 1e3,
+                         "total_ms": (step_s + desired_s) * 1e3, "candidates_ms": candidates_meter.seconds * 1e3,
+                         "decide_many_ms": decide_meter.seconds * 1e3, "full_collections": collections})
+            row = rows[-1]
+            print(f"{'gc on ' if collector else 'gc off'} round {seed}: step {row['step_ms']:7.1f} ms (RIB candidates "
+                  f"{row['candidates_ms']:6.1f}, decide_many {row['decide_many_ms']:6.1f}, {collections} full gc) "
+                  f"+ desired {row['desired_ms']:6.1f} ms = {row['total_ms']:7.1f} ms")
+        return rows
+
+    with_gc = rounds(range(1, args.rounds + 1), collector=True)
+    without_gc = rounds(range(args.rounds + 1, 2 * args.rounds + 1), collector=False)
+
+    Rib.candidates = candidates_meter.func  # type: ignore[method-assign]
+    owner.decide_many = decide_meter.func  # type: ignore[attr-defined]
+    services = engine.rib.services()
+    lists = [engine.rib.candidates(service, now, path_of=engine.path_of) for service in services]
+    policies = [engine.config.policy_for(service) for service in services]
+    memories = [outcome.memory if (outcome := engine.outcome(service)) else None for service in services]
+    baseline = min(cpu_timed(lambda: decide_many([Request(s, c, p, m) for s, c, p, m in
+                                                   zip(services, lists, policies, memories, strict=True)], now))[0]
+                   for _ in range(3)) * 1e3
+
+    figures: dict[str, dict[str, Any]] = {}
+    for name, rows in (("gc on", with_gc), ("gc off", without_gc)):
+        totals = [row["total_ms"] for row in rows]
+        figures[name] = {"best_ms": min(totals), "median_ms": statistics.median(totals), "rounds": rows}
+        print(f"full recompute (step + desired), {name}: best {min(totals):.1f} ms, median "
+              f"{statistics.median(totals):.1f} ms = {min(totals) / baseline:.2f}x decide_many alone "
+              f"({baseline:.1f} ms)")
+    verdict = "met" if float(figures["gc on"]["best_ms"]) < 500.0 else "MISSED"
+    print(f"goal (full recompute < 500 ms, the router as it runs: gc on): {verdict}")
+    if args.json:
+        args.json.write_text(json.dumps({"python": platform.python_version(), "services": args.services,
+                                         "instances": args.instances, "load_at_start": load, **figures,
+                                         "baseline_decide_many_ms": baseline, "goal": verdict,
+                                         "load_at_end": os.getloadavg()}, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""The hot loop's shortcuts give exactly what the plain code gives.
+
+Each oracle here is the plain version written out in this file (as the code read before the shortcuts),
+so that a shortcut drifting from it fails: ``screen`` and ``implausible`` (trust), ``state_from_flags``,
+the trusted constructors of ``MetricsView`` and ``ComputeMetrics``, the hash and order ``InstanceKey`` and
+``ServiceId`` compute once, and ``KeyedValues.same_as`` (the router's "did the decision change").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+from collections.abc import Mapping
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dyncast_bgp.engine.trust import (
+    METRICS_CLAMPED,
+    METRICS_IMPLAUSIBLE,
+    PLAUSIBLE_MAX,
+    Rule,
+    Screened,
+    clamp,
+    implausible,
+    screen,
+)
+from dyncast_bgp.engine.views import KeyedValues
+from dyncast_bgp.model import (
+    ComputeMetrics,
+    InstanceKey,
+    InstanceState,
+    MetricsView,
+    ServiceId,
+    StateFlag,
+    state_from_flags,
+)
+
+# ------------------------------------------------------------------ oracles
+
+
+def plain_implausible(values: Mapping[str, float]) -> str | None:
+    for name, bound in PLAUSIBLE_MAX.items():
+        value = values.get(name)
+        if value is not None and value > bound:
+            return f"{name} {value:g} above the plausible {bound:g}"
+    if values.get("capacity") == 0.0 and (values.get("active_sessions", 0.0) > 0.0
+                                         or values.get("queued_requests", 0.0) > 0.0):
+        return "capacity 0 while reporting sessions"
+    return None
+
+
+def plain_screen(metrics: ComputeMetrics, rule: Rule) -> Screened:
+    values = metrics.values
+    if not values:
+        return Screened(metrics)
+    if rule.metrics == "ignored":
+        return Screened(ComputeMetrics(flags=metrics.flags, version=metrics.version))
+    why = plain_implausible(values)
+    if why is not None:
+        return Screened(ComputeMetrics(flags=metrics.flags, version=metrics.version),
+                        ((METRICS_IMPLAUSIBLE, why + "; metrics discarded"),))
+    if rule.metrics == "clamped":
+        clamped, notes = clamp(values, rule)
+        if notes:
+            adjusted = ComputeMetrics(MetricsView(clamped), metrics.flags, metrics.version)
+            return Screened(adjusted, ((METRICS_CLAMPED, "; ".join(notes)),))
+    return Screened(metrics)
+
+
+def plain_state(flags: StateFlag, *, healthy: bool = True) -> InstanceState:
+    if not healthy:
+        return InstanceState.DOWN
+    if flags & StateFlag.DRAINED:
+        return InstanceState.DRAINED
+    if flags & StateFlag.DRAINING:
+        return InstanceState.DRAINING
+    if flags & StateFlag.CANARY:
+        return InstanceState.CANARY
+    return InstanceState.ACTIVE
+
+
+# ------------------------------------------------------------------ strategies
+
+NAMES = ["capacity", "active_sessions", "queued_requests", "service_delay", "cpu_utilization",
+         "memory_utilization", "gpu_utilization", "compute_score", "overall_score", "error_rate"]
+edge = st.sampled_from([0.0, -0.0, 1.0, 1e8, math.nextafter(1e8, math.inf), 3.6e9, 4e9, 1e300, -5.0])
+value = st.one_of(edge, st.floats(-1e10, 1e10), st.integers(0, 2_000_000_000).map(float))
+values_dict = st.dictionaries(st.sampled_from(NAMES), value, max_size=len(NAMES))
+rules = st.builds(Rule, label=st.just("r"), metrics=st.sampled_from(["trusted", "clamped", "ignored"]),
+                  min_utilization=st.sampled_from([0.0, 5.0, 50.0]),
+                  max_capacity=st.sampled_from([None, 0.0, 150.0, 1e9]),
+                  max_score=st.sampled_from([0.0, 5.0, 10.0]))
+flags = st.sampled_from(list(StateFlag)) | st.integers(0, 0xFFFFFFFF).map(StateFlag)
+
+
+# ------------------------------------------------------------------ trust
+
+
+@settings(max_examples=1000)
+@given(values_dict, flags, st.one_of(st.none(), st.integers(0, 9)), rules)
+def test_screen_equals_the_plain_screen(values: dict[str, float], flag: StateFlag, version: int | None,
+                                        rule: Rule) -> None:
+    metrics = ComputeMetrics(MetricsView(values), flag, version)
+    screened, plain = screen(metrics, rule), plain_screen(metrics, rule)
+    assert screened == plain and repr(screened) == repr(plain)
+    assert (screened.metrics is metrics) == (plain.metrics is metrics)  # kept as announced: the same object
+
+
+@given(values_dict, rules)
+def test_screen_of_a_hand_built_mapping(values: dict[str, float], rule: Rule) -> None:
+    """Metrics built by hand around a plain dict (not a MetricsView) are screened as before too."""
+    metrics = ComputeMetrics(values)  # type: ignore[arg-type]
+    assert screen(metrics, rule) == plain_screen(metrics, rule)
+
+
+@given(values_dict)
+def test_implausible_equals_the_plain_check(values: dict[str, float]) -> None:
+    expected = plain_implausible(values)
+    assert implausible(values) == expected
+    assert implausible(MetricsView(values)) == expected
+
+
+# ------------------------------------------------------------------ state flags
+
+
+@pytest.mark.parametrize("value", range(64))
+def test_state_from_flags_for_every_combination(value: int) -> None:
+    flag = StateFlag(value)
+    assert state_from_flags(flag) is plain_state(flag)
+    assert state_from_flags(flag, healthy=False) is InstanceState.DOWN
+
+
+@given(flags, st.booleans())
+def test_state_from_flags_for_any_value(flag: StateFlag, healthy: bool) -> None:
+    assert state_from_flags(flag, healthy=healthy) is plain_state(flag, healthy=healthy)
+
+
+# ------------------------------------------------------------------ trusted constructors
+
+
+@given(st.dictionaries(st.sampled_from(NAMES), st.floats(allow_nan=False, allow_infinity=False)))
+def test_trusted_view_equals_the_checked_one(values: dict[str, float]) -> None:
+    checked = MetricsView(values)
+    trusted = MetricsView.trusted(dict(sorted(values.items())))
+    assert trusted == checked and list(trusted.items()) == list(checked.items())
+    assert hash(trusted) == hash(checked) and repr(trusted) == repr(checked)
+
+
+@given(values_dict.map(MetricsView), flags, st.one_of(st.none(), st.integers(0, 9)))
+def test_trusted_metrics_equal_the_constructed_ones(values: MetricsView, flag: StateFlag,
+                                                    version: int | None) -> None:
+    trusted = ComputeMetrics.trusted(values, flag, version)
+    built = ComputeMetrics(values, flag, version)
+    assert trusted == built and hash(trusted) == hash(built) and repr(trusted) == repr(built)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        trusted.version = 1  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------ keys and decisions' mappings
+
+addresses = st.one_of(st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address),
+                      st.integers(0, 2**128 - 1).map(ipaddress.IPv6Address))
+services = st.one_of(st.integers(0, 2**32 - 1).map(lambda n: ServiceId(ipaddress.IPv4Network((n, 32)))),
+                     st.integers(0, 2**128 - 1).map(lambda n: ServiceId(ipaddress.IPv6Network((n, 128)))))
+instance_keys = st.builds(InstanceKey, services, addresses, st.integers(0, 2**32 - 1))
+
+
+def plain_order(key: InstanceKey) -> tuple[tuple[int, int, int], int, int, int]:
+    prefix = key.service.prefix
+    return ((prefix.version, int(prefix.network_address), prefix.prefixlen), key.binding.version,
+            int(key.binding), key.path_id)
+
+
+@given(instance_keys, instance_keys)
+def test_instance_keys_hash_and_order_as_their_fields_do(a: InstanceKey, b: InstanceKey) -> None:
+    twin = InstanceKey(ServiceId(a.service.prefix), type(a.binding)(int(a.binding)), a.path_id)  # equal, not same
+    assert twin == a and hash(twin) == hash(a) and twin.sort_key == a.sort_key
+    assert a.sort_key == plain_order(a) and a.service.sort_key == plain_order(a)[0]
+    assert (a < b) == (plain_order(a) < plain_order(b)) and (a == b) == (plain_order(a) == plain_order(b))
+    assert dataclasses.replace(a, path_id=b.path_id).sort_key == (*plain_order(a)[:3], b.path_id)
+
+
+@given(st.lists(instance_keys, unique=True, max_size=6), st.data())
+def test_keyed_values_same_as_equals_comparing_dicts(keys: list[InstanceKey], data: st.DataObject) -> None:
+    weights = st.sampled_from([0.0, 0.25, 0.5, 1.0])
+    first = dict(zip(keys, data.draw(st.lists(weights, min_size=len(keys), max_size=len(keys))), strict=True))
+    other_keys = data.draw(st.one_of(st.just(keys), st.permutations(keys), st.lists(instance_keys, unique=True,
+                                                                                   max_size=6)))
+    second = dict(zip(other_keys, data.draw(st.lists(weights, min_size=len(other_keys), max_size=len(other_keys))),
+                      strict=True))
+    if data.draw(st.booleans()):
+        second = dict(first)  # equal content, often in the same order
+    as_views = KeyedValues(list(first), list(first.values()))
+    for other in (KeyedValues(list(second), list(second.values())), second):
+        assert as_views.same_as(other) == (first == second)
