@@ -45,6 +45,24 @@ class StateFlag(enum.IntFlag):
     DRAINED = 1 << 4  # with DRAINING: the drain is over (no live sessions left, its deadline, or a hard drain)
 
 
+_KNOWN_FLAGS = int(StateFlag.DRAINING | StateFlag.CANARY | StateFlag.OVERLOADED | StateFlag.REDUCED_REDUNDANCY
+                   | StateFlag.DRAINED)
+
+
+def state_flags(value: int) -> StateFlag:
+    """``StateFlag(value)`` for a received state-flags value, bits this version does not know kept.
+
+    The enum keeps every value it is called with in its own table for good; a peer sending ever new
+    unknown bits (32 of them) would grow that table without bound. So a value with unknown bits is made
+    and then left out of the table (the next such value is made again: equal, not the same object);
+    values of known bits only, 32 at most, are the enum's members as usual.
+    """
+    flags = StateFlag(value)
+    if value & ~_KNOWN_FLAGS:
+        StateFlag._value2member_map_.pop(value, None)
+    return flags
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceId:
     """A D-SID: the anycast prefix of a service (usually a /32 or /128).
@@ -115,6 +133,11 @@ class InstanceKey:
 
     def __hash__(self) -> int:
         return self._hash
+
+    def __reduce__(self) -> tuple[type[InstanceKey], tuple[ServiceId, IPAddress, int]]:
+        """Pickled as its fields, so another process computes the hash anew (an address hashes as a string,
+        which differs between processes)."""
+        return (InstanceKey, (self.service, self.binding, self.path_id))
 
     def __lt__(self, other: InstanceKey) -> bool:
         return self.sort_key < other.sort_key

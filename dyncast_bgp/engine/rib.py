@@ -448,7 +448,11 @@ class Rib:
 
 
 def _fresher(path: Path, other: Path) -> bool:
-    """A live path beats a stale one; then the most recently received wins."""
+    """A live path beats a stale one; then the most recently received wins; received at the same instant (two
+    reflectors' copies in one replayed second, say), the lower (peer, prefix, path id) key, so that the pick
+    never depends on the order of a set (which differs between processes)."""
     if (path.stale_since is None) != (other.stale_since is None):
         return path.stale_since is None
-    return path.received_at > other.received_at
+    if path.received_at != other.received_at:
+        return path.received_at > other.received_at
+    return path.key < other.key

@@ -62,7 +62,9 @@ class KeyedValues(Mapping[K, V]):
         if len(self._keys) != len(other):
             return False
         if type(other) is KeyedValues and self._keys == other._keys:
-            return self._values == other._values
+            mine, theirs = self._values, other._values
+            if type(mine) is list and type(theirs) is list:  # a list never equals a tuple or an array
+                return mine == theirs
         return dict(zip(self._keys, self._values, strict=True)) == dict(other)
 
     def lookup(self, keys: Sequence[K], default: V) -> Sequence[V]:

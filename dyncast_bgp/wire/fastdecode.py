@@ -31,7 +31,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
-from dyncast_bgp.model import ComputeMetrics, MetricsView, StateFlag
+from dyncast_bgp.model import ComputeMetrics, MetricsView, StateFlag, state_flags
 from dyncast_bgp.wire.community import (
     BY_SUBTYPE,
     EXPERIMENTAL_TYPES,
@@ -257,7 +257,7 @@ def _planned(plans: dict[int, _Plan | None], key: int, blob: bytes, metric_types
 
 def _flag(value: int) -> StateFlag:
     """The :class:`StateFlag` of a state-flags value, made now and kept."""
-    flags = StateFlag(value)
+    flags = state_flags(value)
     if len(_flags) >= _CACHE_LIMIT:
         _flags.clear()
     _flags[value] = flags

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from dyncast_bgp.model import ComputeMetrics, MetricsView, StateFlag
+from dyncast_bgp.model import ComputeMetrics, MetricsView, StateFlag, state_flags
 from dyncast_bgp.wire.community import (
     BY_NAME,
     DEFAULT_METRIC_TYPE,
@@ -148,7 +148,7 @@ class _Reader:
 
     def _use(self, name: str, value: float) -> None:
         if name == STATE:
-            self.flags = StateFlag(int(value))
+            self.flags = state_flags(int(value))
         elif name == VERSION:
             self.version = int(value)
         else:

@@ -265,7 +265,10 @@ def test_next_hops_parse_as_ipaddress_does(text: str) -> None:
 # ------------------------------------------------------------------ the common-shape path agrees with the general one
 
 NASTY = st.sampled_from([None, True, False, 0, 1, -1, 1 << 32, 1 << 64, (1 << 64) - 1, 1.0, 1.5, "", "1",
-                         "0.0.0.1", "as-sequence", "as-set", [], {}, [1], {"0": 1}])
+                         "0.0.0.1", "as-sequence", "as-set", [], {}, [1], {"0": 1}]).map(copy.deepcopy)
+"""Values that break naive readers. A copy per draw: ``sampled_from`` hands out the listed objects themselves,
+and a later mutation inside an inserted ``[1]`` or ``{"0": 1}`` would change them for every later example
+(hypothesis then stops the test as FlakyStrategyDefinition: generation depending on external state)."""
 
 
 def _fast_agrees(data: Any) -> Event | None:

@@ -8,9 +8,14 @@ the trusted constructors of ``MetricsView`` and ``ComputeMetrics``, the hash and
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import ipaddress
 import math
+import os
+import pickle
+import subprocess
+import sys
 from collections.abc import Mapping
 
 import pytest
@@ -35,8 +40,11 @@ from dyncast_bgp.model import (
     MetricsView,
     ServiceId,
     StateFlag,
+    state_flags,
     state_from_flags,
 )
+from dyncast_bgp.wire.fastdecode import decode_raw
+from dyncast_bgp.wire.metrics import encode_metrics
 
 # ------------------------------------------------------------------ oracles
 
@@ -196,3 +204,42 @@ def test_keyed_values_same_as_equals_comparing_dicts(keys: list[InstanceKey], da
     as_views = KeyedValues(list(first), list(first.values()))
     for other in (KeyedValues(list(second), list(second.values())), second):
         assert as_views.same_as(other) == (first == second)
+
+
+def test_keyed_values_same_as_compares_contents_whatever_the_sequence_type() -> None:
+    keys = [1, 2]
+    assert KeyedValues(keys, [0.5, 0.5]).same_as(KeyedValues(keys, (0.5, 0.5)))
+    assert not KeyedValues(keys, [0.5, 0.5]).same_as(KeyedValues(keys, (0.5, 0.25)))
+
+
+def test_a_pickled_instance_key_hashes_anew_in_another_process() -> None:
+    key = InstanceKey(ServiceId.parse("203.0.113.10/32"), ipaddress.ip_address("198.51.100.7"), 3)
+    assert pickle.loads(pickle.dumps(key)) == key and copy.deepcopy(key) == key
+    check = ("import pickle, sys, ipaddress\n"
+             "from dyncast_bgp.model import InstanceKey, ServiceId\n"
+             "key = pickle.loads(sys.stdin.buffer.read())\n"
+             "fresh = InstanceKey(ServiceId.parse('203.0.113.10/32'), ipaddress.ip_address('198.51.100.7'), 3)\n"
+             "assert hash(key) == hash(fresh) and key in {fresh} and key.sort_key == fresh.sort_key\n")
+    for seed in ("1", "2"):  # string hashes differ between these processes and this one
+        subprocess.run([sys.executable, "-c", check], input=pickle.dumps(key), check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed}, timeout=60)
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=50))
+def test_received_state_flags_never_grow_the_enum_table(values: list[int]) -> None:
+    before = set(StateFlag._value2member_map_)
+    for value in values:
+        flags = state_flags(value)
+        assert int(flags) == value and isinstance(flags, StateFlag)
+        assert state_from_flags(flags) is plain_state(flags)
+    assert set(StateFlag._value2member_map_) <= before | set(range(32))  # known bits only: 32 values at most
+
+
+def test_decoding_ever_new_unknown_state_bits_keeps_the_enum_table_bounded() -> None:
+    size = len(StateFlag._value2member_map_)
+    for value in range(1 << 8, (1 << 8) + 300):
+        raw = tuple(c.pack() for c in encode_metrics({"cpu_utilization": 50.0}))
+        state = bytes(raw[-1][:4]) + value.to_bytes(4, "big")  # the state community, another value each time
+        for decoded in (decode_raw((raw[0], state)), decode_raw((raw[0], state)), decode_raw((raw[0], state))):
+            assert int(decoded.metrics.flags) == value
+    assert len(StateFlag._value2member_map_) <= max(size, 32)

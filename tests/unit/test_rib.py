@@ -138,3 +138,13 @@ def test_candidates_come_in_canonical_order_whatever_the_arrival_order() -> None
     keys = [candidate.key for candidate in rib.candidates(SVC, 0.0, path_of=no_path)]
     assert keys == sorted(keys) and [str(key.binding) for key in keys] == [
         "198.51.100.2", "198.51.100.9", "198.51.100.17", "198.51.100.30", "2001:db8::1"]
+
+
+def test_two_copies_received_at_the_same_instant_pick_the_lower_peer_whatever_the_order() -> None:
+    picks = set()
+    for first, second in ((PEER, OTHER_PEER), (OTHER_PEER, PEER)):
+        rib = Rib()
+        rib.apply(RouteUpdate(first, (route(A, 1, 10.0 if first == PEER else 90.0),)), 5.0)
+        rib.apply(RouteUpdate(second, (route(A, 1, 10.0 if second == PEER else 90.0),)), 5.0)
+        picks.add(tuple(cpus(rib, 5.0).items()))
+    assert picks == {(("198.51.100.11", 10.0),)}  # 10.0.0.3 < 10.0.0.9: its copy, in both orders
