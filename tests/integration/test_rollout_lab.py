@@ -66,7 +66,8 @@ SERVICE = f"{DSID}/32"
 INSTANCES = {"vnf-a": "10.10.1.2", "vnf-b": "10.10.2.2", "vnf-c": "10.10.3.2"}
 NEW = "vnf-c"  # the one instance of version 2
 HOLD = 4.0  # seconds per stage
-MAX_RTT_MS = 10.0  # the plan's KPI; veth probes here are well under 1 ms
+MAX_RTT_MS = 25.0  # the plan's KPI; veth probes here are well under 1 ms, but a fully loaded CI machine
+# delayed one probe window past 10 ms once (a canary without breach rolled back)
 DELAY_MS = 40.0  # vnf-c's egress delay at stage 2: over the KPI, under the router's 50 ms latency budget
 SHARE_TOLERANCE = 0.06  # kernel share vs stage cap (absolute): bucket resolution and rounding
 DYNCAST = str(Path(sys.executable).with_name("dyncast"))
@@ -337,7 +338,7 @@ def start_rollout(lab: Lab, name: str, *, hold: float, rollback: str = "soft") -
 def at_last_stage(lab: Lab, hold: float) -> dict[str, Any]:
     view = expect(lab.rollout, lambda v: v.get("stage") == 3 or v.get("status") != "running",
                   timeout=4 * hold + 5, wait=0.1, what="the last stage", diagnose=lab.diagnose)
-    assert view.get("status") == "running" and view.get("stage") == 3, view
+    assert view.get("status") == "running" and view.get("stage") == 3, json.dumps(view)  # whole: why it stopped
     return view
 
 

@@ -333,6 +333,7 @@ def test_exabgp_restart_loses_no_request(site: ThreeSite) -> None:
 
 
 def test_route_reflector_restart_keeps_forwarding(site: ThreeSite) -> None:
+    settled(site)  # the previous test restarted ingress1's router: its kernel may still be converging
     before = {router: site.kernel(router) for router in ROUTERS}
     _no_failures_across(site, lambda: site.lab.restart_node("rr", down_for=5.0), hold=8.0,
                         what="route reflector down 5 s, then restarted")
