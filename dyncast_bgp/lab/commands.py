@@ -53,7 +53,8 @@ def _demo(args: argparse.Namespace) -> int:
     configure("warning", fmt="console")
     from dyncast_bgp.lab.demo.run import DemoOptions, run_demo  # noqa: PLC0415 - matplotlib and rich: only here
     topology = Path(args.topology) if args.topology else default_topology()
-    out = Path(args.out) if args.out else Path("reports") / time.strftime("demo-%Y%m%d-%H%M%S")
+    # absolute: the load generators run in their nodes' directories and write their events here
+    out = (Path(args.out) if args.out else Path("reports") / time.strftime("demo-%Y%m%d-%H%M%S")).absolute()
     options = DemoOptions(topology=topology, out_dir=out, scale=args.scale, rate=args.rate, live=not args.no_live)
     try:
         return run_demo(options)
