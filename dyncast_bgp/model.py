@@ -8,8 +8,10 @@ so that decisions are pure functions of these values.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import math
+import operator
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, TypeVar, overload
@@ -45,8 +47,8 @@ class StateFlag(enum.IntFlag):
     DRAINED = 1 << 4  # with DRAINING: the drain is over (no live sessions left, its deadline, or a hard drain)
 
 
-_KNOWN_FLAGS = int(StateFlag.DRAINING | StateFlag.CANARY | StateFlag.OVERLOADED | StateFlag.REDUCED_REDUNDANCY
-                   | StateFlag.DRAINED)
+_KNOWN_FLAGS = functools.reduce(operator.or_, (int(member) for member in StateFlag), 0)
+"""Every bit this version names (derived: a flag added to :class:`StateFlag` is known at once)."""
 
 
 def state_flags(value: int) -> StateFlag:
@@ -145,6 +147,11 @@ class InstanceKey:
     def __str__(self) -> str:
         suffix = f"#{self.path_id}" if self.path_id else ""
         return f"{self.service}@{self.binding}{suffix}"
+
+
+by_sort_key = operator.attrgetter("sort_key")
+"""A sort key function for :class:`InstanceKey` and :class:`ServiceId` (and anything with ``sort_key``): read in C,
+where ``sorted()`` of the keys themselves calls their Python ``__lt__`` per comparison."""
 
 
 class MetricsView(Mapping[str, float]):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from operator import attrgetter
 from typing import TypeVar
 
 from dyncast_bgp.config.schema import RouterConfig, ServicePolicy
@@ -31,19 +30,19 @@ from dyncast_bgp.engine.candidate import Candidate
 from dyncast_bgp.engine.decide import Outcome
 from dyncast_bgp.engine.eligibility import flap_damped
 from dyncast_bgp.engine.flap import FlapTracker
+from dyncast_bgp.engine.memo import IdentityMemo
 from dyncast_bgp.engine.rib import Rib
 from dyncast_bgp.engine.trust import TrustPolicy
 from dyncast_bgp.engine.views import KeyedValues
-from dyncast_bgp.model import Decision, InstanceKey, IPAddress, PathMetrics, ServiceId, StateFlag
+from dyncast_bgp.model import Decision, InstanceKey, IPAddress, PathMetrics, ServiceId, StateFlag, by_sort_key
 from dyncast_bgp.ops.steer import RESET as STEER_RESET
 from dyncast_bgp.ops.steer import VersionSteer, steer_candidates, without_new_version
 from dyncast_bgp.router.forwarding import forwarding_for
 from dyncast_bgp.wire.exabgp_json import Event
 
 REVIEW_INTERVAL = 1.0  # seconds between re-evaluations of a service that is still converging
-FORWARDING_MEMO = 1 << 16  # D-BIDs whose forwarding and path are remembered (RouterEngine._forwarding, path_of)
+MEMO_LIMIT = 1 << 16  # D-BIDs whose path and forwarding are remembered (RouterEngine.path_of, _forwarding)
 _NO_PATH = PathMetrics()
-_ORDER = attrgetter("sort_key")
 FORGET_INTERVAL = 60.0  # seconds between sweeps of flap states that carry no information any more
 _V = TypeVar("_V")
 _NO_FLAG = StateFlag.NONE  # a flag set is its enum's one member for its value: compared by identity
@@ -88,8 +87,8 @@ class RouterEngine:
         self.decisions_changed = 0
         self._steers: dict[ServiceId, VersionSteer] = {}  # canary rollouts (ops/rollout.py, ops/steer.py)
         self.new_version: dict[ServiceId, frozenset[InstanceKey]] = {}  # per steered service: its new instances
-        self._forwardings: dict[int, tuple[IPAddress, Forwarding]] = {}  # see _forwarding
-        self._path_memo: dict[int, tuple[IPAddress, PathMetrics]] = {}  # see path_of
+        self._forwardings: IdentityMemo[IPAddress, Forwarding] = IdentityMemo(MEMO_LIMIT)  # see _forwarding
+        self._path_memo: IdentityMemo[IPAddress, PathMetrics] = IdentityMemo(MEMO_LIMIT)  # see path_of
 
     def set_steer(self, service: ServiceId, steer: VersionSteer | None) -> None:
         """Bound (or hold out) the new version of ``service`` in its next decisions; None: no rollout."""
@@ -134,19 +133,15 @@ class RouterEngine:
         self._dirty |= self._by_binding.get(binding, set())
 
     def path_of(self, binding: IPAddress) -> PathMetrics:
-        """The measured path to ``binding``, else its static value, else nothing known. Remembered by the
-        object's identity until a measurement changes (the RIB hands the same D-BID objects over and over; an
-        ``ipaddress`` object hashes in Python)."""
-        hit = self._path_memo.get(id(binding))
-        if hit is not None and hit[0] is binding:
-            return hit[1]
+        """The measured path to ``binding``, else its static value, else nothing known; remembered by the
+        object's identity (:mod:`~dyncast_bgp.engine.memo`) until a measurement changes."""
+        return self._path_memo.get(binding, self._path_now)
+
+    def _path_now(self, binding: IPAddress) -> PathMetrics:
         measured = self._paths.get(binding)
-        if measured is None:
-            measured = self._static(binding) if self._static is not None else _NO_PATH
-        if len(self._path_memo) >= FORWARDING_MEMO:
-            self._path_memo.clear()
-        self._path_memo[id(binding)] = (binding, measured)
-        return measured
+        if measured is not None:
+            return measured
+        return self._static(binding) if self._static is not None else _NO_PATH
 
     # ------------------------------------------------------------ decisions
 
@@ -247,11 +242,11 @@ class RouterEngine:
         watched = bool(candidates) and flaps.watches(candidates[0].key.service)
         for index, candidate in enumerate(candidates):
             flags = candidate.metrics.flags
-            if flags is _NO_FLAG and not (watched and flaps.known(candidate.key)):
-                continue  # the usual case: a steady instance has no flap state (no enum arithmetic)
-            raised, draining = bool(flags & _RAISED), bool(flags & StateFlag.DRAINING)
+            raised = draining = False
+            if flags is not _NO_FLAG:  # enum arithmetic only for flagged instances
+                raised, draining = bool(flags & _RAISED), bool(flags & StateFlag.DRAINING)
             if not raised and not draining and not (watched and flaps.known(candidate.key)):
-                continue
+                continue  # the usual case: a steady instance has no flap state
             flaps.draining(candidate.key, draining, now)
             flaps.flags(candidate.key, raised, params, now)
             held = flaps.held(candidate.key, params, now)
@@ -327,21 +322,17 @@ class RouterEngine:
                                                                                                    frozenset())))
         forwarding = self._forwarding
         instances = tuple([InstanceTarget(key, weights[key], forwarding(key.binding))
-                           for key in sorted(weights, key=_ORDER)])
+                           for key in sorted(weights, key=by_sort_key)])
         return ServiceTarget(service, instances, Affinity(entry.policy.affinity), entry.policy.affinity_timeout,
                              audience)
 
     def _forwarding(self, binding: IPAddress) -> Forwarding:
-        """The first forwarding rule's way to ``binding``, remembered (the rules are fixed for the engine's life;
-        by the object's identity, as in :meth:`path_of`)."""
-        hit = self._forwardings.get(id(binding))
-        if hit is not None and hit[0] is binding:
-            return hit[1]
-        if len(self._forwardings) >= FORWARDING_MEMO:
-            self._forwardings.clear()
-        known = forwarding_for(binding, self.config.forwarding)
-        self._forwardings[id(binding)] = (binding, known)
-        return known
+        """The first forwarding rule's way to ``binding``, remembered by the object's identity (the rules are
+        fixed for the engine's life)."""
+        return self._forwardings.get(binding, self._forwarding_now)
+
+    def _forwarding_now(self, binding: IPAddress) -> Forwarding:
+        return forwarding_for(binding, self.config.forwarding)
 
 
 def _same(a: Decision, b: Decision) -> bool:

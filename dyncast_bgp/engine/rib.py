@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
 
 from dyncast_bgp.engine.candidate import Candidate
 from dyncast_bgp.engine.eligibility import TIER_HELD, Exclusion
@@ -42,6 +41,7 @@ from dyncast_bgp.model import (
     IPNetwork,
     PathMetrics,
     ServiceId,
+    by_sort_key,
     state_from_flags,
 )
 from dyncast_bgp.wire.community import EXPERIMENTAL_TYPES
@@ -49,7 +49,6 @@ from dyncast_bgp.wire.exabgp_json import EndOfRib, Event, PeerState, Route, Rout
 from dyncast_bgp.wire.fastdecode import decode_raw
 from dyncast_bgp.wire.metrics import DecodedMetrics
 
-_ORDER = attrgetter("sort_key")  # InstanceKey's order, read in C (its __lt__ is a Python call per comparison)
 IMPLAUSIBLE = Exclusion("metrics rejected: implausible values", tier=TIER_HELD)
 
 PENDING_REJECTIONS = 1000
@@ -390,7 +389,7 @@ class Rib:
             if best is None or _fresher(path, best):
                 chosen[instance] = path
         result = []
-        for instance in sorted(chosen, key=_ORDER):
+        for instance in sorted(chosen, key=by_sort_key):
             path = chosen[instance]
             age = now - path.received_at
             metrics = path._used if path._used is not None else self._screen(path)

@@ -14,6 +14,7 @@ from dyncast_bgp.engine.batch import Request, decide_many
 from dyncast_bgp.engine.candidate import Candidate, ident_of
 from dyncast_bgp.engine.columns import read
 from dyncast_bgp.engine.decide import Outcome, decide
+from dyncast_bgp.engine.memo import IdentityMemo
 from dyncast_bgp.engine.memory import ServiceMemory
 from dyncast_bgp.engine.owner import RouterEngine
 from dyncast_bgp.engine.views import KeyedValues
@@ -205,3 +206,22 @@ def test_path_of_is_remembered_until_a_measurement_changes() -> None:
     assert engine.path_of(binding) == measured and engine.path_of(twin) == measured
     engine.on_path(binding, PathMetrics(reachable=False))
     assert not engine.path_of(twin).reachable
+
+
+def test_identity_memo_remembers_per_object_within_its_limit() -> None:
+    made: list[ipaddress.IPv4Address] = []
+
+    def make(binding: ipaddress.IPv4Address) -> str:
+        made.append(binding)
+        return str(binding)
+
+    memo: IdentityMemo[ipaddress.IPv4Address, str] = IdentityMemo(limit=2)
+    twin = ipaddress.IPv4Address(int(BINDINGS[0]))  # equal to BINDINGS[0], another object
+    assert [memo.get(b, make) for b in (BINDINGS[0], BINDINGS[0], twin)] == [str(BINDINGS[0])] * 3
+    assert made == [BINDINGS[0], twin]  # the twin is made again (its own entry), the same object is not
+    memo.get(BINDINGS[1], make)  # a third entry: the full memo is emptied first
+    memo.get(BINDINGS[0], make)
+    assert made[2:] == [BINDINGS[1], BINDINGS[0]]
+    memo.clear()
+    memo.get(BINDINGS[1], make)
+    assert made[-1] is BINDINGS[1] and len(made) == 5
