@@ -172,9 +172,16 @@ def probe_lab() -> Iterator[ProbeLab]:
         impair: Impairer = Netem(prb) if _has_netem(prb) else \
             Bridges({path: ImpairControl(sock) for path, sock in sockets.items()})
         impair.set("a", delay_ms=DELAY_MS)
+        echoes = []
         for ns, addresses in ((ra, (A4, A6)), (rb, (B4, B6))):
             listen = [arg for address in addresses for arg in ("--listen", address)]
-            lab.spawn(ns, f"echo-{ns.name[-2:]}", probe_tool("echo", *listen, "--port", str(PORT)))
+            echoes.append(lab.spawn(ns, f"echo-{ns.name[-2:]}", probe_tool("echo", *listen, "--port", str(PORT))))
+        # The prober starts only once both responders answer: a probe sent before a responder has
+        # bound its socket is lost, and on a loaded machine the interpreter's start-up outlasts the
+        # two probes the first test's window leaves out (CI once saw 1 lost of 20 on clean path B).
+        for echo in echoes:
+            expect(lambda echo=echo: records(echo.log_path, "echo", "listening"), bool,
+                   what=f"{echo.name} listening", timeout=15.0, diagnose=echo.log_tail)
         prober = lab.spawn(prb, "prober", probe_tool(
             "probe", A4, A6, B4, B6, "--port", str(PORT), "--interval", str(INTERVAL), "--timeout", str(TIMEOUT),
             "--window", str(WINDOW), "--unreachable-after", str(UNREACHABLE_AFTER), "--report", "0.2"))
