@@ -18,9 +18,12 @@ route reflector) are built and applied outside the timing; applying them is the 
 business (``bench_intake.py``). ``now`` advances past the dwell, so weights really move (the worst case).
 
 Baseline, in the same process: ``decide_many`` over the candidates of the last round, built again beforehand
-(what ``bench_decision.py`` measures). Times are CPU times of this process; garbage collection stays on as in
-the router, and the number of full (generation 2) collections during each step is shown; then as many rounds
-again with the collector off during the step and ``desired()`` (the floor: what the work itself costs).
+(what ``bench_decision.py`` measures). Times are CPU times of this process. Two kinds of rounds: first with
+Python's collector left as it is by default (the number of full, generation 2, collections during each step
+is shown), then as the router runs (``router/collector.py``, decision 0008): the step a slice of
+``STEP_SLICE`` services at a time (the longest slice is how long the router's loop is held) and ``desired()``,
+each with the collector paused and what they leave alive frozen afterwards (the freeze is timed with them). The
+router's periodic full collection, which the frozen state costs instead, is timed once at the end.
 
     .venv/bin/python benchmarks/bench_engine.py [--services 10000] [--instances 16] [--rounds 5] [--json OUT]
 """
@@ -49,6 +52,8 @@ from dyncast_bgp.engine.batch import Request, decide_many
 from dyncast_bgp.engine.owner import RouterEngine
 from dyncast_bgp.engine.rib import Rib
 from dyncast_bgp.model import StateFlag
+from dyncast_bgp.router.collector import Collector
+from dyncast_bgp.router.runtime import STEP_SLICE
 from dyncast_bgp.wire.exabgp_json import Route, RouteUpdate
 from dyncast_bgp.wire.metrics import encode_metrics
 
@@ -137,7 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     engine.step(now)
     engine.desired()
 
-    def rounds(seeds: range, *, collector: bool) -> list[dict[str, float]]:
+    collector = Collector(300.0)
+
+    def paused(func: Callable[[], Any]) -> Any:
+        with collector.paused():
+            return func()
+
+    def rounds(seeds: range, *, router: bool) -> list[dict[str, float]]:
         nonlocal now
         rows = []
         for seed in seeds:
@@ -146,27 +157,41 @@ def main(argv: list[str] | None = None) -> int:
             now += 60.0
             candidates_meter.seconds = decide_meter.seconds = 0.0
             full_collections.clear()
-            if not collector:
-                gc.disable()
-            try:
+            longest = 0.0
+            if router:  # a slice of STEP_SLICE services at a time, as the runtime goes, each with the collector paused
+                step_s, changed = 0.0, []
+                while True:
+                    slice_s, part = cpu_timed(partial(paused, partial(engine.step, now, limit=STEP_SLICE)))
+                    step_s, longest = step_s + slice_s, max(longest, slice_s)
+                    changed += part
+                    if not engine.pending:
+                        break
+                collections = len(full_collections)
+                desired_s, desired = cpu_timed(partial(paused, engine.desired))
+            else:
                 step_s, changed = cpu_timed(partial(engine.step, now))
                 collections = len(full_collections)
                 desired_s, desired = cpu_timed(engine.desired)
-            finally:
-                gc.enable()
             assert len(changed) == args.services and len(desired.services) == args.services, "not a full recompute"
             rows.append({"step_ms": step_s * 1e3, "desired_ms": desired_s * 1e3,
                          "total_ms": (step_s + desired_s) * 1e3, "candidates_ms": candidates_meter.seconds * 1e3,
-                         "decide_many_ms": decide_meter.seconds * 1e3, "full_collections": collections})
+                         "decide_many_ms": decide_meter.seconds * 1e3, "full_collections": collections,
+                         "longest_slice_ms": longest * 1e3})
             row = rows[-1]
-            print(f"{'gc on ' if collector else 'gc off'} round {seed}: step {row['step_ms']:7.1f} ms (RIB candidates "
-                  f"{row['candidates_ms']:6.1f}, decide_many {row['decide_many_ms']:6.1f}, {collections} full gc) "
+            print(f"{'router ' if router else 'default'} round {seed}: step {row['step_ms']:7.1f} ms (RIB candidates "
+                  f"{row['candidates_ms']:6.1f}, decide_many {row['decide_many_ms']:6.1f}, {collections} full gc"
+                  + (f", longest slice {longest * 1e3:.1f}" if router else "") + ") "
                   f"+ desired {row['desired_ms']:6.1f} ms = {row['total_ms']:7.1f} ms")
         return rows
 
-    with_gc = rounds(range(1, args.rounds + 1), collector=True)
-    without_gc = rounds(range(args.rounds + 1, 2 * args.rounds + 1), collector=False)
+    with_gc = rounds(range(1, args.rounds + 1), router=False)
+    as_router = rounds(range(args.rounds + 1, 2 * args.rounds + 1), router=True)
+    full_s, full = cpu_timed(collector.full)
+    print(f"the router's periodic full collection (every router.gc_full_interval, 300 s by default): "
+          f"{full_s * 1e3:.1f} ms, {full.unreachable} unreachable objects found, {full.frozen:,} frozen again")
+    gc.unfreeze()
 
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; before the baseline's copy
     Rib.candidates = candidates_meter.func  # type: ignore[method-assign]
     owner.decide_many = decide_meter.func  # type: ignore[attr-defined]
     services = engine.rib.services()
@@ -178,20 +203,23 @@ def main(argv: list[str] | None = None) -> int:
                    for _ in range(3)) * 1e3
 
     figures: dict[str, dict[str, Any]] = {}
-    for name, rows in (("gc on", with_gc), ("gc off", without_gc)):
+    for name, rows in (("gc default", with_gc), ("as the router runs", as_router)):
         totals = [row["total_ms"] for row in rows]
         figures[name] = {"best_ms": min(totals), "median_ms": statistics.median(totals), "rounds": rows}
         print(f"full recompute (step + desired), {name}: best {min(totals):.1f} ms, median "
               f"{statistics.median(totals):.1f} ms = {min(totals) / baseline:.2f}x decide_many alone "
               f"({baseline:.1f} ms)")
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(f"peak resident memory (the RIB, every decision and desired state, the UPDATEs of a round): {rss:.0f} MiB")
-    verdict = "met" if float(figures["gc on"]["best_ms"]) < 500.0 else "MISSED"
-    print(f"goal (full recompute < 500 ms, the router as it runs: gc on): {verdict}")
+    print(f"peak resident memory over the rounds (the RIB, every decision and desired state, the UPDATEs of a "
+          f"round): {rss:.0f} MiB; after the baseline's second set of candidates: "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    verdict = "met" if float(figures["as the router runs"]["best_ms"]) < 500.0 else "MISSED"
+    print(f"goal (full recompute < 500 ms, as the router runs): {verdict}")
     if args.json:
         args.json.write_text(json.dumps({"python": platform.python_version(), "services": args.services,
                                          "instances": args.instances, "load_at_start": load, **figures,
                                          "baseline_decide_many_ms": baseline, "goal": verdict, "rss_mib": rss,
+                                         "full_collection_ms": full_s * 1e3, "full_collection_unreachable":
+                                         full.unreachable,
                                          "load_at_end": os.getloadavg()}, indent=2) + "\n", encoding="utf-8")
     return 0
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+
 import pytest
 from hypothesis import settings
 
@@ -20,3 +23,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture
 def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze_collector() -> Iterator[None]:
+    """The router freezes what is alive after each step (router/collector.py); a test that ran one must not
+    leave the test process's objects frozen for the rest of the suite (cycles among them would never go)."""
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()

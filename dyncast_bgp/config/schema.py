@@ -587,6 +587,9 @@ class RouterConfig(Strict):
     stale_routes_time: NonNegative | None = Field(
         default=None, description="keep a down peer's routes this long (default: bgp.graceful_restart, else 0)")
     apply_interval: NonNegative = Field(default=0.1, description="coalesce dataplane applies (seconds)")
+    gc_full_interval: PositiveSeconds = Field(
+        default=300.0, description="seconds between the router's full garbage collections; its decision steps "
+        "run with the collector paused and freeze what they leave alive (router/collector.py, decision 0008)")
     startup_hold: NonNegative = Field(
         default=15.0, description="after a start, the kernel is first programmed when every established peer has "
         "sent End-of-RIB, or after this many seconds, so a restart never replaces the installed state with a "

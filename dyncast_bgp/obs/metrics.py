@@ -274,6 +274,7 @@ ROUTER_COUNTERS = {
     "audit_records": "Decision changes written to the audit log",
     "audit_dropped": "Audit records dropped (writer queue full or write failed)",
     "flaps": "Instance flaps counted by the flap dampening",
+    "gc_full_collections": "Periodic full garbage collections (between them the router's state is frozen)",
 }
 
 

@@ -55,6 +55,7 @@ from dyncast_bgp.probe.prober import Prober, queue_sink
 from dyncast_bgp.probe.static import throughput_from_static
 from dyncast_bgp.router import control
 from dyncast_bgp.router.audit import AuditWriter, DecisionBook
+from dyncast_bgp.router.collector import Collector
 from dyncast_bgp.router.rejections import LogLimiter, log_rejections
 from dyncast_bgp.router.shift import ShiftTracker
 from dyncast_bgp.router.static import static_paths
@@ -66,6 +67,10 @@ _T = TypeVar("_T")
 
 ROLLOUT_SAVE_INTERVAL = 5.0  # seconds between saves of a running rollout's hold progress
 LEADING_DEBOUNCE = 0.005  # seconds: a change after a quiet spell waits this long for the rest of its burst
+STEP_SLICE = 1024
+"""Services decided before the loop lets its other tasks run (ExaBGP input, probe replies, the control socket,
+the dataplane applier): a full recompute of 10,000 services goes in ten slices, so the loop is never held for
+the whole of it (a probe reply read seconds late would count as a slow or lost probe)."""
 
 
 @dataclass(slots=True)
@@ -91,6 +96,10 @@ class RouterCounters:
     """New-version instances whose flows a hard rollback evicted (ops/rollout.py)."""
     rollout_changes: int = 0
     """Rollout state changes (start, stage, pause, resume, rollback, commit)."""
+    gc_full_collections: int = 0
+    """Periodic full garbage collections (router/collector.py)."""
+    gc_full_seconds: float = 0.0
+    """How long the last one took (the router's loop waits meanwhile)."""
 
 
 class RouterRuntime:
@@ -112,6 +121,7 @@ class RouterRuntime:
                               throughput=throughput_from_static(router.static_paths)) \
             if probes and router.probes.enabled else None
         self._apply_wanted = asyncio.Event()
+        self.collector = Collector(router.gc_full_interval, clock=clock)
         self._wake = asyncio.Event()
         self._started_at = clock()
         self._peers_up: set[IPAddress] = set()
@@ -183,20 +193,37 @@ class RouterRuntime:
 
     async def _own(self) -> None:
         while not self.stopping.is_set():
-            due = min((t for t in (self.engine.next_due(), self.rollouts.next_due()) if t is not None), default=None)
-            timeout = None if due is None else max(0.0, due - self._clock())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):  # not wait_for: it can swallow cancellation on 3.11
-                    await self._wake.wait()
+            if self.engine.pending:  # the rest of a large recompute (STEP_SLICE): the other tasks go first
+                await asyncio.sleep(0)
+            else:
+                due = min((t for t in (self.engine.next_due(), self.rollouts.next_due(), self.collector.next_due())
+                           if t is not None), default=None)
+                timeout = None if due is None else max(0.0, due - self._clock())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):  # not wait_for: it can swallow cancellation on 3.11
+                        await self._wake.wait()
+            woken = self._wake.is_set()
             self._wake.clear()
             self._after_inputs()
+            if self.collector.due(self._clock(), idle=not woken and not self.engine.pending):
+                self._collect()
+
+    def _collect(self) -> None:
+        """The periodic full garbage collection (router/collector.py), counted and logged."""
+        done = self.collector.full()
+        self.counters.gc_full_collections = self.collector.collections
+        self.counters.gc_full_seconds = round(done.seconds, 4)
+        log.info("gc_full_collection", seconds=round(done.seconds, 4), unreachable=done.unreachable,
+                 frozen=done.frozen)
 
     def _after_inputs(self) -> None:
         started = time.perf_counter()
-        changed = self.engine.step(self._clock())
-        if self._observe_rollouts(self._clock()):  # a stage moved or a rollback: decide again with the new caps
-            again = {outcome.decision.service: outcome for outcome in self.engine.step(self._clock())}
-            changed = [again.pop(o.decision.service, o) for o in changed] + list(again.values())
+        with self.collector.paused():  # a full recompute's allocations would walk the whole state (collector.py)
+            changed = self.engine.step(self._clock(), limit=STEP_SLICE)
+            if self._observe_rollouts(self._clock()):  # a stage moved or a rollback: decide again, new caps
+                again = {outcome.decision.service: outcome
+                         for outcome in self.engine.step(self._clock(), limit=STEP_SLICE)}
+                changed = [again.pop(o.decision.service, o) for o in changed] + list(again.values())
         self._account_rejections()
         if self.histograms is not None:
             self.histograms.decision_seconds.observe(time.perf_counter() - started)
@@ -312,7 +339,8 @@ class RouterRuntime:
             if wait > 0:
                 await asyncio.sleep(wait)
             self._apply_wanted.clear()
-            desired = self.engine.desired()
+            with self.collector.paused():
+                desired = self.engine.desired()
             if desired == self.installed:
                 await self._shift_flows()
                 continue
@@ -504,6 +532,7 @@ class RouterRuntime:
             "audit_records": writer.written if writer is not None else 0,
             "audit_dropped": writer.dropped if writer is not None else 0,
             "flaps": self.counters.flaps,
+            "gc_full_collections": self.collector.collections,
         }
         return router_families(RouterView(
             sessions={str(peer): str(state) for peer, state in self.sessions.items()},

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from dyncast_bgp.config.schema import RouterConfig, ServicePolicy
-from dyncast_bgp.engine import batch
+from dyncast_bgp.engine import batch, owner
 from dyncast_bgp.engine.batch import Request, decide_many
 from dyncast_bgp.engine.candidate import Candidate, ident_of
 from dyncast_bgp.engine.columns import read
@@ -194,6 +194,45 @@ def test_the_router_decides_every_dirty_service_in_one_batch(batched: list[int])
             same(outcome, expected)
             memories[service] = outcome.memory
     assert batched == [len(SERVICES)] * 3
+
+
+def _fed_engine(seed: int) -> RouterEngine:
+    """An engine that learned 4 instances of every service in SERVICES, with metrics from ``seed``."""
+    engine = RouterEngine(RouterConfig.model_validate({"defaults": {"min_dwell": 0}}))
+    rng = random.Random(seed)
+    routes = tuple(route._replace(prefix=service.prefix) for service in SERVICES
+                   for path_id, binding in enumerate(BINDINGS[:4], start=1)
+                   for route in [_route(binding, path_id, rng.uniform(5, 95))])
+    engine.on_event(RouteUpdate(PEER, routes), 0.0)
+    return engine
+
+
+def test_a_step_in_blocks_decides_block_by_block_what_one_batch_does(batched: list[int],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = {o.decision.service: o for o in _fed_engine(7).step(0.0)}
+    monkeypatch.setattr(owner, "STEP_BLOCK", 20)
+    batched.clear()
+    blocks = {o.decision.service: o for o in _fed_engine(7).step(0.0)}
+    assert batched == [20, 20, 20]
+    assert list(blocks) == sorted(whole) == SERVICES
+    for service, outcome in blocks.items():
+        same(outcome, whole[service])
+
+
+def test_a_step_with_a_limit_leaves_the_rest_pending_and_slices_add_up_to_one_step() -> None:
+    one, sliced = _fed_engine(9), _fed_engine(9)
+    assert one.pending == sliced.pending == len(SERVICES)
+    whole = {o.decision.service: o for o in one.step(0.0)}
+    assert one.pending == 0
+    slices = []
+    while sliced.pending:
+        slices.append([o.decision.service for o in sliced.step(0.0, limit=7)])
+    assert [len(s) for s in slices] == [7] * 8 + [4]
+    assert [service for piece in slices for service in piece] == SERVICES  # the first in service order first
+    for service in SERVICES:
+        same(sliced.outcome(service), whole[service])  # type: ignore[arg-type]
+    assert sliced.desired() == one.desired()
+    assert sliced.step(0.5, limit=7) == [] and sliced.pending == 0  # nothing new, no review due yet
 
 
 def test_path_of_is_remembered_until_a_measurement_changes() -> None:

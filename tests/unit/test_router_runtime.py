@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import itertools
 import math
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 
+import pytest
+
 from dyncast_bgp.config.loader import parse
 from dyncast_bgp.dataplane.desired import ApplyResult, DataplaneError, DesiredState
+from dyncast_bgp.engine.decide import Outcome
 from dyncast_bgp.model import InstanceKey
+from dyncast_bgp.router import runtime as runtime_module
 from dyncast_bgp.router.runtime import RouterRuntime
 from tests.unit.exabgp_lines import end_of_rib, peer_up, update, withdraw
 
@@ -155,3 +161,72 @@ def test_an_isolated_change_is_applied_at_once_and_a_burst_after_it_waits_the_in
     assert len(dataplane.times) == 3, dataplane.times
     assert dataplane.times[1] - sent[1] < 0.2  # quiet for a second before: applied without the 0.4 s wait
     assert dataplane.times[2] - dataplane.times[1] >= 0.39  # 50 ms after an apply: waits out the interval
+
+
+def test_steps_freeze_the_live_state_and_the_periodic_full_collection_runs_when_idle() -> None:
+    """router/collector.py in the runtime: a step leaves the state frozen; an idle router collects in full."""
+    dataplane = CheckingDataplane()
+    frozen_after_step: list[int] = []
+
+    async def go() -> RouterRuntime:
+        config = parse((CONFIG + "  gc_full_interval: 0.2\n") % {"hold": 0})
+        lines = [(0.0, peer_up(1, "10.0.0.3")),
+                 (0.0, update(2, "10.0.0.3", SVC, A, 1, metrics={"cpu_utilization": 20, "capacity": 1000})),
+                 (0.1, ""), (0.6, "")]
+        runtime = RouterRuntime(config, lines=feed(lines), dataplane=dataplane)
+        original = runtime._after_inputs
+
+        def after() -> None:
+            gc.unfreeze()
+            original()
+            frozen_after_step.append(gc.get_freeze_count())
+        runtime._after_inputs = after  # type: ignore[method-assign]
+        await asyncio.wait_for(runtime.run(), timeout=10)
+        return runtime
+
+    runtime = asyncio.run(go())
+    assert frozen_after_step and all(count > 0 for count in frozen_after_step), frozen_after_step
+    assert runtime.counters.gc_full_collections >= 1
+    assert runtime.collector.last is not None and runtime.counters.gc_full_seconds >= 0.0
+    assert weights(dataplane.applied[-1]) == {A: 1.0}
+
+
+def test_a_large_recompute_goes_in_slices_and_the_loop_runs_other_tasks_in_between(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """STEP_SLICE services per step; between two slices the loop runs its other tasks (here a ticker)."""
+    monkeypatch.setattr(runtime_module, "STEP_SLICE", 2)
+    dataplane = CheckingDataplane()
+    events: list[str] = []
+    services = [f"203.0.113.{n}/32" for n in range(1, 8)]
+
+    async def burst() -> AsyncIterator[str]:  # one burst: no turn of the loop between these lines
+        yield peer_up(1, "10.0.0.3")
+        for svc in services:
+            yield update(2, "10.0.0.3", svc, A, 1, metrics={"cpu_utilization": 20, "capacity": 1000})
+        yield end_of_rib(3, "10.0.0.3")
+        await asyncio.sleep(0.5)
+
+    async def go() -> RouterRuntime:
+        runtime = RouterRuntime(parse(CONFIG % {"hold": 0}), lines=burst(), dataplane=dataplane)
+        step = runtime.engine.step
+
+        def watched(now: float, *, limit: int | None = None) -> list[Outcome]:
+            changed = step(now, limit=limit)
+            events.append(f"step {len(changed)}")
+            return changed
+        runtime.engine.step = watched  # type: ignore[method-assign]
+
+        async def ticker() -> None:
+            while True:
+                events.append("tick")
+                await asyncio.sleep(0)
+        ticking = asyncio.create_task(ticker())
+        await asyncio.wait_for(runtime.run(), timeout=10)
+        ticking.cancel()
+        return runtime
+
+    asyncio.run(go())
+    steps = [index for index, event in enumerate(events) if event.startswith("step ") and event != "step 0"]
+    assert [events[i] for i in steps] == ["step 2", "step 2", "step 2", "step 1"], events
+    assert all("tick" in events[a:b] for a, b in itertools.pairwise(steps)), events
+    assert sorted(str(s.service) for s in dataplane.applied[-1].services) == sorted(services)
