@@ -22,7 +22,6 @@ A weight change is one ``nft -f`` call and nothing else.
 
 from __future__ import annotations
 
-import gc
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from dyncast_bgp import gcpause
 from dyncast_bgp.dataplane import conntrack
 from dyncast_bgp.dataplane.desired import (
     ApplyResult,
@@ -125,13 +125,8 @@ class LinuxDataplane:
         small objects, which would trigger full collections over the whole
         (large, long-lived) state; collection resumes when the apply returns.
         """
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with gcpause.paused():  # nests with the router's own pauses (another thread)
             return self._apply(desired)
-        finally:
-            if enabled:
-                gc.enable()
 
     def _apply(self, desired: DesiredState) -> ApplyResult:
         started = self.clock()

@@ -96,6 +96,7 @@ class RouterEngine:
         self.new_version: dict[ServiceId, frozenset[InstanceKey]] = {}  # per steered service: its new instances
         self._forwardings: IdentityMemo[IPAddress, Forwarding] = IdentityMemo(MEMO_LIMIT)  # see _forwarding
         self._path_memo: IdentityMemo[IPAddress, PathMetrics] = IdentityMemo(MEMO_LIMIT)  # see path_of
+        self._cursor: tuple[int, int, int] | None = None  # where the last limited step stopped (see _slice)
 
     def set_steer(self, service: ServiceId, steer: VersionSteer | None) -> None:
         """Bound (or hold out) the new version of ``service`` in its next decisions; None: no rollout."""
@@ -165,13 +166,18 @@ class RouterEngine:
         """Services waiting to be decided (the rest of a step given a ``limit``, or inputs since the last step)."""
         return len(self._dirty)
 
-    def step(self, now: float, *, limit: int | None = None) -> list[Outcome]:
+    def step(self, now: float, *, limit: int | None = None, first: Iterable[ServiceId] = ()) -> list[Outcome]:
         """Recompute what needs it; return the outcomes whose decision changed.
 
-        ``limit``: decide at most that many services now, the first in service order; the others stay
-        :attr:`pending` for the next call. The router goes through a full recompute a slice at a time so
-        that its other tasks (ExaBGP input, probes, the control socket) run in between.
+        ``limit``: decide at most that many services now and leave the others :attr:`pending` for the next
+        calls. The router goes through a full recompute a slice at a time so that its other tasks (ExaBGP
+        input, probes, the control socket) run in between. Slices go round the services in service order from
+        where the last one stopped, so a service dirtied again (a review, new metrics) waits its turn behind
+        those not decided yet instead of going first. ``first``: dirty services decided in this call before
+        any other (within the limit), e.g. the one a rollout just moved.
         """
+        if limit is not None and limit < 1:
+            raise ValueError(f"step limit must be at least 1 service, not {limit}")
         self._dirty |= self.rib.expire(now)
         if self.rib.transitions:
             self._track_flaps(now)
@@ -181,24 +187,42 @@ class RouterEngine:
         self._dirty |= {service for service, at in self._review_at.items() if at <= now}
         self._dirty |= {service for service, entry in self._services.items()
                         if any(until <= now for until in entry.lingering.values())}
-        if limit is not None and len(self._dirty) > limit:
-            dirty = heapq.nsmallest(limit, self._dirty, key=by_sort_key)
-        else:
-            dirty = sorted(self._dirty, key=by_sort_key)
+        dirty = self._slice(limit, first)
         changed: list[Outcome] = []
         for start in range(0, len(dirty), STEP_BLOCK):  # see STEP_BLOCK: a block's old outcomes go before the next
-            pending = [item for service in dirty[start:start + STEP_BLOCK]
-                       if (item := self._prepare(service, now)) is not None]
+            block = dirty[start:start + STEP_BLOCK]
+            pending = [item for service in block if (item := self._prepare(service, now)) is not None]
             outcomes = decide_many([item.request for item in pending], now)
             for item, outcome in zip(pending, outcomes, strict=True):
                 if self._record(item, outcome, now):
                     changed.append(outcome)
-        if len(dirty) == len(self._dirty):
-            self._dirty.clear()
-        else:
-            self._dirty.difference_update(dirty)
+            if len(block) == len(self._dirty):
+                self._dirty.clear()
+            else:
+                self._dirty.difference_update(block)
         self.decisions_changed += len(changed)
         return changed
+
+    def _slice(self, limit: int | None, first: Iterable[ServiceId]) -> list[ServiceId]:
+        """The dirty services to decide now (see :meth:`step`), in the order to decide them."""
+        dirty = self._dirty
+        if limit is None or len(dirty) <= limit:
+            self._cursor = None
+            return sorted(dirty, key=by_sort_key)
+        chosen = [service for service in first if service in dirty][:limit]
+        rest = dirty.difference(chosen) if chosen else dirty
+        wanted = limit - len(chosen)
+        cursor = self._cursor
+        if cursor is not None:
+            ahead = heapq.nsmallest(wanted, [s for s in rest if s.sort_key > cursor], key=by_sort_key)
+            if len(ahead) < wanted:  # round again from the start
+                ahead += heapq.nsmallest(wanted - len(ahead), [s for s in rest if s.sort_key <= cursor],
+                                         key=by_sort_key)
+        else:
+            ahead = heapq.nsmallest(wanted, rest, key=by_sort_key)
+        if ahead:
+            self._cursor = ahead[-1].sort_key
+        return chosen + ahead
 
     def _prepare(self, service: ServiceId, now: float) -> _Pending | None:
         """The decision request of one dirty service (candidates, flap holds, canary caps); None when the

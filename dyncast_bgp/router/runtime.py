@@ -35,7 +35,7 @@ from dyncast_bgp.dataplane.desired import Dataplane, DataplaneError, DesiredStat
 from dyncast_bgp.engine.decide import Outcome
 from dyncast_bgp.engine.owner import RouterEngine, decision_line
 from dyncast_bgp.engine.trust import MALFORMED_LINE
-from dyncast_bgp.model import InstanceKey, IPAddress, PathMetrics, ServiceId
+from dyncast_bgp.model import InstanceKey, IPAddress, PathMetrics, ServiceId, by_sort_key
 from dyncast_bgp.obs.metrics import (
     Families,
     LoopCollector,
@@ -122,6 +122,8 @@ class RouterRuntime:
             if probes and router.probes.enabled else None
         self._apply_wanted = asyncio.Event()
         self.collector = Collector(router.gc_full_interval, clock=clock)
+        self._first: set[ServiceId] = set()  # decided in the next step before other pending services
+        self._all_decided = asyncio.Event()  # set while no service is pending (see _first_apply)
         self._wake = asyncio.Event()
         self._started_at = clock()
         self._peers_up: set[IPAddress] = set()
@@ -205,6 +207,8 @@ class RouterRuntime:
             woken = self._wake.is_set()
             self._wake.clear()
             self._after_inputs()
+            if not self.engine.pending:
+                self._all_decided.set()
             if self.collector.due(self._clock(), idle=not woken and not self.engine.pending):
                 self._collect()
 
@@ -218,11 +222,12 @@ class RouterRuntime:
 
     def _after_inputs(self) -> None:
         started = time.perf_counter()
+        first, self._first = self._first, set()  # services a rollout change moved go before the rest
         with self.collector.paused():  # a full recompute's allocations would walk the whole state (collector.py)
-            changed = self.engine.step(self._clock(), limit=STEP_SLICE)
-            if self._observe_rollouts(self._clock()):  # a stage moved or a rollback: decide again, new caps
-                again = {outcome.decision.service: outcome
-                         for outcome in self.engine.step(self._clock(), limit=STEP_SLICE)}
+            changed = self.engine.step(self._clock(), limit=STEP_SLICE, first=sorted(first, key=by_sort_key))
+            if moved := self._observe_rollouts(self._clock()):  # a stage moved or a rollback: decide those again
+                again = {outcome.decision.service: outcome  # now, whatever else is pending (their new caps)
+                         for outcome in self.engine.step(self._clock(), limit=len(moved), first=moved)}
                 changed = [again.pop(o.decision.service, o) for o in changed] + list(again.values())
         self._account_rejections()
         if self.histograms is not None:
@@ -300,6 +305,22 @@ class RouterRuntime:
                         peers_synced=len(self._peers_synced & self._peers_up))
             self._synced.set()
 
+    async def _first_apply(self) -> None:
+        """Wait, after the sync, until every learned service has been decided (``startup_hold`` at most).
+
+        A large RIB is decided a slice at a time (STEP_SLICE). The first apply after a start replaces what the
+        previous run installed, so a service not decided yet would be missing from it and lose its flows; later
+        applies keep the last decision of a service not decided again yet.
+        """
+        hold = self.config.router.startup_hold
+        try:
+            async with asyncio.timeout(hold):
+                while self.engine.pending:
+                    self._all_decided.clear()
+                    await self._all_decided.wait()
+        except TimeoutError:
+            log.warning("first_apply_partial", seconds=hold, pending=self.engine.pending)
+
     async def _paths_in(self) -> None:
         while True:
             binding, metrics = await self._paths.get()
@@ -329,6 +350,7 @@ class RouterRuntime:
             return
         interval = self.config.router.apply_interval
         await self._wait_for_sync()  # never program a half-learned RIB over the installed state
+        await self._first_apply()
         last_end = -math.inf
         while True:
             await self._apply_wanted.wait()
@@ -380,21 +402,22 @@ class RouterRuntime:
 
     # ------------------------------------------------------------ canary rollouts
 
-    def _observe_rollouts(self, now: float) -> bool:
-        """Feed every running rollout its KPI sample; True when a steer changed (stage moved, rolled back)."""
-        moved = False
+    def _observe_rollouts(self, now: float) -> list[ServiceId]:
+        """Feed every running rollout its KPI sample; the services whose steer changed (stage moved, rolled back)."""
+        moved: list[ServiceId] = []
         for service in self.rollouts.active():
             sample = sample_of(self.engine.outcome(service), self.engine.new_version.get(service, ()))
             change = self.rollouts.observe(service, sample, now)
             if change is not None:
                 self._rollout_changed(change, by="kpi" if change.after.status is Status.ROLLED_BACK else "timer")
-                moved = True
+                moved.append(service)
         if self.rollouts.active() and now - self._rollouts_saved >= ROLLOUT_SAVE_INTERVAL:
             self._save_rollouts()  # the hold watched so far, so a restart loses little of it
         return moved
 
     def _rollout_changed(self, change: Change, *, by: str) -> None:
         service = change.service
+        self._first.add(service)
         self.counters.rollout_changes += 1
         if change.evict:
             self._to_evict.update(dict.fromkeys(self.engine.new_version.get(service, ()), "rollback"))

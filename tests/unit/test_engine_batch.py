@@ -235,6 +235,32 @@ def test_a_step_with_a_limit_leaves_the_rest_pending_and_slices_add_up_to_one_st
     assert sliced.step(0.5, limit=7) == [] and sliced.pending == 0  # nothing new, no review due yet
 
 
+def test_slices_go_round_so_a_service_dirtied_again_waits_behind_those_not_decided_yet() -> None:
+    engine = _fed_engine(11)
+    first = [o.decision.service for o in engine.step(0.0, limit=7)]
+    assert first == SERVICES[:7]
+    rng = random.Random(12)
+    again = tuple(_route(binding, path_id, rng.uniform(5, 95))._replace(prefix=service.prefix)
+                  for service in first for path_id, binding in enumerate(BINDINGS[:4], start=1))
+    engine.on_event(RouteUpdate(PEER, again), 0.1)  # the first slice's services have new metrics already
+    decided = [o.decision.service for o in engine.step(0.1, limit=7)]
+    assert decided == SERVICES[7:14]  # not the first seven again: they wait for the round to come back
+    while engine.pending > 7:
+        decided += [o.decision.service for o in engine.step(0.1, limit=7)]
+    assert decided + [o.decision.service for o in engine.step(0.1, limit=7)] == SERVICES[7:] + SERVICES[:7]
+    assert engine.pending == 0
+
+
+def test_first_services_go_before_the_rest_and_a_limit_below_one_is_refused() -> None:
+    engine = _fed_engine(13)
+    last = SERVICES[-1]
+    assert [o.decision.service for o in engine.step(0.0, limit=3, first=[last, SERVICES[5]])] == \
+        [last, SERVICES[5], SERVICES[0]]
+    assert [o.decision.service for o in engine.step(0.0, limit=2, first=[last])] == SERVICES[1:3]  # decided already
+    with pytest.raises(ValueError, match="at least 1"):
+        engine.step(0.0, limit=0)
+
+
 def test_path_of_is_remembered_until_a_measurement_changes() -> None:
     static = PathMetrics(rtt_mean_us=900.0)
     engine = RouterEngine(RouterConfig(), static_paths=lambda binding: static)

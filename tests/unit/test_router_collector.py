@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gc
+import threading
 import weakref
 
 import pytest
 
+from dyncast_bgp import gcpause
 from dyncast_bgp.router.collector import Collector
 
 
@@ -15,15 +17,42 @@ class Node:
         self.other: Node | None = None
 
 
+def tracked_ids() -> set[int]:
+    return {id(o) for o in gc.get_objects()}  # frozen objects are in no generation
+
+
 def test_paused_disables_the_collector_and_freezes_what_the_block_leaves_alive() -> None:
     collector = Collector(60.0)
-    assert gc.isenabled()
+    before = Node()
+    assert gc.isenabled() and id(before) in tracked_ids()
     with collector.paused():
         assert not gc.isenabled()
-        kept = [Node() for _ in range(100)]
+        kept = Node()
+        assert id(kept) in tracked_ids()
     assert gc.isenabled()
-    assert gc.get_freeze_count() >= len(kept)
-    assert not any(node in gc.get_objects() for node in kept[:1])  # frozen objects are not in any generation
+    assert id(kept) not in tracked_ids() and id(before) not in tracked_ids()
+    gc.unfreeze()
+    assert id(kept) in tracked_ids()
+
+
+def test_pauses_nest_across_threads() -> None:
+    """The dataplane's apply (a worker thread) and a step (the loop) may overlap: the last to end resumes."""
+    collector = Collector(60.0)
+    inside, leave = threading.Event(), threading.Event()
+
+    def apply() -> None:
+        with gcpause.paused():
+            inside.set()
+            leave.wait(5)
+    worker = threading.Thread(target=apply)
+    with collector.paused():
+        worker.start()
+        assert inside.wait(5)
+    assert not gc.isenabled(), "the step ended first: the apply still runs, the collector stays off"
+    assert gcpause.depth() == 1
+    leave.set()
+    worker.join(5)
+    assert gc.isenabled() and gcpause.depth() == 0
 
 
 def test_paused_keeps_a_disabled_collector_disabled_and_freezes_even_when_the_block_raises() -> None:

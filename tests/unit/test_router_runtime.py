@@ -14,7 +14,7 @@ import pytest
 from dyncast_bgp.config.loader import parse
 from dyncast_bgp.dataplane.desired import ApplyResult, DataplaneError, DesiredState
 from dyncast_bgp.engine.decide import Outcome
-from dyncast_bgp.model import InstanceKey
+from dyncast_bgp.model import InstanceKey, ServiceId
 from dyncast_bgp.router import runtime as runtime_module
 from dyncast_bgp.router.runtime import RouterRuntime
 from tests.unit.exabgp_lines import end_of_rib, peer_up, update, withdraw
@@ -210,8 +210,8 @@ def test_a_large_recompute_goes_in_slices_and_the_loop_runs_other_tasks_in_betwe
         runtime = RouterRuntime(parse(CONFIG % {"hold": 0}), lines=burst(), dataplane=dataplane)
         step = runtime.engine.step
 
-        def watched(now: float, *, limit: int | None = None) -> list[Outcome]:
-            changed = step(now, limit=limit)
+        def watched(now: float, *, limit: int | None = None, first: Iterable[ServiceId] = ()) -> list[Outcome]:
+            changed = step(now, limit=limit, first=first)
             events.append(f"step {len(changed)}")
             return changed
         runtime.engine.step = watched  # type: ignore[method-assign]
@@ -230,3 +230,31 @@ def test_a_large_recompute_goes_in_slices_and_the_loop_runs_other_tasks_in_betwe
     assert [events[i] for i in steps] == ["step 2", "step 2", "step 2", "step 1"], events
     assert all("tick" in events[a:b] for a, b in itertools.pairwise(steps)), events
     assert sorted(str(s.service) for s in dataplane.applied[-1].services) == sorted(services)
+
+
+def test_after_a_start_the_first_apply_waits_until_every_service_is_decided(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A RIB decided in slices: the first apply (which replaces what a previous run installed) holds them all."""
+    monkeypatch.setattr(runtime_module, "STEP_SLICE", 2)
+    dataplane = CheckingDataplane()
+    services = [f"203.0.113.{n}/32" for n in range(1, 21)]
+
+    async def burst() -> AsyncIterator[str]:
+        yield peer_up(1, "10.0.0.3")
+        for svc in services:
+            yield update(2, "10.0.0.3", svc, A, 1, metrics={"cpu_utilization": 20, "capacity": 1000})
+        yield end_of_rib(3, "10.0.0.3")
+        await asyncio.sleep(1.0)
+
+    async def go() -> None:
+        runtime = RouterRuntime(parse(CONFIG % {"hold": 15}), lines=burst(), dataplane=dataplane)
+        step = runtime.engine.step
+
+        def slow(now: float, *, limit: int | None = None, first: Iterable[ServiceId] = ()) -> list[Outcome]:
+            time.sleep(0.01)  # the applier's 5 ms debounce runs out between two slices
+            return step(now, limit=limit, first=first)
+        runtime.engine.step = slow  # type: ignore[method-assign]
+        await asyncio.wait_for(runtime.run(), timeout=10)
+
+    asyncio.run(go())
+    assert dataplane.applied, "nothing applied"
+    assert sorted(str(s.service) for s in dataplane.applied[0].services) == sorted(services)
