@@ -191,6 +191,16 @@ def test_steps_freeze_the_live_state_and_the_periodic_full_collection_runs_when_
     assert weights(dataplane.applied[-1]) == {A: 1.0}
 
 
+async def burst(services: list[str], *, then: float) -> AsyncIterator[str]:
+    """A peer announcing one instance of each service and its End-of-RIB in one burst (no turn of the loop
+    between these lines), then nothing for ``then`` seconds before the input ends."""
+    yield peer_up(1, "10.0.0.3")
+    for svc in services:
+        yield update(2, "10.0.0.3", svc, A, 1, metrics={"cpu_utilization": 20, "capacity": 1000})
+    yield end_of_rib(3, "10.0.0.3")
+    await asyncio.sleep(then)
+
+
 def test_a_large_recompute_goes_in_slices_and_the_loop_runs_other_tasks_in_between(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """STEP_SLICE services per step; between two slices the loop runs its other tasks (here a ticker)."""
@@ -199,15 +209,8 @@ def test_a_large_recompute_goes_in_slices_and_the_loop_runs_other_tasks_in_betwe
     events: list[str] = []
     services = [f"203.0.113.{n}/32" for n in range(1, 8)]
 
-    async def burst() -> AsyncIterator[str]:  # one burst: no turn of the loop between these lines
-        yield peer_up(1, "10.0.0.3")
-        for svc in services:
-            yield update(2, "10.0.0.3", svc, A, 1, metrics={"cpu_utilization": 20, "capacity": 1000})
-        yield end_of_rib(3, "10.0.0.3")
-        await asyncio.sleep(0.5)
-
     async def go() -> RouterRuntime:
-        runtime = RouterRuntime(parse(CONFIG % {"hold": 0}), lines=burst(), dataplane=dataplane)
+        runtime = RouterRuntime(parse(CONFIG % {"hold": 0}), lines=burst(services, then=0.5), dataplane=dataplane)
         step = runtime.engine.step
 
         def watched(now: float, *, limit: int | None = None, first: Iterable[ServiceId] = ()) -> list[Outcome]:
@@ -238,15 +241,8 @@ def test_after_a_start_the_first_apply_waits_until_every_service_is_decided(monk
     dataplane = CheckingDataplane()
     services = [f"203.0.113.{n}/32" for n in range(1, 21)]
 
-    async def burst() -> AsyncIterator[str]:
-        yield peer_up(1, "10.0.0.3")
-        for svc in services:
-            yield update(2, "10.0.0.3", svc, A, 1, metrics={"cpu_utilization": 20, "capacity": 1000})
-        yield end_of_rib(3, "10.0.0.3")
-        await asyncio.sleep(1.0)
-
     async def go() -> None:
-        runtime = RouterRuntime(parse(CONFIG % {"hold": 15}), lines=burst(), dataplane=dataplane)
+        runtime = RouterRuntime(parse(CONFIG % {"hold": 15}), lines=burst(services, then=1.0), dataplane=dataplane)
         step = runtime.engine.step
 
         def slow(now: float, *, limit: int | None = None, first: Iterable[ServiceId] = ()) -> list[Outcome]:
