@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                 collections = len(full_collections)
                 desired_s, desired = cpu_timed(engine.desired)
             assert len(changed) == args.services and len(desired.services) == args.services, "not a full recompute"
+            changed = []  # the router drops a step's list at once; kept, it would hold every old outcome through
+            # the next step (the desired state is kept, as the router keeps what it installed)
             rows.append({"step_ms": step_s * 1e3, "desired_ms": desired_s * 1e3,
                          "total_ms": (step_s + desired_s) * 1e3, "candidates_ms": candidates_meter.seconds * 1e3,
                          "decide_many_ms": decide_meter.seconds * 1e3, "full_collections": collections,

@@ -7,7 +7,7 @@ socket (one per address family, shared by every target of that family) is
 read by a reader callback in batches; replies are matched by the schedule.
 Nothing is created per probe except the packet: no task, no timer, no future.
 Works on the default asyncio loop and on uvloop (only ``add_reader`` and
-non-blocking ``sendto``/``recvfrom`` are used).
+non-blocking ``sendto``/``recvfrom``, or ``recvmsg`` for kernel receive stamps, are used).
 
 Output: :meth:`Prober.snapshot` (the current metrics of every target) and the
 ``on_change`` callback, called with ``(address, PathMetrics)`` whenever a
@@ -33,6 +33,7 @@ import structlog
 
 from dyncast_bgp.config.schema import Probes
 from dyncast_bgp.model import IPAddress, PathMetrics
+from dyncast_bgp.probe import rxtime
 from dyncast_bgp.probe.packet import U32, PacketError, parse_echoed, request
 from dyncast_bgp.probe.schedule import Change, Outcome, ProbeSchedule, TargetStatus
 from dyncast_bgp.probe.sockets import IcmpSocket, ProbeSetupError, ProbeSocket, open_probe_socket
@@ -98,6 +99,7 @@ class Prober:
         self._on_change = on_change
         self._throughput = dict(throughput or {})
         self._clock = clock
+        self._kernel_time = clock is time.monotonic  # stamps move onto the real monotonic clock only (rxtime.py)
         self._sleep = sleep
         self._sources = {4: source_v4, 6: source_v6}
         self._icmp_socket = icmp_socket
@@ -243,6 +245,8 @@ class Prober:
         schedule = self._ensure_schedule()
         clock = self._clock
         while True:
+            for probe_socket in list(self._sockets.values()):  # replies that came while the loop was held: timed
+                self._readable(probe_socket)  # by their kernel stamps and matched before their deadlines pass
             now = clock()
             self._notify(schedule.expire(now))
             for slot in schedule.due(now + self._tick):
@@ -265,16 +269,23 @@ class Prober:
         schedule = self._ensure_schedule()
         io = self._io
         kind = probe_socket.returned_kind
-        recvfrom = probe_socket.sock.recvfrom
+        recvfrom, recvmsg = probe_socket.sock.recvfrom, probe_socket.sock.recvmsg
+        stamped = probe_socket.stamped and self._kernel_time
+        control: list[tuple[int, int, bytes]] = []
         for _ in range(READ_BATCH):
             try:
-                data, addr = recvfrom(65535)
+                if stamped:
+                    data, control, _, addr = recvmsg(65535, rxtime.CONTROL_SPACE)
+                else:
+                    data, addr = recvfrom(65535)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 io.receive_errors += 1
                 return
             now = self._clock()
+            if stamped:  # when it arrived, not when the loop got round to reading it
+                now = rxtime.arrival(control, time.time(), now)
             io.received += 1
             try:
                 token, sequence, stamp = parse_echoed(probe_socket.unwrap(data, addr), kind)

@@ -29,11 +29,12 @@ import os
 import random
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from dyncast_bgp.model import IPAddress
+from dyncast_bgp.probe import rxtime
 from dyncast_bgp.probe.icmp import echo_request, parse_echo_reply
 from dyncast_bgp.probe.packet import Kind, PacketError, Reason
 
@@ -61,6 +62,11 @@ class ProbeSocket:
     """UDP: the echo port replies must come from; ICMP: 0."""
     identifier: int = 0
     """ICMP identifier of our requests (raw sockets check it; ping sockets get it from the kernel)."""
+    stamped: bool = field(init=False, default=False)
+    """Whether the kernel stamps what this socket receives (:mod:`~dyncast_bgp.probe.rxtime`)."""
+
+    def __post_init__(self) -> None:
+        self.stamped = rxtime.enable(self.sock)
 
     @property
     def returned_kind(self) -> Kind:

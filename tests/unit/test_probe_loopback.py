@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import random
 import socket
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -16,6 +18,8 @@ import uvloop
 from dyncast_bgp.agent.echo import serve_echo
 from dyncast_bgp.config.schema import EchoResponder, Probes
 from dyncast_bgp.model import IPAddress, PathMetrics
+from dyncast_bgp.probe import rxtime
+from dyncast_bgp.probe.packet import reply_for
 from dyncast_bgp.probe.prober import Prober, queue_sink
 from dyncast_bgp.probe.sockets import ProbeSetupError, open_icmp, ping_group_range
 
@@ -166,3 +170,70 @@ def test_a_family_that_cannot_be_opened_is_left_out_not_fatal() -> None:
             await until(settle(prober, [LOOP6], 3), timeout=2.0)
             assert prober.snapshot()[LOOP6].loss_mean == 0.0
     uvloop.run(scenario())
+
+
+def _slow_echo_in_a_thread(port: int, delay: float) -> tuple[threading.Thread, threading.Event]:
+    """An echo responder answering each probe ``delay`` seconds late, in a thread of its own (plain blocking
+    socket): it answers while the prober's loop is held, and its replies often arrive during a hold."""
+    stop = threading.Event()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((str(LOOP4), port))
+    sock.settimeout(0.05)
+
+    def serve() -> None:
+        timers: list[threading.Timer] = []
+        with sock:
+            while not stop.is_set():
+                try:
+                    data, addr = sock.recvfrom(2048)
+                except TimeoutError:
+                    continue
+                timers = [timer for timer in timers if timer.is_alive()]
+                timers.append(threading.Timer(delay, sock.sendto, (reply_for(data), addr)))
+                timers[-1].start()
+            for timer in timers:  # none may send on the socket once it is closed
+                timer.cancel()
+                timer.join()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread, stop
+
+
+@pytest.mark.parametrize("stamps", [True, False], ids=["kernel-stamps", "read-time"])
+def test_replies_are_timed_when_they_arrive_not_when_a_held_loop_reads_them(
+        stamps: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prober's loop is held 0.2 s at a time, 0.05-0.2 s apart (as by a router's decision slices); replies
+    take 60 ms. With kernel receive stamps (probe/rxtime.py) nothing is lost and the RTT stays about 60 ms; timed
+    at reading, as without them, replies read after the 80 ms timeout count as lost."""
+    if stamps and not rxtime.supported():
+        pytest.skip("SO_TIMESTAMPNS is not known on this architecture")
+    if not stamps:
+        monkeypatch.setattr(rxtime, "enable", lambda sock: False)
+    port = free_port()
+    thread, stop = _slow_echo_in_a_thread(port, 0.06)
+
+    async def scenario() -> PathMetrics:
+        async def hold() -> None:
+            rng = random.Random(5)  # holds at no fixed phase to the probes
+            while True:
+                await asyncio.sleep(rng.uniform(0.05, 0.2))
+                time.sleep(0.2)  # the whole loop waits (the echo thread does not)
+        config = Probes(port=port, interval=INTERVAL, timeout=0.08, window=30, unreachable_after=50)
+        async with Prober(config) as prober:
+            prober.set_targets([LOOP4])
+            holder = asyncio.create_task(hold())
+            await until(settle(prober, [LOOP4], 30), timeout=15.0)
+            holder.cancel()
+            return prober.snapshot()[LOOP4]
+
+    try:
+        metrics = asyncio.run(scenario())
+    finally:
+        stop.set()
+        thread.join(5)
+    assert metrics.rtt_peak_us is not None
+    if stamps:
+        assert metrics.loss_mean == 0.0, metrics
+        assert 60_000.0 <= metrics.rtt_peak_us < 80_000.0, metrics
+    else:
+        assert metrics.loss_mean > 0.0 or metrics.rtt_peak_us > 80_000.0, metrics
