@@ -30,6 +30,7 @@ from dyncast_bgp.engine.trust import (
     Rejection,
     TrustPolicy,
     describe_refusal,
+    passes_as_announced,
     refusal,
     screen,
 )
@@ -46,7 +47,7 @@ from dyncast_bgp.model import (
 )
 from dyncast_bgp.wire.community import EXPERIMENTAL_TYPES
 from dyncast_bgp.wire.exabgp_json import EndOfRib, Event, PeerState, Route, RouteUpdate, SessionState
-from dyncast_bgp.wire.fastdecode import decode_raw
+from dyncast_bgp.wire.fastdecode import decode_quick, decode_raw
 from dyncast_bgp.wire.metrics import DecodedMetrics
 
 IMPLAUSIBLE = Exclusion("metrics rejected: implausible values", tier=TIER_HELD)
@@ -401,12 +402,21 @@ class Rib:
 
     def _screen(self, path: Path) -> ComputeMetrics:
         """Decode the path's metrics (reporting malformed ones), then screen them under its peer's rule."""
-        decoded = path.decoded(self.metric_types)
-        self.counters.metric_problems += len(decoded.problems)
+        quick = decode_quick(path.raw, metric_types=self.metric_types)
         peer, prefix, _ = path.key
+        rule = self.trust.rule_for(peer) if self.trust.peers else self.trust.default
+        if isinstance(quick, ComputeMetrics):  # read whole by a plan: no problem, nothing carried verbatim
+            if passes_as_announced(quick, rule):  # and nothing to screen out: the common case, nothing built
+                path._used = quick
+                path._held = None
+                path._state = state_from_flags(quick.flags)
+                return quick
+            decoded = DecodedMetrics(quick)
+        else:
+            decoded = quick
+        self.counters.metric_problems += len(decoded.problems)
         for problem in decoded.problems:
             self.reject(Rejection(METRIC_INVALID, peer, prefix, text_of(path.next_hop), problem))
-        rule = self.trust.rule_for(peer) if self.trust.peers else self.trust.default
         screened = screen(decoded.metrics, rule)
         held = None
         for reason, detail in screened.findings:

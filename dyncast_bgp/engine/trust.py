@@ -244,20 +244,35 @@ def clamp(values: Mapping[str, float], rule: Rule) -> tuple[dict[str, float], li
     return result, notes
 
 
+_MAY_CHANGE: Final = frozenset({"ignored", "clamped"})
+"""Metric modes under which screening may change metrics that are plausible."""
+
+
+def passes_as_announced(metrics: ComputeMetrics, rule: Rule) -> bool:
+    """Whether :func:`screen` passes ``metrics`` as they are, with no finding, decided without building
+    anything: no quantities at all; or, unless the rule ignores or clamps metrics, a :class:`MetricsView`
+    with nothing implausible as :func:`_implausible_view` finds it (no value above the lowest bound, no zero
+    capacity). The common case, once per path in a full recompute; False means "ask :func:`screen`"."""
+    values = metrics.values
+    if type(values) is not MetricsView:
+        return not values
+    data = values._data
+    if not data:
+        return True
+    mode = rule.metrics
+    return (mode not in _MAY_CHANGE and max(data.values()) <= _LOWEST_PLAUSIBLE_MAX
+            and data.get("capacity") != 0.0)
+
+
 def screen(metrics: ComputeMetrics, rule: Rule) -> Screened:
     """The metrics of one route as the decision may use them under ``rule``."""
+    if passes_as_announced(metrics, rule):
+        return _as_announced(metrics)
     values = metrics.values
     data: Mapping[str, float] = values._data if type(values) is MetricsView else values  # see _implausible_view
-    if not data:
-        return _as_announced(metrics)
     mode = rule.metrics
     if mode == "ignored":
         return Screened(neutral(metrics))
-    if (mode != "clamped" and data is not values and max(data.values()) <= _LOWEST_PLAUSIBLE_MAX
-            and data.get("capacity") != 0.0):
-        # The common case (once per path in a full recompute): nothing implausible, as _implausible_view
-        # finds it (no value above the lowest bound, no zero capacity), nothing to clamp.
-        return _as_announced(metrics)
     why = _implausible_view(data) if data is not values else _implausible(data)
     if why is not None:
         return Screened(neutral(metrics), ((METRICS_IMPLAUSIBLE, why + "; metrics discarded"),))
