@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from dyncast_bgp.config.schema import RouterConfig
 from dyncast_bgp.engine.owner import RouterEngine
 from dyncast_bgp.engine.rib import Rib
-from dyncast_bgp.engine.trust import Rule, TrustPolicy, refusal, screen
+from dyncast_bgp.engine.trust import Rule, TrustPolicy, passes_as_announced, refusal, screen
 from dyncast_bgp.model import ComputeMetrics, MetricsView, PathMetrics, ServiceId, StateFlag
 from dyncast_bgp.wire.exabgp_json import Event, PeerState, Route, RouteKey, RouteUpdate, SessionState
 from dyncast_bgp.wire.metrics import encode_metrics
@@ -149,3 +149,20 @@ def test_clamped_metrics_lie_within_the_bounds(values: dict[str, float], floor: 
     if cap is not None and "capacity" in metrics.values:
         assert metrics.values["capacity"] <= cap
     assert set(metrics.values) <= set(values)
+
+
+wide_values = st.dictionaries(st.sampled_from(["cpu_utilization", "capacity", "active_sessions", "overall_score",
+                                               "queued_requests", "service_delay"]),
+                              st.floats(0, 1e12) | st.sampled_from([0.0, 100.0, 101.0, 1e9]), max_size=5)
+
+
+@settings(max_examples=400, deadline=None)
+@given(wide_values, st.sampled_from(["trusted", "clamped", "ignored"]), st.booleans())
+def test_what_passes_as_announced_is_what_screening_leaves_alone(values: dict[str, float], mode: str,
+                                                                 view: bool) -> None:
+    """The RIB's fast path (trust.passes_as_announced) never skips a finding screen() would make."""
+    metrics = ComputeMetrics(MetricsView(values) if view else values, StateFlag.DRAINING)  # type: ignore[arg-type]
+    rule = Rule("r", metrics=mode, max_capacity=500.0)  # type: ignore[arg-type]
+    if passes_as_announced(metrics, rule):
+        screened = screen(metrics, rule)
+        assert screened.metrics is metrics and screened.findings == ()
