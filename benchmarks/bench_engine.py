@@ -18,9 +18,10 @@ route reflector) are built and applied outside the timing; applying them is the 
 business (``bench_intake.py``). ``now`` advances past the dwell, so weights really move (the worst case).
 
 Baseline, in the same process: ``decide_many`` over the candidates of the last round, built again beforehand
-(what ``bench_decision.py`` measures). Times are CPU times of this process. Two kinds of rounds: first with
+(what ``bench_decision.py`` measures). Times are CPU times of this process. Two kinds of rounds, alternated
+(a shared host's speed drifts during a run; their ratio, round by round, is the figure to compare): with
 Python's collector left as it is by default (the number of full, generation 2, collections during each step
-is shown), then as the router runs (``router/collector.py``, decision 0008): the step a slice of
+is shown), and as the router runs (``router/collector.py``, decision 0008): the step a slice of
 ``STEP_SLICE`` services at a time (the longest slice is how long the router's loop is held) and ``desired()``,
 each with the collector paused and what they leave alive frozen afterwards (the freeze is timed with them). The
 router's periodic full collection, which the frozen state costs instead, is timed once at the end.
@@ -186,8 +187,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"+ desired {row['desired_ms']:6.1f} ms = {row['total_ms']:7.1f} ms")
         return rows
 
-    with_gc = rounds(range(1, args.rounds + 1), router=False)
-    as_router = rounds(range(args.rounds + 1, 2 * args.rounds + 1), router=True)
+    with_gc: list[dict[str, float]] = []
+    as_router: list[dict[str, float]] = []
+    for pair in range(args.rounds):  # alternated, so that a host whose speed drifts during the run (a shared VM)
+        gc.unfreeze()  # drifts both alike; the default rounds walk everything, as without the router's freezes
+        with_gc += rounds(range(2 * pair + 1, 2 * pair + 2), router=False)
+        as_router += rounds(range(2 * pair + 2, 2 * pair + 3), router=True)
+    ratios = [r["total_ms"] / d["total_ms"] for d, r in zip(with_gc, as_router, strict=True)]
     full_s, full = cpu_timed(collector.full)
     print(f"the router's periodic full collection (every router.gc_full_interval, 300 s by default): "
           f"{full_s * 1e3:.1f} ms, {full.unreachable} unreachable objects found, {full.frozen:,} frozen again")
@@ -211,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"full recompute (step + desired), {name}: best {min(totals):.1f} ms, median "
               f"{statistics.median(totals):.1f} ms = {min(totals) / baseline:.2f}x decide_many alone "
               f"({baseline:.1f} ms)")
+    print(f"as the router runs / gc default, round by round: {', '.join(f'{r:.2f}' for r in ratios)} "
+          f"(median {statistics.median(ratios):.2f})")
     print(f"peak resident memory over the rounds (the RIB, every decision and desired state, the UPDATEs of a "
           f"round): {rss:.0f} MiB; after the baseline's second set of candidates: "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
@@ -220,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({"python": platform.python_version(), "services": args.services,
                                          "instances": args.instances, "load_at_start": load, **figures,
                                          "baseline_decide_many_ms": baseline, "goal": verdict, "rss_mib": rss,
+                                         "router_over_default": ratios,
                                          "full_collection_ms": full_s * 1e3, "full_collection_unreachable":
                                          full.unreachable,
                                          "load_at_end": os.getloadavg()}, indent=2) + "\n", encoding="utf-8")
