@@ -196,10 +196,7 @@ class RouterEngine:
             for item, outcome in zip(pending, outcomes, strict=True):
                 if self._record(item, outcome, now):
                     changed.append(outcome)
-            if len(block) == len(self._dirty):
-                self._dirty.clear()
-            else:
-                self._dirty.difference_update(block)
+            self._dirty.difference_update(block)
         self.decisions_changed += len(changed)
         return changed
 

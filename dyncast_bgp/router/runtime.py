@@ -225,9 +225,10 @@ class RouterRuntime:
         first, self._first = self._first, set()  # services a rollout change moved go before the rest
         with self.collector.paused():  # a full recompute's allocations would walk the whole state (collector.py)
             changed = self.engine.step(self._clock(), limit=STEP_SLICE, first=sorted(first, key=by_sort_key))
-            if moved := self._observe_rollouts(self._clock()):  # a stage moved or a rollback: decide those again
-                again = {outcome.decision.service: outcome  # now, whatever else is pending (their new caps)
-                         for outcome in self.engine.step(self._clock(), limit=len(moved), first=moved)}
+            if self._observe_rollouts(self._clock()):  # a stage moved or a rollback: decide those services again
+                moved, self._first = self._first, set()  # now, whatever else is pending (their new caps)
+                again = {outcome.decision.service: outcome for outcome in self.engine.step(
+                    self._clock(), limit=len(moved), first=sorted(moved, key=by_sort_key))}
                 changed = [again.pop(o.decision.service, o) for o in changed] + list(again.values())
         self._account_rejections()
         if self.histograms is not None:
@@ -402,15 +403,15 @@ class RouterRuntime:
 
     # ------------------------------------------------------------ canary rollouts
 
-    def _observe_rollouts(self, now: float) -> list[ServiceId]:
-        """Feed every running rollout its KPI sample; the services whose steer changed (stage moved, rolled back)."""
-        moved: list[ServiceId] = []
+    def _observe_rollouts(self, now: float) -> bool:
+        """Feed every running rollout its KPI sample; True when a steer changed (stage moved, rolled back)."""
+        moved = False
         for service in self.rollouts.active():
             sample = sample_of(self.engine.outcome(service), self.engine.new_version.get(service, ()))
             change = self.rollouts.observe(service, sample, now)
             if change is not None:
                 self._rollout_changed(change, by="kpi" if change.after.status is Status.ROLLED_BACK else "timer")
-                moved.append(service)
+                moved = True
         if self.rollouts.active() and now - self._rollouts_saved >= ROLLOUT_SAVE_INTERVAL:
             self._save_rollouts()  # the hold watched so far, so a restart loses little of it
         return moved
