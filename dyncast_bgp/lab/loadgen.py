@@ -53,7 +53,12 @@ class ResponseError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class RequestEvent:
-    """One request: ``t`` is the wall time it was sent (``time.time()``), ``latency_ms`` request to full response."""
+    """One request: ``t`` is the wall time it was sent (``time.time()``), ``latency_ms`` request to full response.
+
+    ``opened`` is the wall time the session's connection was begun (its SYN),
+    the moment the router chose its instance; the first request follows it
+    by a round trip or more. None in files written before it was recorded.
+    """
 
     t: float
     session: int
@@ -63,6 +68,7 @@ class RequestEvent:
     ok: bool
     error: str | None = None
     client: str = ""
+    opened: float | None = None
 
     @property
     def key(self) -> SessionKey:
@@ -71,7 +77,9 @@ class RequestEvent:
     def to_json(self) -> str:
         return json.dumps({"t": round(self.t, 6), "client": self.client, "session": self.session,
                            "index": self.index, "instance": self.instance, "latency_ms": round(self.latency_ms, 3),
-                           "ok": self.ok, "error": self.error}, separators=(",", ":"))
+                           "ok": self.ok, "error": self.error,
+                           "opened": None if self.opened is None else round(self.opened, 6)},
+                          separators=(",", ":"))
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RequestEvent:
@@ -87,7 +95,12 @@ class RequestEvent:
         return cls(t=float(typed("t", (int, float))), session=typed("session", (int,)), index=typed("index", (int,)),
                    instance=typed("instance", (str,), optional=True),
                    latency_ms=float(typed("latency_ms", (int, float))), ok=typed("ok", (bool,)),
-                   error=typed("error", (str,), optional=True), client=raw.get("client") or "")
+                   error=typed("error", (str,), optional=True), client=raw.get("client") or "",
+                   opened=_optional_float(typed("opened", (int, float), optional=True)))
+
+
+def _optional_float(value: int | float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def read_events(path: str | Path, *, client: str | None = None) -> tuple[list[RequestEvent], dict[str, Any] | None]:
@@ -129,7 +142,8 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
 
 @dataclass(frozen=True)
 class SessionFacts:
-    """When a session started, on which instance (its first request's), and when it was first seen moved."""
+    """When a session started (its connection was begun, else its first request), on which instance (its first
+    request's), and when it was first seen moved."""
 
     start: float
     instance: str
@@ -143,7 +157,9 @@ def session_facts(events: Iterable[RequestEvent]) -> dict[SessionKey, SessionFac
     facts = {}
     for key, session in by_session.items():
         session.sort(key=lambda e: (e.index, e.t))
-        facts[key] = SessionFacts(session[0].t, session[0].instance or NO_INSTANCE, _moved_at(session))
+        first = session[0]
+        start = first.t if first.opened is None else min(first.opened, first.t)
+        facts[key] = SessionFacts(start, first.instance or NO_INSTANCE, _moved_at(session))
     return facts
 
 
@@ -244,7 +260,7 @@ def bucketize(events: Sequence[RequestEvent], width: float, *, start: float | No
         raise ValueError(f"bucket width must be positive, got {width}")
     if not events and (start is None or end is None):
         return []
-    first = min(e.t for e in events) if start is None else start
+    first = min(min(e.t, e.opened or e.t) for e in events) if start is None else start
     last = max(e.t for e in events) if end is None else end
     count = max(1, math.floor((last - first) / width) + 1)
     accs = [_Accumulator() for _ in range(count)]
@@ -511,13 +527,14 @@ class LoadGenerator:
             async with asyncio.timeout(cfg.connect_timeout_s):
                 reader, writer = await asyncio.open_connection(cfg.host, cfg.port)
         except (OSError, TimeoutError) as exc:
-            self._emit(RequestEvent(t, number, 0, None, 0.0, False, describe_error(exc, connecting=True), cfg.client))
+            error = describe_error(exc, connecting=True)
+            self._emit(RequestEvent(t, number, 0, None, 0.0, False, error, cfg.client, t))
             self._counts.ended_by_error += 1
             self._tally.end_session((cfg.client, number))
             return
         done = 0
         try:
-            done = await self._requests(number, reader, writer)
+            done = await self._requests(number, t, reader, writer)
         finally:
             writer.close()
             self._tally.end_session((cfg.client, number))
@@ -528,20 +545,21 @@ class LoadGenerator:
             else:
                 self._counts.ended_by_error += 1  # an error, or the server closed the connection
 
-    async def _requests(self, number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+    async def _requests(self, number: int, opened: float, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> int:
         """Run the session's requests; returns how many were answered on a usable connection."""
         for index in range(self.config.requests_per_session):
             if index:
                 await asyncio.sleep(self.config.think_ms / 1000.0)
                 if self._stopping.is_set():
                     return index
-            event, usable = await self._one(number, index, reader, writer)
+            event, usable = await self._one(number, opened, index, reader, writer)
             self._emit(event)
             if not usable:
                 return index
         return self.config.requests_per_session
 
-    async def _one(self, number: int, index: int, reader: asyncio.StreamReader,
+    async def _one(self, number: int, opened: float, index: int, reader: asyncio.StreamReader,
                    writer: asyncio.StreamWriter) -> tuple[RequestEvent, bool]:
         """One request; the flag says whether the connection can carry another."""
         t = self._clock()
@@ -561,7 +579,8 @@ class LoadGenerator:
         except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ResponseError) as exc:
             error, keep = describe_error(exc, connecting=False), False
         latency = (time.perf_counter() - began) * 1000.0
-        return RequestEvent(t, number, index, instance, latency, error is None, error, self.config.client), keep
+        return RequestEvent(t, number, index, instance, latency, error is None, error, self.config.client,
+                            opened), keep
 
 
 # ---------------------------------------------------------------- process entry

@@ -48,8 +48,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def ev(t: float, session: int, index: int, instance: str | None, latency: float = 10.0, *,
-       error: str | None = None, client: str = "") -> RequestEvent:
-    return RequestEvent(t, session, index, instance, latency, error is None, error, client)
+       error: str | None = None, client: str = "", opened: float | None = None) -> RequestEvent:
+    return RequestEvent(t, session, index, instance, latency, error is None, error, client, opened)
 
 
 class ListSink:
@@ -74,16 +74,21 @@ def test_event_json_round_trip() -> None:
     event = ev(1700000000.123456, 7, 2, "web-a", 12.3456, client="c1")
     raw = json.loads(event.to_json())
     assert raw == {"t": 1700000000.123456, "client": "c1", "session": 7, "index": 2, "instance": "web-a",
-                   "latency_ms": 12.346, "ok": True, "error": None}
+                   "latency_ms": 12.346, "ok": True, "error": None, "opened": None}
     back = RequestEvent.from_dict(raw)
     assert back == ev(1700000000.123456, 7, 2, "web-a", 12.346, client="c1")
+    opened = ev(1700000000.2, 7, 0, "web-a", client="c1", opened=1700000000.1234567)
+    assert RequestEvent.from_dict(json.loads(opened.to_json())).opened == 1700000000.123457
+    del raw["opened"]  # files written before the field existed
+    assert RequestEvent.from_dict(raw).opened is None
 
 
 @pytest.mark.parametrize(("raw", "field"), [
     ({"t": 1, "session": "x", "index": 0, "latency_ms": 1, "ok": True}, "session"),
     ({"t": 1, "session": 1, "index": 0, "latency_ms": 1, "ok": 1}, "ok"),
     ({"t": True, "session": 1, "index": 0, "latency_ms": 1, "ok": True}, "'t'"),
-    ({"session": 1, "index": 0, "latency_ms": 1, "ok": True}, "'t'")])
+    ({"session": 1, "index": 0, "latency_ms": 1, "ok": True}, "'t'"),
+    ({"t": 1, "session": 1, "index": 0, "latency_ms": 1, "ok": True, "opened": "x"}, "'opened'")])
 def test_event_fields_are_checked(raw: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         RequestEvent.from_dict(raw)
@@ -123,6 +128,16 @@ def test_session_facts_first_instance_and_first_move() -> None:
     assert (facts[("", 1)].instance, facts[("", 1)].start, facts[("", 1)].moved_at) == ("a", 1.0, 2.0)
     assert (facts[("", 2)].instance, facts[("", 2)].moved_at) == (NO_INSTANCE, None)
     assert (facts[("", 3)].instance, facts[("", 3)].moved_at) == ("b", None)  # a reset is not a move
+
+
+def test_a_session_starts_when_its_connection_was_begun() -> None:
+    """The router chose the instance at the SYN; the first request follows a round trip (or more) later."""
+    events = [ev(10.08, 1, 0, "c", opened=10.0), ev(10.2, 1, 1, "c", opened=10.0), ev(10.5, 2, 0, "a")]
+    facts = session_facts(events)
+    assert (facts[("", 1)].start, facts[("", 2)].start) == (10.0, 10.5)
+    first, *_ = buckets = bucketize(events, 0.25)
+    assert first.start == 10.0 and first.new_sessions == {"c": 1}
+    assert sum(sum(b.new_sessions.values()) for b in buckets) == 2
 
 
 def test_bucketize_counts_requests_sessions_moves_and_latency() -> None:
@@ -214,6 +229,8 @@ def test_sessions_stay_on_their_instance_and_the_summary_adds_up() -> None:
     sessions = {e.session for e in events}
     assert len(sessions) >= 5 and all(e.ok and e.instance == "web-a" for e in events)
     assert len(events) == 3 * len(sessions)  # sessions started in the duration run to their end
+    opened = {e.session: e.opened for e in events}
+    assert all(e.opened == opened[e.session] and e.opened is not None and e.opened <= e.t for e in events)
     assert summary["sessions_started"] == summary["sessions_completed"] == len(sessions)
     assert summary["requests"] == summary["ok"] == len(events)
     assert summary["moved_sessions"] == 0 and summary["failed"] == 0
