@@ -50,6 +50,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 from dyncast_bgp.config.schema import ServicePolicy
@@ -172,8 +173,8 @@ def full_recompute(dsids: Sequence[ServiceId], sets: Sequence[Lists], policy: Se
     for round_ in range(rounds):
         lists = sets[round_ % len(sets)]
         now += 60.0  # past any dwell: the weights really move
-        samples.append(timed(lambda lists=lists, now=now: decide_all(
-            dsids, lists, policy, memories=memories, now=now, outcomes=outcomes, explain=explain, each=each)))
+        samples.append(timed(partial(decide_all, dsids, lists, policy, memories=memories, now=now, outcomes=outcomes,
+                                     explain=explain, each=each)))
         moved = sum(1 for outcome in outcomes if outcome is not None and outcome.memory.moved_at == now)
     return summary(samples), moved / len(dsids)
 
@@ -218,12 +219,12 @@ def main(argv: list[str] | None = None) -> int:
 
     rss = {"start": rss_mib()}
     dsids, keys = make_keys(args.services, args.instances)
-    builds = [timed(lambda seed=seed: build(keys, seed)) for seed in range(args.rounds)]
+    builds = [timed(partial(build, keys, seed)) for seed in range(args.rounds)]
     build_figures = summary(builds)
     sets = [build(keys, args.seed), build(keys, args.seed + 1)]
     rss["two candidate sets"] = rss_mib()
     show("baseline: build candidates (one full set)", build_figures)
-    trivial = summary([timed(lambda lists=sets[n % 2]: trivial_split(dsids, lists)) for n in range(args.rounds)])
+    trivial = summary([timed(partial(trivial_split, dsids, sets[n % 2])) for n in range(args.rounds)])
     show("baseline: trivial proportional split", trivial)
 
     memories: list[ServiceMemory | None] = [None] * len(dsids)
@@ -231,16 +232,16 @@ def main(argv: list[str] | None = None) -> int:
     first = summary([timed(lambda: decide_all(dsids, sets[0], policy, memories=memories, now=0.0, outcomes=outcomes))])
     show("first decision of every service", first, trivial)
     rss["outcomes held"] = rss_mib()
-    state = {"memories": memories, "outcomes": outcomes}
-    full, moved = full_recompute(dsids, sets, policy, now=0.0, rounds=args.rounds, **state)
+    recompute = partial(full_recompute, dsids, sets, policy, memories=memories, outcomes=outcomes, rounds=args.rounds)
+    full, moved = recompute(now=0.0)
     rss["after full recomputes"] = rss_mib()
     show("full recompute (every instance changed)", full, trivial)
     print(f"{'':<44} {moved:.0%} of the services moved their weights in the last round")
     print(f"{'':<44} = {full['cpu_best_ms'] / build_figures['cpu_best_ms']:.2f}x building the candidates")
-    each, _ = full_recompute(dsids, sets, policy, now=5_000.0, rounds=args.rounds, each=True, **state)
+    each, _ = recompute(now=5_000.0, each=True)
     show("  the same, one decide() per service", each, trivial)
     print(f"{'':<44} decide_many = {full['cpu_best_ms'] / each['cpu_best_ms']:.2f}x one decide() per service")
-    with_explain, _ = full_recompute(dsids, sets, policy, now=10_000.0, explain=True, rounds=args.rounds, **state)
+    with_explain, _ = recompute(now=10_000.0, explain=True)
     show("full recompute + every explanation read", with_explain, trivial)
     inc = incremental(dsids, sets[0], policy, memories=memories, count=args.incremental, now=100_000.0, seed=args.seed)
     show_incremental("incremental (one instance changed)", inc)
@@ -250,13 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     gc_figures: dict[str, dict[str, float]] = {}
     gc.collect()
     gc.disable()
-    gc_figures["gc disabled"], _ = full_recompute(dsids, sets, policy, now=20_000.0, rounds=args.rounds, **state)
+    gc_figures["gc disabled"], _ = recompute(now=20_000.0)
     gc.enable()
     show("full recompute, gc disabled", gc_figures["gc disabled"], trivial)
     if args.gc_freeze:
         gc.collect()
         gc.freeze()
-        gc_figures["gc frozen"], _ = full_recompute(dsids, sets, policy, now=30_000.0, rounds=args.rounds, **state)
+        gc_figures["gc frozen"], _ = recompute(now=30_000.0)
         show("full recompute, after gc.freeze()", gc_figures["gc frozen"], trivial)
         frozen_inc = incremental(dsids, sets[1], policy, memories=memories, count=args.incremental, now=200_000.0,
                                  seed=args.seed + 1)

@@ -67,7 +67,7 @@ from dyncast_bgp.dataplane.desired import ApplyResult, DesiredState
 from dyncast_bgp.dataplane.linux import LinuxDataplane
 from dyncast_bgp.dataplane.runner import NetnsRunner
 from dyncast_bgp.engine.decide import Outcome
-from dyncast_bgp.model import InstanceKey, StateFlag
+from dyncast_bgp.model import InstanceKey, ServiceId, StateFlag
 from dyncast_bgp.obs.log import configure
 from dyncast_bgp.router.runtime import RouterRuntime
 
@@ -287,8 +287,8 @@ class Soak:
         engine = self.runtime.engine
         step = engine.step
 
-        def counted(now: float) -> list[Outcome]:
-            changed = step(now)
+        def counted(now: float, *, limit: int | None = None, first: Iterable[ServiceId] = ()) -> list[Outcome]:
+            changed = step(now, limit=limit, first=first)
             if changed:
                 self.steps_changed += 1
             return changed

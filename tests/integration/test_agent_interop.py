@@ -111,7 +111,8 @@ def test_1_both_instances_and_ipv6_arrive_with_exact_metrics(agent: Agent, inter
         B4: expected(B_STATIC)})
     decoded = {r.next_hop: decode_metrics([decode(raw) for raw in r.ext_communities or ()]) for r in routes}
     assert decoded[A4].metrics.values == A_FIRST and decoded[A4].metrics.version == 7
-    assert decoded[A4].link_bandwidth is not None and decoded[A4].link_bandwidth.bytes_per_second == 800.0
+    bandwidth = decoded[A4].link_bandwidth
+    assert bandwidth is not None and bandwidth.bytes_per_second == 800.0
     assert decoded[B4].metrics.values == B_STATIC and not decoded[B4].problems
     wait_paths(interop, interop_receiver, DSID6, {C6: expected(C_STATIC, capacity_for_bandwidth=500)})
 

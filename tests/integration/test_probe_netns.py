@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -180,7 +181,7 @@ def probe_lab() -> Iterator[ProbeLab]:
         # bound its socket is lost, and on a loaded machine the interpreter's start-up outlasts the
         # two probes the first test's window leaves out (CI once saw 1 lost of 20 on clean path B).
         for echo in echoes:
-            expect(lambda echo=echo: records(echo.log_path, "echo", "listening"), bool,
+            expect(partial(records, echo.log_path, "echo", "listening"), bool,
                    what=f"{echo.name} listening", timeout=15.0, diagnose=echo.log_tail)
         prober = lab.spawn(prb, "prober", probe_tool(
             "probe", A4, A6, B4, B6, "--port", str(PORT), "--interval", str(INTERVAL), "--timeout", str(TIMEOUT),

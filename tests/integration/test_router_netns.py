@@ -60,8 +60,9 @@ class Network:
         return latest
 
     def wait_decision(self, router: str, check: Any, what: str, timeout: float = 15.0) -> dict[str, Any]:
-        result: dict[str, Any] = expect(lambda: self.decision(router), lambda d: d is not None and check(d),
-                                        what=f"{router}: {what}", timeout=timeout, wait=0.1)
+        result = expect(lambda: self.decision(router), lambda d: d is not None and check(d),
+                        what=f"{router}: {what}", timeout=timeout, wait=0.1)
+        assert result is not None
         return result
 
 

@@ -162,7 +162,7 @@ def test_what_passes_as_announced_is_what_screening_leaves_alone(values: dict[st
                                                                  view: bool) -> None:
     """The RIB's fast path (trust.passes_as_announced) never skips a finding screen() would make."""
     metrics = ComputeMetrics(MetricsView(values) if view else values, StateFlag.DRAINING)  # type: ignore[arg-type]
-    rule = Rule("r", metrics=mode, max_capacity=500.0)  # type: ignore[arg-type]
+    rule = Rule("r", metrics=mode, max_capacity=500.0)
     if passes_as_announced(metrics, rule):
         screened = screen(metrics, rule)
         assert screened.metrics is metrics and screened.findings == ()

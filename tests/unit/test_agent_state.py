@@ -36,7 +36,8 @@ def make(mode: str = "per-instance", add_path: bool = True, on_failure: str = "k
     return AgentState(parse(BASE % {"mode": mode, "add_path": str(add_path).lower(), "on_failure": on_failure}))
 
 
-def metrics_of(command: Announce) -> dict[str, Any]:
+def metrics_of(command: Announce | Withdraw) -> dict[str, Any]:
+    assert isinstance(command, Announce), command
     decoded = decode_metrics([decode(c.pack()) for c in command.communities])
     return {**decoded.metrics.values, "flags": int(decoded.metrics.flags)}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+from collections.abc import Mapping
 
 import pytest
 
@@ -425,7 +426,7 @@ def test_an_excluded_instance_drops_to_zero_at_once() -> None:
     assert excluded(out) == {C: "down"}
 
 
-def _three(**over: dict[str, object]) -> list[Candidate]:
+def _three(**over: Mapping[str, object]) -> list[Candidate]:
     """A, B, C of equal capacity at 50 %; ``over[address]``: that instance's changed arguments of :func:`cand`."""
     return [cand(address, **{"capacity": 10, "cpu_utilization": 50.0, **over.get(address, {})})  # type: ignore[arg-type]
             for address in (A, B, C)]
