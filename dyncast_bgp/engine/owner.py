@@ -92,6 +92,7 @@ class RouterEngine:
         self._dirty: set[ServiceId] = set()
         self._review_at: dict[ServiceId, float] = {}
         self.decisions_changed = 0
+        self.decided = 0  # services the last step decided (changed or not)
         self._steers: dict[ServiceId, VersionSteer] = {}  # canary rollouts (ops/rollout.py, ops/steer.py)
         self.new_version: dict[ServiceId, frozenset[InstanceKey]] = {}  # per steered service: its new instances
         self._forwardings: IdentityMemo[IPAddress, Forwarding] = IdentityMemo(MEMO_LIMIT)  # see _forwarding
@@ -188,6 +189,7 @@ class RouterEngine:
         self._dirty |= {service for service, entry in self._services.items()
                         if any(until <= now for until in entry.lingering.values())}
         dirty = self._slice(limit, first)
+        self.decided = len(dirty)
         changed: list[Outcome] = []
         for start in range(0, len(dirty), STEP_BLOCK):  # see STEP_BLOCK: a block's old outcomes go before the next
             block = dirty[start:start + STEP_BLOCK]

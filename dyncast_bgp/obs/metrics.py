@@ -37,6 +37,7 @@ log = structlog.get_logger(__name__)
 
 Families = list[Metric]
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+RECOMPUTE_BUCKETS = (*LATENCY_BUCKETS, 10.0, 30.0)
 
 
 class LoopCollector(Collector):
@@ -154,8 +155,12 @@ class RouterHistograms:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.decision_seconds = Histogram(
-            "dyncast_router_decision_seconds", "Time of one engine step that recomputed services",
+            "dyncast_router_decision_seconds", "Time of one engine step (at most STEP_SLICE services)",
             registry=registry, buckets=LATENCY_BUCKETS)
+        self.recompute_seconds = Histogram(
+            "dyncast_router_recompute_seconds",
+            "Wall time of one recompute, from its first step until no service was pending (its slices and the "
+            "other tasks' turns between them)", registry=registry, buckets=RECOMPUTE_BUCKETS)
         self.apply_seconds = Histogram(
             "dyncast_router_apply_seconds", "Time the dataplane took to apply one desired state",
             registry=registry, buckets=LATENCY_BUCKETS)

@@ -100,6 +100,22 @@ class RouterCounters:
     """Periodic full garbage collections (router/collector.py)."""
     gc_full_seconds: float = 0.0
     """How long the last one took (the router's loop waits meanwhile)."""
+    recompute_seconds: float = 0.0
+    """The last recompute, from its first step until no service was pending: a large one goes in slices
+    (STEP_SLICE) with the loop's other tasks in between, and this is the whole of it."""
+    recompute_services: int = 0
+    """Services the last recompute decided (a service dirtied again during it counts again)."""
+    recompute_slices: int = 0
+    """Engine steps the last recompute took."""
+
+
+@dataclass(slots=True)
+class _Recompute:
+    """A recompute under way: when its first step began (``time.perf_counter``), what it has decided so far."""
+
+    began: float
+    services: int = 0
+    slices: int = 0
 
 
 class RouterRuntime:
@@ -124,6 +140,7 @@ class RouterRuntime:
         self.collector = Collector(router.gc_full_interval, clock=clock)
         self._first: set[ServiceId] = set()  # decided in the next step before other pending services
         self._all_decided = asyncio.Event()  # set while no service is pending (see _first_apply)
+        self._recompute: _Recompute | None = None  # the recompute under way (see _time_recompute)
         self._wake = asyncio.Event()
         self._started_at = clock()
         self._peers_up: set[IPAddress] = set()
@@ -225,14 +242,17 @@ class RouterRuntime:
         first, self._first = self._first, set()  # services a rollout change moved go before the rest
         with self.collector.paused():  # a full recompute's allocations would walk the whole state (collector.py)
             changed = self.engine.step(self._clock(), limit=STEP_SLICE, first=sorted(first, key=by_sort_key))
+            decided, steps = self.engine.decided, 1
             if self._observe_rollouts(self._clock()):  # a stage moved or a rollback: decide those services again
                 moved, self._first = self._first, set()  # now, whatever else is pending (their new caps)
                 again = {outcome.decision.service: outcome for outcome in self.engine.step(
                     self._clock(), limit=len(moved), first=sorted(moved, key=by_sort_key))}
                 changed = [again.pop(o.decision.service, o) for o in changed] + list(again.values())
+                decided, steps = decided + self.engine.decided, 2
         self._account_rejections()
         if self.histograms is not None:
             self.histograms.decision_seconds.observe(time.perf_counter() - started)
+        self._time_recompute(started, decided, steps)
         self.book.record(changed, time.time())
         for outcome in changed:
             _log_outcome(outcome)
@@ -244,6 +264,27 @@ class RouterRuntime:
             if self._prober is not None:
                 self._prober.set_targets(self.engine.bindings())
             self._apply_wanted.set()
+
+    def _time_recompute(self, started: float, decided: int, steps: int) -> None:
+        """Count a step that decided services into the recompute under way; when nothing is left pending, that
+        recompute is done: its wall time (slices and the other tasks' turns between them) is observed."""
+        if not decided:
+            return
+        run = self._recompute
+        if run is None:
+            run = self._recompute = _Recompute(started)
+        run.services += decided
+        run.slices += steps
+        if self.engine.pending:
+            return
+        self._recompute = None
+        seconds = time.perf_counter() - run.began
+        self.counters.recompute_seconds = round(seconds, 4)
+        self.counters.recompute_services, self.counters.recompute_slices = run.services, run.slices
+        if self.histograms is not None:
+            self.histograms.recompute_seconds.observe(seconds)
+        if run.slices > 1:
+            log.info("recompute_done", seconds=round(seconds, 3), services=run.services, slices=run.slices)
 
     def _account_rejections(self) -> None:
         """Count and log (rate-limited) what the RIB refused or discarded (docs/hardening.md)."""

@@ -112,6 +112,7 @@ def test_router_endpoint_shows_sessions_routes_metrics_weights_flows_and_latenci
     assert value(samples, "dyncast_router_input_rejected_total", reason="metrics-implausible") == 1
     assert value(samples, "dyncast_router_weight", service=SVC, instance="198.51.100.99") == 0
     assert value(samples, "dyncast_router_decision_seconds_count") >= 1
+    assert value(samples, "dyncast_router_recompute_seconds_count") >= 1
     assert value(samples, "dyncast_router_apply_seconds_count") >= 1
     assert value(samples, "dyncast_router_instance_eligible", service=SVC, instance=A) == 1
     assert value(samples, "dyncast_router_rib_synced") == 1

@@ -228,9 +228,12 @@ def test_a_large_recompute_goes_in_slices_and_the_loop_runs_other_tasks_in_betwe
         ticking.cancel()
         return runtime
 
-    asyncio.run(go())
+    runtime = asyncio.run(go())
     steps = [index for index, event in enumerate(events) if event.startswith("step ") and event != "step 0"]
     assert [events[i] for i in steps] == ["step 2", "step 2", "step 2", "step 1"], events
+    counters = runtime.counters  # the whole recompute, timed from its first slice to its last
+    assert (counters.recompute_services, counters.recompute_slices) == (7, 4), counters
+    assert counters.recompute_seconds > 0.0
     assert all("tick" in events[a:b] for a, b in itertools.pairwise(steps)), events
     assert sorted(str(s.service) for s in dataplane.applied[-1].services) == sorted(services)
 
