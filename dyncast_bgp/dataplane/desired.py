@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import math
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -70,16 +71,28 @@ class Forwarding:
             raise ValueError("tunnel endpoints must be of one IP version")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class InstanceTarget:
     key: InstanceKey
     weight: float
     forwarding: Forwarding
     name: str | None = None
 
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.weight) and self.weight >= 0.0):
-            raise ValueError(f"{self.key}: weight must be a finite number >= 0, got {self.weight!r}")
+    def __init__(self, key: InstanceKey, weight: float, forwarding: Forwarding, name: str | None = None) -> None:
+        # written out: the router builds one per instance of every changed service (160,000 in a full
+        # recompute), and the generated __init__ of a frozen dataclass calls object.__setattr__ per field
+        if not (0.0 <= weight <= _FLOAT_MAX):  # False for NaN and infinity too
+            raise ValueError(f"{key}: weight must be a finite number >= 0, got {weight!r}")
+        set_key, set_weight, set_forwarding, set_name = _TARGET_SLOTS
+        set_key(self, key)
+        set_weight(self, weight)
+        set_forwarding(self, forwarding)
+        set_name(self, name)
+
+
+_FLOAT_MAX = sys.float_info.max
+_TARGET_SLOTS = tuple(InstanceTarget.__dict__[name].__set__ for name in ("key", "weight", "forwarding", "name"))
+"""The slot setters of the frozen :class:`InstanceTarget` (a frozen dataclass only guards ``__setattr__``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ IPV6_BIT = 1 << 161
 PATH_ID_BITS = 32
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Candidate:
     """One instance of a service as an input to :func:`dyncast_bgp.engine.decide.decide`.
 
@@ -45,6 +45,24 @@ class Candidate:
     name: str | None = None
     hold: Exclusion | None = None
     """Set by the router to hold a healthy instance out (flap dampening); checked after the state."""
+
+    def __init__(self, key: InstanceKey, state: InstanceState, metrics: ComputeMetrics, path: PathMetrics,  # noqa: PLR0917
+                 metrics_age: float | None = None, name: str | None = None, hold: Exclusion | None = None) -> None:
+        # written out: the RIB builds one per instance of every dirty service (160,000 in a full recompute),
+        # and the generated __init__ of a frozen dataclass calls object.__setattr__ per field
+        set_key, set_state, set_metrics, set_path, set_age, set_name, set_hold = _CANDIDATE_SLOTS
+        set_key(self, key)
+        set_state(self, state)
+        set_metrics(self, metrics)
+        set_path(self, path)
+        set_age(self, metrics_age)
+        set_name(self, name)
+        set_hold(self, hold)
+
+
+_CANDIDATE_SLOTS = tuple(Candidate.__dict__[name].__set__
+                         for name in ("key", "state", "metrics", "path", "metrics_age", "name", "hold"))
+"""The slot setters of the frozen :class:`Candidate`, in field order."""
 
 
 def ident_of(key: InstanceKey) -> Ident:

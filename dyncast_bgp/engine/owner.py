@@ -64,6 +64,18 @@ class _Service:
     listed: tuple[IPAddress, ...] = ()  # the candidates' D-BIDs in order, as last indexed (see _index)
     lingering: dict[InstanceKey, float] = field(default_factory=dict)  # key -> until
     target: ServiceTarget | None = None  # the dataplane target built from ``outcome``, reused until it changes
+    layout: _Layout | None = None  # the target's instances in order with their forwarding, as last built
+
+
+@dataclass(slots=True)
+class _Layout:
+    """A service target's instances as last built: ``listed`` (the keys in the order the weights listed them),
+    ``keys`` (sorted, as the target lists them) and the forwarding of each. The same keys listed the same way
+    the next time (the usual new decision: new weights, the same instances) reuse the order and forwardings."""
+
+    listed: list[InstanceKey]
+    keys: list[InstanceKey]
+    forwardings: list[Forwarding]
 
 
 @dataclass(slots=True)
@@ -369,9 +381,14 @@ class RouterEngine:
             audience = Audience(steer.clients, dict(entry.outcome.decision.weights))
             weights.update(without_new_version(entry.outcome.decision.weights, self.new_version.get(service,
                                                                                                    frozenset())))
-        forwarding = self._forwarding
-        instances = tuple([InstanceTarget(key, weights[key], forwarding(key.binding))
-                           for key in sorted(weights, key=by_sort_key)])
+        listed = list(weights)
+        layout = entry.layout
+        if layout is None or layout.listed != listed:  # compared identity first, in C: the keys are the RIB's
+            keys = sorted(listed, key=by_sort_key)
+            forwarding = self._forwarding
+            layout = entry.layout = _Layout(listed, keys, [forwarding(key.binding) for key in keys])
+        keys = layout.keys
+        instances = tuple(map(InstanceTarget, keys, map(weights.__getitem__, keys), layout.forwardings))
         return ServiceTarget(service, instances, Affinity(entry.policy.affinity), entry.policy.affinity_timeout,
                              audience)
 

@@ -2,7 +2,8 @@
 
 Each oracle here is the plain version written out in this file (as the code read before the shortcuts),
 so that a shortcut drifting from it fails: ``screen`` and ``implausible`` (trust), ``state_from_flags``,
-the trusted constructors of ``MetricsView`` and ``ComputeMetrics``, the hash and order ``InstanceKey`` and
+the trusted constructors of ``MetricsView`` and ``ComputeMetrics``, the written-out ``__init__`` of
+``Candidate`` and ``InstanceTarget``, the hash and order ``InstanceKey`` and
 ``ServiceId`` compute once, and ``KeyedValues.same_as`` (the router's "did the decision change").
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import ipaddress
 import math
 import os
@@ -17,11 +19,14 @@ import pickle
 import subprocess
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dyncast_bgp.dataplane.desired import Encap, Forwarding, InstanceTarget
+from dyncast_bgp.engine.candidate import Candidate
 from dyncast_bgp.engine.trust import (
     METRICS_CLAMPED,
     METRICS_IMPLAUSIBLE,
@@ -165,6 +170,34 @@ def test_trusted_metrics_equal_the_constructed_ones(values: MetricsView, flag: S
     assert trusted == built and hash(trusted) == hash(built) and repr(trusted) == repr(built)
     with pytest.raises(dataclasses.FrozenInstanceError):
         trusted.version = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("cls", [Candidate, InstanceTarget])
+def test_written_out_initialisers_set_every_field_in_order(cls: Any) -> None:
+    """Candidate and InstanceTarget write their __init__ out (slot setters): a field added to either
+    must be added there too; this names the one missed."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    assert list(inspect.signature(cls.__init__).parameters)[1:] == names
+    expected: list[Any] = [object() for _ in names]
+    if "weight" in names:
+        expected[names.index("weight")] = 0.5  # checked: a number
+    made = cls(*expected)
+    got = [getattr(made, name) for name in names]
+    assert all(a is b for a, b in zip(got, expected, strict=True)), dict(zip(names, got, strict=True))
+    assert dataclasses.replace(made, name="x").name == "x" and made == cls(*expected)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(made, "name", "y")  # noqa: B010 (the frozen dataclass's guard, whatever the type checker knows)
+
+
+@given(st.one_of(st.floats(), st.integers(-3, 3)))
+def test_an_instance_target_takes_finite_weights_of_zero_or_more_only(weight: float) -> None:
+    key = InstanceKey(ServiceId(ipaddress.ip_network("203.0.113.1/32")), ipaddress.ip_address("198.51.100.1"))
+    forwarding = Forwarding(Encap.DIRECT, next_hop=key.binding)
+    if math.isfinite(weight) and weight >= 0.0:
+        assert InstanceTarget(key, weight, forwarding).weight == weight
+    else:
+        with pytest.raises(ValueError, match="weight must be a finite number >= 0"):
+            InstanceTarget(key, weight, forwarding)
 
 
 # ------------------------------------------------------------------ keys and decisions' mappings
