@@ -370,27 +370,38 @@ class RouterEngine:
         if entry.outcome is None:
             return None
         decision = entry.outcome.decision
+        steer = self._steers.get(service)
+        layout = entry.layout
+        if layout is not None and not entry.lingering and not decision.excluded and steer is None \
+                and type(decision.weights) is KeyedValues:  # the usual new decision: new weights, nothing else new
+            values = decision.weights.aligned(layout.keys)  # the same keys in the same order: no key hashed
+            if values is not None:
+                return self._service_target(service, entry, map(InstanceTarget, layout.keys, values,
+                                                                layout.forwardings), None)
         weights = dict.fromkeys(entry.lingering, 0.0)
         weights.update(dict.fromkeys(decision.excluded, 0.0))
         weights.update(decision.weights.items())  # pairs: a Mapping would be read key by key
         if not weights:
             return None
         audience = None
-        steer = self._steers.get(service)
         if steer is not None and steer.clients and steer.hold is None:  # a client-prefix canary
             audience = Audience(steer.clients, dict(entry.outcome.decision.weights))
             weights.update(without_new_version(entry.outcome.decision.weights, self.new_version.get(service,
                                                                                                    frozenset())))
         listed = list(weights)
-        layout = entry.layout
         if layout is None or layout.listed != listed:  # compared identity first, in C: the keys are the RIB's
             keys = sorted(listed, key=by_sort_key)
             forwarding = self._forwarding
             layout = entry.layout = _Layout(listed, keys, [forwarding(key.binding) for key in keys])
         keys = layout.keys
-        instances = tuple(map(InstanceTarget, keys, map(weights.__getitem__, keys), layout.forwardings))
-        return ServiceTarget(service, instances, Affinity(entry.policy.affinity), entry.policy.affinity_timeout,
-                             audience)
+        return self._service_target(service, entry, map(InstanceTarget, keys, map(weights.__getitem__, keys),
+                                                        layout.forwardings), audience)
+
+    @staticmethod
+    def _service_target(service: ServiceId, entry: _Service, instances: Iterable[InstanceTarget],
+                        audience: Audience | None) -> ServiceTarget:
+        return ServiceTarget(service, tuple(instances), Affinity(entry.policy.affinity),
+                             entry.policy.affinity_timeout, audience)
 
     def _forwarding(self, binding: IPAddress) -> Forwarding:
         """The first forwarding rule's way to ``binding``, remembered by the object's identity (the rules are
