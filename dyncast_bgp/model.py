@@ -16,6 +16,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, TypeVar, overload
 
+from dyncast_bgp.slots import slot_setters
+
 _T = TypeVar("_T")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -249,8 +251,7 @@ class ComputeMetrics:
         return metrics
 
 
-_METRICS_SLOTS: Final = tuple(ComputeMetrics.__dict__[name].__set__ for name in ("values", "flags", "version"))
-"""The slot setters of a frozen :class:`ComputeMetrics` (a frozen dataclass only guards ``__setattr__``)."""
+_METRICS_SLOTS: Final = slot_setters(ComputeMetrics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +382,4 @@ class Decision:
         return decision
 
 
-_DECISION_SLOTS: Final = tuple(Decision.__dict__[name].__set__
-                               for name in ("service", "weights", "reasons", "excluded"))
-"""The slot setters of a frozen :class:`Decision` (a frozen dataclass only guards ``__setattr__``)."""
+_DECISION_SLOTS: Final = slot_setters(Decision)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from dyncast_bgp.model import InstanceKey, IPAddress, IPNetwork, ServiceId
+from dyncast_bgp.slots import slot_setters
 
 
 class Affinity(enum.StrEnum):
@@ -91,8 +92,7 @@ class InstanceTarget:
 
 
 _FLOAT_MAX = sys.float_info.max
-_TARGET_SLOTS = tuple(InstanceTarget.__dict__[name].__set__ for name in ("key", "weight", "forwarding", "name"))
-"""The slot setters of the frozen :class:`InstanceTarget` (a frozen dataclass only guards ``__setattr__``)."""
+_TARGET_SLOTS = slot_setters(InstanceTarget)
 
 
 @dataclass(frozen=True, slots=True)

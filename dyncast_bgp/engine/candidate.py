@@ -20,6 +20,7 @@ from ipaddress import IPv4Address
 
 from dyncast_bgp.engine.eligibility import Exclusion
 from dyncast_bgp.model import ComputeMetrics, InstanceKey, InstanceState, PathMetrics
+from dyncast_bgp.slots import slot_setters
 
 Ident = int
 """``D-BID << 32 | path id``, plus bit 161 for IPv6: an instance's identity within its service."""
@@ -60,9 +61,7 @@ class Candidate:
         set_hold(self, hold)
 
 
-_CANDIDATE_SLOTS = tuple(Candidate.__dict__[name].__set__
-                         for name in ("key", "state", "metrics", "path", "metrics_age", "name", "hold"))
-"""The slot setters of the frozen :class:`Candidate`, in field order."""
+_CANDIDATE_SLOTS = slot_setters(Candidate)
 
 
 def ident_of(key: InstanceKey) -> Ident:

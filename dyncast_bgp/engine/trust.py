@@ -30,6 +30,7 @@ from typing import Final
 
 from dyncast_bgp.config.schema import Trust, TrustRule
 from dyncast_bgp.model import ComputeMetrics, IPAddress, IPNetwork, MetricsView
+from dyncast_bgp.slots import slot_setters
 
 DSID_NOT_ALLOWED = "dsid-not-allowed"
 DBID_NOT_ALLOWED = "dbid-not-allowed"
@@ -284,8 +285,7 @@ def screen(metrics: ComputeMetrics, rule: Rule) -> Screened:
     return _as_announced(metrics)
 
 
-_SCREENED_SLOTS: Final = (Screened.__dict__["metrics"].__set__, Screened.__dict__["findings"].__set__)
-"""The slot setters of a frozen :class:`Screened` (a frozen dataclass only guards ``__setattr__``)."""
+_SCREENED_SLOTS: Final = slot_setters(Screened)
 
 
 def _as_announced(metrics: ComputeMetrics) -> Screened:

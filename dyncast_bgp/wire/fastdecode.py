@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
 from dyncast_bgp.model import ComputeMetrics, MetricsView, StateFlag, state_flags
+from dyncast_bgp.slots import slot_setters
 from dyncast_bgp.wire.community import (
     BY_SUBTYPE,
     EXPERIMENTAL_TYPES,
@@ -178,9 +179,8 @@ _flags: dict[int, StateFlag] = {}
 """State-flags value -> its :class:`StateFlag` (calling the enum costs more than the rest of a metric)."""
 _MAX_PLANNED: Final = 64
 """Paths with more communities than this always take the general decoder (agents send about ten)."""
-_DECODED_SLOTS: Final = tuple(DecodedMetrics.__dict__[name].__set__
-                              for name in ("metrics", "problems", "unknown", "link_bandwidth"))
-"""The slot setters of a frozen :class:`DecodedMetrics`: setting them directly costs half its ``__init__``."""
+_DECODED_SLOTS: Final = slot_setters(DecodedMetrics)
+"""Setting a :class:`DecodedMetrics`'s slots directly costs half its ``__init__``."""
 
 
 def decode_raw(raws: Sequence[bytes], *, metric_types: MetricTypes = EXPERIMENTAL_TYPES) -> DecodedMetrics:
