@@ -385,9 +385,8 @@ class RouterEngine:
             return None
         audience = None
         if steer is not None and steer.clients and steer.hold is None:  # a client-prefix canary
-            audience = Audience(steer.clients, dict(entry.outcome.decision.weights))
-            weights.update(without_new_version(entry.outcome.decision.weights, self.new_version.get(service,
-                                                                                                   frozenset())))
+            audience = Audience(steer.clients, dict(decision.weights))
+            weights.update(without_new_version(decision.weights, self.new_version.get(service, frozenset())))
         listed = list(weights)
         if layout is None or layout.listed != listed:  # compared identity first, in C: the keys are the RIB's
             keys = sorted(listed, key=by_sort_key)

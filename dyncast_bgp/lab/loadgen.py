@@ -74,6 +74,11 @@ class RequestEvent:
     def key(self) -> SessionKey:
         return (self.client, self.session)
 
+    @property
+    def began(self) -> float:
+        """The earliest moment the event speaks of: its session's connection begun, if recorded, else its send."""
+        return self.t if self.opened is None else min(self.opened, self.t)
+
     def to_json(self) -> str:
         return json.dumps({"t": round(self.t, 6), "client": self.client, "session": self.session,
                            "index": self.index, "instance": self.instance, "latency_ms": round(self.latency_ms, 3),
@@ -158,8 +163,7 @@ def session_facts(events: Iterable[RequestEvent]) -> dict[SessionKey, SessionFac
     for key, session in by_session.items():
         session.sort(key=lambda e: (e.index, e.t))
         first = session[0]
-        start = first.t if first.opened is None else min(first.opened, first.t)
-        facts[key] = SessionFacts(start, first.instance or NO_INSTANCE, _moved_at(session))
+        facts[key] = SessionFacts(first.began, first.instance or NO_INSTANCE, _moved_at(session))
     return facts
 
 
@@ -260,7 +264,7 @@ def bucketize(events: Sequence[RequestEvent], width: float, *, start: float | No
         raise ValueError(f"bucket width must be positive, got {width}")
     if not events and (start is None or end is None):
         return []
-    first = min(min(e.t, e.opened or e.t) for e in events) if start is None else start
+    first = min(e.began for e in events) if start is None else start
     last = max(e.t for e in events) if end is None else end
     count = max(1, math.floor((last - first) / width) + 1)
     accs = [_Accumulator() for _ in range(count)]
