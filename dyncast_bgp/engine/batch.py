@@ -48,6 +48,7 @@ from dyncast_bgp.engine.eligibility import Exclusion
 from dyncast_bgp.engine.explain import InstanceExplain
 from dyncast_bgp.engine.memory import EMPTY, ServiceMemory
 from dyncast_bgp.engine.params import Params, params_for
+from dyncast_bgp.engine.rows import block_of
 from dyncast_bgp.engine.stability import ARRIVED, AT_TARGET, IN_DEADBAND, MOVING, SLEW_LIMITED, STARTED
 from dyncast_bgp.engine.views import KeyedValues
 from dyncast_bgp.model import Decision, InstanceKey, ServiceId
@@ -135,8 +136,10 @@ def _decide_block(requests: list[Request], p: Params, now: float) -> list[Outcom
     """The outcomes of services alike (``weighted``, the same ``p``, the same instance count); None for a
     service the columns cannot decide exactly."""
     memories = [request.memory if request.memory is not None else EMPTY for request in requests]
-    block = read([request.service for request in requests], [request.candidates for request in requests],
-                 agent_scores=p.use_agent_score)
+    services, lists = [request.service for request in requests], [request.candidates for request in requests]
+    block = block_of(services, lists, agent_scores=p.use_agent_score)  # a step's rows: their columns as they are
+    if block is None:
+        block = read(services, lists, agent_scores=p.use_agent_score)
     try:
         scores = vector.scores(block.metrics, block.rtt, block.loss, block.reachable, p)
     except ArithmeticError:  # math.fsum overflowed: decide raises it for the right service

@@ -66,7 +66,7 @@ class Block:
 
     services: list[ServiceId]
     count: int
-    candidates: list[Candidate]
+    candidates: Sequence[Candidate]
     keys: list[InstanceKey]
     idents: list[Ident]
     usable: Bools
@@ -95,7 +95,7 @@ def read(services: Sequence[ServiceId], candidates: Sequence[Sequence[Candidate]
     if owners != expected:  # an instance of another service (compared as decide does: equal, identity first)
         usable = np.asarray(np.fromiter(map(eq, owners, expected), np.bool_, size).reshape(shape).all(axis=1),
                             np.bool_)
-    idents, increasing = _idents(keys)
+    idents, increasing = idents_of(keys)
     usable &= increasing.reshape(shape)[:, 1:].all(axis=1)  # canonical order, no twins (the RIB lists them so)
     values: list[dict[str, float]] = list(map(_VALUES, flat))
     metrics = _metrics(values, METRICS + AGENT_SCORES if agent_scores else METRICS)
@@ -130,7 +130,7 @@ def _metrics(values: list[dict[str, float]], names: Sequence[str]) -> dict[str, 
     return columns
 
 
-def _idents(keys: list[InstanceKey]) -> tuple[list[Ident], Bools]:
+def idents_of(keys: list[InstanceKey]) -> tuple[list[Ident], Bools]:
     """:func:`~dyncast_bgp.engine.candidate.ident_of` of every key, and whether each is greater than the one
     before it (the first: True).
 

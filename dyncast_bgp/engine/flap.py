@@ -91,7 +91,7 @@ class FlapTracker:
 
     def __init__(self) -> None:
         self._entries: dict[InstanceKey, _Entry] = {}
-        self._services: dict[ServiceId, int] = {}  # entries per service: most services have none
+        self._services: dict[ServiceId, set[InstanceKey]] = {}  # the entries' keys by service: most have none
         self.flaps = 0
 
     def __len__(self) -> int:
@@ -105,8 +105,16 @@ class FlapTracker:
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = _Entry()
-            self._services[key.service] = self._services.get(key.service, 0) + 1
+            keys = self._services.get(key.service)
+            if keys is None:
+                self._services[key.service] = {key}
+            else:
+                keys.add(key)
         return entry
+
+    def known_of(self, service: ServiceId) -> frozenset[InstanceKey]:
+        """The instances of ``service`` with a flap state (usually none or a few)."""
+        return frozenset(self._services.get(service, ()))
 
     def known(self, key: InstanceKey) -> bool:
         """Whether the instance has a flap state (vanished, raised a flag or flapped, not yet forgotten)."""
@@ -185,9 +193,8 @@ class FlapTracker:
                 and now - entry.touched > FORGET_AFTER_HALF_LIVES * half_life(key)]
         for key in drop:
             del self._entries[key]
-            left = self._services[key.service] - 1
-            if left:
-                self._services[key.service] = left
-            else:
+            keys = self._services[key.service]
+            keys.discard(key)
+            if not keys:
                 del self._services[key.service]
         return len(drop)

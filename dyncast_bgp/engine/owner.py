@@ -20,19 +20,20 @@ reason ``flap-damped (penalty P)`` until their penalty has decayed.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from dyncast_bgp.config.schema import RouterConfig, ServicePolicy
 from dyncast_bgp.dataplane.desired import Affinity, Audience, DesiredState, Forwarding, InstanceTarget, ServiceTarget
-from dyncast_bgp.engine.batch import Request, decide_many
-from dyncast_bgp.engine.candidate import Candidate
+from dyncast_bgp.engine.batch import MIN_BATCH, Request, decide_many
+from dyncast_bgp.engine.candidate import Candidate, ident_of
 from dyncast_bgp.engine.decide import Outcome
 from dyncast_bgp.engine.eligibility import flap_damped
 from dyncast_bgp.engine.flap import FlapTracker
 from dyncast_bgp.engine.memo import IdentityMemo
 from dyncast_bgp.engine.rib import Rib
+from dyncast_bgp.engine.rows import CandidateRows
 from dyncast_bgp.engine.trust import TrustPolicy
 from dyncast_bgp.engine.views import KeyedValues
 from dyncast_bgp.model import Decision, InstanceKey, IPAddress, PathMetrics, ServiceId, StateFlag, by_sort_key
@@ -50,6 +51,8 @@ each block's outcomes before preparing the next: the candidates and outcomes bei
 step goes, instead of two whole sets (every old and every new one) being alive at its end. At 10,000 services
 x 16 instances that is the difference between 530 and about 400 MiB resident (the allocator keeps the peak's
 memory); the batch's arrays are as efficient from about a thousand services on."""
+ROWS_MIN = MIN_BATCH
+"""A step's block of at least this many services reads its candidates as rows (see RouterEngine._candidates)."""
 FORGET_INTERVAL = 60.0  # seconds between sweeps of flap states that carry no information any more
 _V = TypeVar("_V")
 _NO_FLAG = StateFlag.NONE  # a flag set is its enum's one member for its value: compared by identity
@@ -205,7 +208,9 @@ class RouterEngine:
         changed: list[Outcome] = []
         for start in range(0, len(dirty), STEP_BLOCK):  # see STEP_BLOCK: a block's old outcomes go before the next
             block = dirty[start:start + STEP_BLOCK]
-            pending = [item for service in block if (item := self._prepare(service, now)) is not None]
+            lists = self._candidates(block, now)
+            pending = [item for service, candidates in zip(block, lists, strict=True)
+                       if (item := self._prepare(service, candidates, now)) is not None]
             outcomes = decide_many([item.request for item in pending], now)
             for item, outcome in zip(pending, outcomes, strict=True):
                 if self._record(item, outcome, now):
@@ -235,13 +240,21 @@ class RouterEngine:
             self._cursor = ahead[-1].sort_key
         return chosen + ahead
 
-    def _prepare(self, service: ServiceId, now: float) -> _Pending | None:
-        """The decision request of one dirty service (candidates, flap holds, canary caps); None when the
+    def _candidates(self, services: list[ServiceId], now: float) -> Sequence[Sequence[Candidate]]:
+        """The RIB's candidates of each of ``services``: as rows of one batch (decoded as columns, objects made
+        only when read: :mod:`~dyncast_bgp.engine.rows`) for a block of at least :data:`ROWS_MIN` services (the
+        size from which the batch decision takes columns too); else lists, as a small step reads them faster."""
+        max_age = self.config.metrics_max_age
+        if len(services) >= ROWS_MIN:
+            return self.rib.rows(services, now, path_of=self.path_of, max_age=max_age)
+        return [self.rib.candidates(service, now, path_of=self.path_of, max_age=max_age) for service in services]
+
+    def _prepare(self, service: ServiceId, candidates: Sequence[Candidate], now: float) -> _Pending | None:
+        """The decision request of one dirty service (its candidates, flap holds, canary caps); None when the
         service is gone for good (no candidates, never decided)."""
         entry = self._services.get(service)
         if entry is None:
             entry = self._services[service] = _Service(self.config.policy_for(service))
-        candidates = self.rib.candidates(service, now, path_of=self.path_of, max_age=self.config.metrics_max_age)
         release: float | None = None
         if entry.policy.flap_dampening.enabled:
             candidates, release = self._damp(entry.policy, candidates, now)
@@ -250,11 +263,12 @@ class RouterEngine:
         if (steer := self._steers.get(service)) is not None:
             previous_weights = entry.outcome.decision.weights if entry.outcome is not None else None
             before = self.new_version.get(service)
-            candidates, caps, self.new_version[service] = steer_candidates(candidates, steer, previous_weights)
+            candidates, caps, self.new_version[service] = steer_candidates(list(candidates), steer, previous_weights)
             # a client-prefix canary's split for everyone else leaves the new version out: an instance that
             # changed version with the same weight changes the dataplane target, not the decision
             regrouped = bool(steer.clients) and before != self.new_version[service]
-        self._index(service, entry, tuple([c.key.binding for c in candidates]))
+        self._index(service, entry, candidates.bindings if type(candidates) is CandidateRows
+                    else tuple([c.key.binding for c in candidates]))
         previous = entry.outcome
         if not candidates and previous is None:
             del self._services[service]
@@ -267,15 +281,23 @@ class RouterEngine:
         service, entry, release = pending.service, pending.entry, pending.release
         candidates = pending.request.candidates
         previous = entry.outcome
-        present = {c.key for c in candidates}
+        keys = candidates.keys if type(candidates) is CandidateRows else [c.key for c in candidates]
+        present: set[InstanceKey] | None = None  # made when needed: InstanceKey hashes in Python
         same = previous is not None and _same(previous.decision, outcome.decision)
         if previous is not None:
             for shown in (previous.decision.weights, previous.decision.excluded):
+                if not shown or (type(shown) is KeyedValues and shown.aligned(keys) is not None):
+                    continue  # the instances present now, in the same order (compared in C): none gone
+                if present is None:
+                    present = set(keys)
                 for key in shown:
                     if key not in present and key not in entry.lingering:
                         entry.lingering[key] = now + entry.policy.affinity_timeout
-        lingering = ({key: until for key, until in entry.lingering.items() if until > now and key not in present}
-                     if entry.lingering else entry.lingering)
+        if entry.lingering:
+            present = set(keys) if present is None else present
+            lingering = {key: until for key, until in entry.lingering.items() if until > now and key not in present}
+        else:
+            lingering = entry.lingering
         if lingering.keys() != entry.lingering.keys() or not same:
             entry.target = None  # rebuilt on the next desired(); unchanged services pass the same object
         entry.lingering = lingering
@@ -294,29 +316,47 @@ class RouterEngine:
             self._review_at.pop(service, None)
         return True
 
-    def _damp(self, policy: ServicePolicy, candidates: list[Candidate], now: float
-              ) -> tuple[list[Candidate], float | None]:
-        """Track the flags of ``candidates`` and hold out the flap-damped ones; the earliest readmission."""
+    def _damp(self, policy: ServicePolicy, candidates: Sequence[Candidate], now: float
+              ) -> tuple[Sequence[Candidate], float | None]:
+        """Track the flags of ``candidates`` and hold out the flap-damped ones; the earliest readmission.
+
+        Rows (:class:`~dyncast_bgp.engine.rows.CandidateRows`) are held out in place and only their flagged
+        instances read (all of them when the service has flap state), without building a candidate."""
         params, flaps = policy.flap_dampening, self.flaps
         release: float | None = None
         result: list[Candidate] | None = None
-        watched = bool(candidates) and flaps.watches(candidates[0].key.service)
-        for index, candidate in enumerate(candidates):
-            flags = candidate.metrics.flags
+        rows = candidates if type(candidates) is CandidateRows else None
+        looked: Iterable[tuple[int, InstanceKey, StateFlag]]
+        if rows is not None:
+            watched = flaps.watches(rows.service)
+            flagged = rows.flagged()
+            if watched:  # the flagged instances and those with flap state (a flag just cleared, say), found by
+                idents = rows.idents  # ident: an int compares in C, where a key's equality runs Python code
+                found = [idents.index(ident) for ident in map(ident_of, flaps.known_of(rows.service))
+                         if ident in idents]
+                flagged = sorted({*flagged, *found})
+            looked = [(index, rows.keys[index], rows.flags(index)) for index in flagged]
+        else:
+            watched = bool(candidates) and flaps.watches(candidates[0].key.service)
+            looked = ((index, candidate.key, candidate.metrics.flags) for index, candidate in enumerate(candidates))
+        for index, key, flags in looked:
             raised = draining = False
             if flags is not _NO_FLAG:  # enum arithmetic only for flagged instances
                 raised, draining = bool(flags & _RAISED), bool(flags & StateFlag.DRAINING)
-            if not raised and not draining and not (watched and flaps.known(candidate.key)):
+            if not raised and not draining and not (watched and flaps.known(key)):
                 continue  # the usual case: a steady instance has no flap state
-            flaps.draining(candidate.key, draining, now)
-            flaps.flags(candidate.key, raised, params, now)
-            held = flaps.held(candidate.key, params, now)
+            flaps.draining(key, draining, now)
+            flaps.flags(key, raised, params, now)
+            held = flaps.held(key, params, now)
             if held is None:
                 continue
-            if result is None:
-                result = list(candidates)
-            result[index] = replace(candidate, hold=flap_damped(held.peak))
-            at = flaps.release_at(candidate.key, params)
+            if rows is not None:
+                rows.hold(index, flap_damped(held.peak))
+            else:
+                if result is None:
+                    result = list(candidates)
+                result[index] = replace(candidates[index], hold=flap_damped(held.peak))
+            at = flaps.release_at(key, params)
             if at is not None:
                 release = at if release is None else min(release, at)
         return (result if result is not None else candidates), release

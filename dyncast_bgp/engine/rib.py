@@ -17,11 +17,19 @@ are removed at once. Pure apart from time, which is passed in.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import attrgetter
 
-from dyncast_bgp.engine.candidate import Candidate
+import numpy as np
+import numpy.typing as npt
+
+from dyncast_bgp.engine.candidate import Candidate, Ident
+from dyncast_bgp.engine.columns import idents_of
 from dyncast_bgp.engine.eligibility import TIER_HELD, Exclusion
+from dyncast_bgp.engine.rows import NAMES, CandidateRows, RowBatch
 from dyncast_bgp.engine.trust import (
     MAX_INSTANCES,
     MAX_PREFIXES,
@@ -30,6 +38,8 @@ from dyncast_bgp.engine.trust import (
     Rejection,
     TrustPolicy,
     describe_refusal,
+    may_change,
+    pass_as_announced,
     passes_as_announced,
     refusal,
     screen,
@@ -42,9 +52,11 @@ from dyncast_bgp.model import (
     IPNetwork,
     PathMetrics,
     ServiceId,
+    StateFlag,
     by_sort_key,
     state_from_flags,
 )
+from dyncast_bgp.wire.columnar import decode_columns
 from dyncast_bgp.wire.community import EXPERIMENTAL_TYPES
 from dyncast_bgp.wire.exabgp_json import EndOfRib, Event, PeerState, Route, RouteUpdate, SessionState
 from dyncast_bgp.wire.fastdecode import decode_quick, decode_raw
@@ -128,6 +140,26 @@ class Path:
         return instance
 
 
+@dataclass(slots=True, eq=False)
+class _Table:
+    """One service's instances as the RIB picks them: the keys in canonical order, the path chosen for each,
+    their :data:`~dyncast_bgp.engine.candidate.Ident` and D-BIDs. Kept (:attr:`Rib._tables`) while the
+    service has one path per instance and none comes, goes or changes next hop: then a re-announcement
+    changes what the paths carry, never the table."""
+
+    keys: list[InstanceKey]
+    paths: list[Path]
+    idents: list[Ident]
+    in_order: bool
+    """The idents increase (no two keys alike), as the batch decision requires (always, for the RIB's keys)."""
+    bindings: tuple[IPAddress, ...]
+
+
+_RAW = attrgetter("raw")
+_RECEIVED = attrgetter("received_at")
+_BINDING = attrgetter("binding")
+
+
 @dataclass(slots=True)
 class RibCounters:
     announced: int = 0
@@ -164,6 +196,7 @@ class Rib:
         self._by_peer: dict[str, set[PathKey]] = {}
         self._services: dict[str, ServiceId] = {}  # prefix text -> its ServiceId, while it has paths
         self._stale_until: dict[str, float] = {}
+        self._tables: dict[str, _Table] = {}  # prefix text -> its table, while it holds (see _Table)
 
     # ------------------------------------------------------------ updates
 
@@ -208,6 +241,7 @@ class Rib:
                 path._held = None
             next_hop = route[1]
             if path.next_hop is not next_hop:
+                self._tables.pop(prefix_text, None)
                 if self._track and path.next_hop != next_hop:
                     self._count(prefix_text, path.service, path.next_hop, -1)
                     self._count(prefix_text, path.service, next_hop, +1)
@@ -221,6 +255,7 @@ class Rib:
     def _insert(self, key: PathKey, route: Route, now: float) -> ServiceId:
         """A new path: filed under its service (created with its first path) and its peer."""
         peer, prefix_text, _ = key
+        self._tables.pop(prefix_text, None)
         service = self._services.get(prefix_text)
         if service is None:
             service = self._services[prefix_text] = ServiceId(route[0])
@@ -309,6 +344,7 @@ class Rib:
         if path is None:
             return None
         peer, prefix, _ = key
+        self._tables.pop(prefix, None)
         keys = self._by_service[prefix]
         keys.discard(key)
         if not keys:
@@ -381,24 +417,118 @@ class Rib:
                    max_age: float | None = None) -> list[Candidate]:
         """One candidate per D-BID, in canonical order: the freshest path's metrics (unknown when older than
         ``max_age``)."""
+        table = self._table(service)
+        candidate = self._candidate
+        return [candidate(instance, path, now, path_of, max_age) for instance, path in
+                zip(table.keys, table.paths, strict=True)]
+
+    def _candidate(self, instance: InstanceKey, path: Path, now: float, path_of: Callable[[IPAddress], PathMetrics],
+                   max_age: float | None) -> Candidate:
+        age = now - path.received_at
+        metrics = path._used if path._used is not None else self._screen(path)
+        if max_age is not None and age > max_age:
+            metrics = ComputeMetrics(flags=metrics.flags, version=metrics.version)
+        return Candidate(instance, path._state, metrics, path_of(instance.binding), age, None, path._held)
+
+    def _table(self, service: ServiceId) -> _Table:
+        """The service's instances, each with its freshest path (kept while that cannot change: see _Table)."""
+        prefix = text_of(service.prefix)
+        table = self._tables.get(prefix)
+        if table is not None:
+            return table
         paths = self._paths
         chosen: dict[InstanceKey, Path] = {}
-        for key in self._by_service.get(text_of(service.prefix), ()):
+        several = False
+        for key in self._by_service.get(prefix, ()):
             path = paths[key]
             instance = path.instance
             best = chosen.get(instance)
-            if best is None or _fresher(path, best):
+            if best is None:
                 chosen[instance] = path
+            else:
+                several = True  # which path is freshest may change with the next update: not kept
+                if _fresher(path, best):
+                    chosen[instance] = path
+        keys = sorted(chosen, key=by_sort_key)
+        idents, increasing = idents_of(keys)
+        table = _Table(keys, [chosen[key] for key in keys], idents, bool(increasing.all()),
+                       tuple([key.binding for key in keys]))
+        if not several and prefix in self._services:
+            self._tables[prefix] = table
+        return table
+
+    def rows(self, services: Sequence[ServiceId], now: float, *, path_of: Callable[[IPAddress], PathMetrics],
+             max_age: float | None = None) -> list[CandidateRows]:
+        """:meth:`candidates` of every service of ``services`` (in order), as rows of one
+        :class:`~dyncast_bgp.engine.rows.RowBatch`: their metric communities decoded as columns, a candidate
+        made only when read. A path the columns cannot read, or whose metrics its peer's rule would change,
+        is screened one by one as :meth:`candidates` screens it (its problems and findings reported alike)."""
+        tables = [self._table(service) for service in services]
+        keys: list[InstanceKey] = list(chain.from_iterable([table.keys for table in tables]))
+        paths: list[Path] = list(chain.from_iterable([table.paths for table in tables]))
+        size = len(paths)
+        raws: list[tuple[bytes, ...]] = list(map(_RAW, paths))
+        ages = now - np.fromiter(map(_RECEIVED, paths), np.float64, size)
+        expired = ages > max_age if max_age is not None else np.zeros(size, np.bool_)
+        decoded = decode_columns(raws, metric_types=self.metric_types)
+        passed = decoded.read & pass_as_announced(decoded.values, size, self._changing(paths))
+        metrics = {name: decoded.values[name].copy() if name in decoded.values else np.full(size, np.nan)
+                   for name in NAMES}
+        flags = decoded.flags
+        plain = flags == 0
+        eager: dict[int, Candidate] = {}
+        for row in np.flatnonzero(~passed).tolist():  # one by one, as candidates() does it
+            candidate = eager[row] = self._candidate(keys[row], paths[row], now, path_of, max_age)
+            values = candidate.metrics.values
+            for name, column in metrics.items():
+                column[row] = values.get(name, np.nan)
+            flags[row] = int(candidate.metrics.flags)
+            plain[row] = (candidate.state is InstanceState.ACTIVE and candidate.metrics.flags == StateFlag.NONE
+                          and candidate.hold is None)
+        if expired.any():
+            for column in metrics.values():
+                column[expired] = np.nan
+        bindings = list(map(_BINDING, keys))
+        _, first, path_index = np.unique(np.fromiter(map(id, bindings), np.uint64, size), return_index=True,
+                                         return_inverse=True)
+        measured = [path_of(bindings[row]) for row in first.tolist()]
+        rtt = _optional([path.rtt_mean_us for path in measured])
+        loss = _optional([path.loss_mean for path in measured])
+        path_ok = np.array([_absent_or_finite(path.rtt_mean_us) and _absent_or_finite(path.loss_mean)
+                            for path in measured], np.bool_)
+        batch = RowBatch(keys=keys, raws=raws, ages=ages, expired=expired, measured=measured,
+                         path_index=path_index.astype(np.int64), eager=eager, metric_types=self.metric_types,
+                         metrics=metrics, flags=flags, plain=plain, rtt=rtt[path_index], loss=loss[path_index],
+                         reachable=np.array([path.reachable for path in measured], np.bool_)[path_index],
+                         path_ok=path_ok[path_index])
         result = []
-        for instance in sorted(chosen, key=by_sort_key):
-            path = chosen[instance]
-            age = now - path.received_at
-            metrics = path._used if path._used is not None else self._screen(path)
-            if max_age is not None and age > max_age:
-                metrics = ComputeMetrics(flags=metrics.flags, version=metrics.version)
-            result.append(Candidate(instance, path._state, metrics, path_of(instance.binding), age, None,
-                                    path._held))
+        starts = []
+        start = 0
+        for service, table in zip(services, tables, strict=True):
+            result.append(CandidateRows(batch, start, service, table.keys, table.idents, table.bindings,
+                                        table.in_order))
+            starts.append(start)
+            start += len(table.keys)
+            result[-1].set_flagged([])
+        flagged = np.flatnonzero(flags)  # the flagged instances of each service, found in one pass
+        owners = np.searchsorted(np.array(starts, np.int64), flagged, side="right") - 1
+        for row, owner in zip(flagged.tolist(), owners.tolist(), strict=True):
+            result[owner].flagged().append(row - starts[owner])
         return result
+
+    def _changing(self, paths: list[Path]) -> npt.NDArray[np.bool_]:
+        """Whether each path's peer's rule may change plausible metrics (``trust.may_change``)."""
+        if not self.trust.peers:
+            return np.full(len(paths), may_change(self.trust.default), np.bool_)
+        by_peer: dict[str, bool] = {}
+        changing = []
+        for path in paths:
+            peer = path.key[0]
+            known = by_peer.get(peer)
+            if known is None:
+                known = by_peer[peer] = may_change(self.trust.rule_for(peer))
+            changing.append(known)
+        return np.array(changing, np.bool_)
 
     def _screen(self, path: Path) -> ComputeMetrics:
         """Decode the path's metrics (reporting malformed ones), then screen them under its peer's rule."""
@@ -454,6 +584,16 @@ class Rib:
             for key in self._by_peer.get(peer, ()):
                 actual[key[1]] = actual.get(key[1], 0) + 1
             assert held == actual, f"D-SID counts of {peer} out of sync"
+
+
+def _optional(values: list[float | None]) -> npt.NDArray[np.float64]:
+    """A path value as a column: None -> NaN."""
+    return np.array([np.nan if value is None else value for value in values], np.float64)
+
+
+def _absent_or_finite(value: float | None) -> bool:
+    """Whether a path value can stand in a column (see ``columns._optional``): NaN or infinite cannot."""
+    return value is None or math.isfinite(value)
 
 
 def _fresher(path: Path, other: Path) -> bool:

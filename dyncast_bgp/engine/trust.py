@@ -28,6 +28,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+import numpy as np
+import numpy.typing as npt
+
 from dyncast_bgp.config.schema import Trust, TrustRule
 from dyncast_bgp.model import ComputeMetrics, IPAddress, IPNetwork, MetricsView
 from dyncast_bgp.slots import slot_setters
@@ -263,6 +266,27 @@ def passes_as_announced(metrics: ComputeMetrics, rule: Rule) -> bool:
     mode = rule.metrics
     return (mode not in _MAY_CHANGE and max(data.values()) <= _LOWEST_PLAUSIBLE_MAX
             and data.get("capacity") != 0.0)
+
+
+def may_change(rule: Rule) -> bool:
+    """Whether screening under ``rule`` may change metrics that are plausible (it ignores or clamps them)."""
+    return rule.metrics in _MAY_CHANGE
+
+
+def pass_as_announced(values: Mapping[str, npt.NDArray[np.float64]], size: int,
+                      changing: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """:func:`passes_as_announced` of ``size`` rows at once: ``values`` the metric columns (NaN: absent; every
+    value present finite), ``changing[r]`` whether row ``r``'s rule :func:`may_change` its metrics."""
+    present = np.zeros(size, np.bool_)
+    highest = np.full(size, -np.inf)
+    for column in values.values():
+        present |= ~np.isnan(column)
+        np.fmax(highest, column, out=highest)  # NaN-ignoring
+    capacity = values.get("capacity")
+    plausible = highest <= _LOWEST_PLAUSIBLE_MAX
+    if capacity is not None:
+        plausible &= capacity != 0.0  # NaN (absent) is not zero
+    return ~present | (~changing & plausible)
 
 
 def screen(metrics: ComputeMetrics, rule: Rule) -> Screened:

@@ -73,6 +73,8 @@ class _Plan(NamedTuple):
 
 
 _QUANTITY, _STATE, _VERSION, _CARRIED, _BANDWIDTH = range(5)
+QUANTITY, STATE_FLAGS, SOFTWARE_VERSION, CARRIED, BANDWIDTH = _QUANTITY, _STATE, _VERSION, _CARRIED, _BANDWIDTH
+"""The kinds of community (the first field of a :data:`_Kind`), named for the columnar decoder."""
 _Kind = tuple[int, str, float, float, str]
 """What one community is: its kind, metric name, value bounds and the struct code of its value."""
 _SKIPPED: Final[_Kind] = (_CARRIED, "", 0.0, 0.0, "I")
@@ -102,8 +104,10 @@ def _kind(head: int, metric_types: MetricTypes) -> _Kind | None:
     return (_STATE if spec.name == STATE else _VERSION, spec.name, spec.minimum, min(high, UINT32_MAX), "I")
 
 
-def _plan(heads: _Values, metric_types: MetricTypes) -> _Plan | None:
-    """The plan for paths with these heads, or None when they hold a problem (a bad header, a duplicate)."""
+def kinds_of(heads: _Values, metric_types: MetricTypes) -> list[_Kind] | None:
+    """What each community with these heads is (see :data:`_Kind`; kinds by :data:`QUANTITY` ...
+    :data:`BANDWIDTH`), or None when they hold a problem the general decoder words (a bad header, a
+    duplicate). The plans' basis, and the columnar decoder's (:mod:`~dyncast_bgp.wire.columnar`)."""
     kinds = []
     for head in heads:
         kind = _kind(head, metric_types)
@@ -113,6 +117,14 @@ def _plan(heads: _Values, metric_types: MetricTypes) -> _Plan | None:
     metrics = [name for kind, name, *_ in kinds if kind in (_QUANTITY, _STATE, _VERSION)]
     if len(set(metrics)) != len(metrics):
         return None  # a duplicate sub-type: the general decoder reports it
+    return kinds
+
+
+def _plan(heads: _Values, metric_types: MetricTypes) -> _Plan | None:
+    """The plan for paths with these heads, or None when they hold a problem (a bad header, a duplicate)."""
+    kinds = kinds_of(heads, metric_types)
+    if kinds is None:
+        return None
     return _Plan(read=_reader(kinds),
                  carried=tuple(position for position, (kind, *_) in enumerate(kinds)
                                if kind in (_CARRIED, _BANDWIDTH)),
@@ -261,6 +273,12 @@ def _planned(plans: dict[int, _Plan | None], key: int, blob: bytes, metric_types
         plans.clear()
     plans[key] = plan
     return plan
+
+
+def flag_of(value: int) -> StateFlag:
+    """The :class:`StateFlag` of a state-flags value, as a reader makes it (one object per value)."""
+    flags = _flags.get(value)
+    return flags if flags is not None else _flag(value)
 
 
 def _flag(value: int) -> StateFlag:
