@@ -48,9 +48,9 @@ _VALUES = attrgetter("metrics.values._data")  # MetricsView's private dict: its 
 _PLAIN = attrgetter("state", "metrics.flags", "hold")
 _USUAL = (InstanceState.ACTIVE, StateFlag.NONE, None)  # compared item by item, identity first (C)
 _PATH = attrgetter("path")
-_RTT = attrgetter("rtt_mean_us")
-_LOSS = attrgetter("loss_mean")
-_REACHABLE = attrgetter("reachable")
+RTT = attrgetter("rtt_mean_us")
+LOSS = attrgetter("loss_mean")
+REACHABLE = attrgetter("reachable")
 _IP = attrgetter("binding._ip")
 _FAMILY = attrgetter("binding.__class__")
 
@@ -101,13 +101,13 @@ def read(services: Sequence[ServiceId], candidates: Sequence[Sequence[Candidate]
     metrics = _metrics(values, METRICS + AGENT_SCORES if agent_scores else METRICS)
     metrics = {name: column.reshape(shape) for name, column in metrics.items()}
     paths = list(map(_PATH, flat))
-    rtt, rtt_ok = _optional(paths, _RTT)
-    loss, loss_ok = _optional(paths, _LOSS)
+    rtt, rtt_ok = optional_column(paths, RTT)
+    loss, loss_ok = optional_column(paths, LOSS)
     usable &= (rtt_ok & loss_ok).reshape(shape).all(axis=1)
     return Block(
         services=list(services), count=count, candidates=flat, keys=keys, idents=idents, usable=usable,
         metrics=metrics, rtt=rtt.reshape(shape), loss=loss.reshape(shape),
-        reachable=np.fromiter(map(_REACHABLE, paths), np.bool_, size).reshape(shape),
+        reachable=np.fromiter(map(REACHABLE, paths), np.bool_, size).reshape(shape),
         plain=np.fromiter(map(eq, map(_PLAIN, flat), repeat(_USUAL)), np.bool_, size).reshape(shape),
     )
 
@@ -155,7 +155,12 @@ def idents_of(keys: list[InstanceKey]) -> tuple[list[Ident], Bools]:
     return idents, increasing
 
 
-def _optional(paths: list[PathMetrics], field: attrgetter[float | None]) -> tuple[Floats, Bools]:
+def is_plain(candidate: Candidate) -> bool:
+    """:attr:`Block.plain` of one candidate (what :func:`read` finds for every candidate at once)."""
+    return _PLAIN(candidate) == _USUAL
+
+
+def optional_column(paths: list[PathMetrics], field: attrgetter[float | None]) -> tuple[Floats, Bools]:
     """An optional path value as a column (None -> NaN), and where it can be used: absent or finite.
 
     A NaN or infinite value cannot be told from an absent one in the column; its service is left to

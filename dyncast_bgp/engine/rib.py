@@ -17,7 +17,6 @@ are removed at once. Pure apart from time, which is passed in.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -27,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dyncast_bgp.engine.candidate import Candidate, Ident
-from dyncast_bgp.engine.columns import idents_of
+from dyncast_bgp.engine.columns import LOSS, REACHABLE, RTT, idents_of, is_plain, optional_column
 from dyncast_bgp.engine.eligibility import TIER_HELD, Exclusion
 from dyncast_bgp.engine.rows import NAMES, CandidateRows, RowBatch
 from dyncast_bgp.engine.trust import (
@@ -39,6 +38,7 @@ from dyncast_bgp.engine.trust import (
     TrustPolicy,
     describe_refusal,
     may_change,
+    neutral,
     pass_as_announced,
     passes_as_announced,
     refusal,
@@ -52,7 +52,6 @@ from dyncast_bgp.model import (
     IPNetwork,
     PathMetrics,
     ServiceId,
-    StateFlag,
     by_sort_key,
     state_from_flags,
 )
@@ -427,7 +426,7 @@ class Rib:
         age = now - path.received_at
         metrics = path._used if path._used is not None else self._screen(path)
         if max_age is not None and age > max_age:
-            metrics = ComputeMetrics(flags=metrics.flags, version=metrics.version)
+            metrics = neutral(metrics)
         return Candidate(instance, path._state, metrics, path_of(instance.binding), age, None, path._held)
 
     def _table(self, service: ServiceId) -> _Table:
@@ -472,8 +471,8 @@ class Rib:
         expired = ages > max_age if max_age is not None else np.zeros(size, np.bool_)
         decoded = decode_columns(raws, metric_types=self.metric_types)
         passed = decoded.read & pass_as_announced(decoded.values, size, self._changing(paths))
-        metrics = {name: decoded.values[name].copy() if name in decoded.values else np.full(size, np.nan)
-                   for name in NAMES}
+        found = decoded.values  # columns made for this batch: completed in place below
+        metrics = {name: found[name] if name in found else np.full(size, np.nan) for name in NAMES}
         flags = decoded.flags
         plain = flags == 0
         eager: dict[int, Candidate] = {}
@@ -483,8 +482,7 @@ class Rib:
             for name, column in metrics.items():
                 column[row] = values.get(name, np.nan)
             flags[row] = int(candidate.metrics.flags)
-            plain[row] = (candidate.state is InstanceState.ACTIVE and candidate.metrics.flags == StateFlag.NONE
-                          and candidate.hold is None)
+            plain[row] = is_plain(candidate)
         if expired.any():
             for column in metrics.values():
                 column[expired] = np.nan
@@ -492,29 +490,21 @@ class Rib:
         _, first, path_index = np.unique(np.fromiter(map(id, bindings), np.uint64, size), return_index=True,
                                          return_inverse=True)
         measured = [path_of(bindings[row]) for row in first.tolist()]
-        rtt = _optional([path.rtt_mean_us for path in measured])
-        loss = _optional([path.loss_mean for path in measured])
-        path_ok = np.array([_absent_or_finite(path.rtt_mean_us) and _absent_or_finite(path.loss_mean)
-                            for path in measured], np.bool_)
+        rtt, rtt_ok = optional_column(measured, RTT)
+        loss, loss_ok = optional_column(measured, LOSS)
+        reachable = np.fromiter(map(REACHABLE, measured), np.bool_, len(measured))
         batch = RowBatch(keys=keys, raws=raws, ages=ages, expired=expired, measured=measured,
                          path_index=path_index.astype(np.int64), eager=eager, metric_types=self.metric_types,
                          metrics=metrics, flags=flags, plain=plain, rtt=rtt[path_index], loss=loss[path_index],
-                         reachable=np.array([path.reachable for path in measured], np.bool_)[path_index],
-                         path_ok=path_ok[path_index])
-        result = []
-        starts = []
-        start = 0
-        for service, table in zip(services, tables, strict=True):
-            result.append(CandidateRows(batch, start, service, table.keys, table.idents, table.bindings,
-                                        table.in_order))
-            starts.append(start)
-            start += len(table.keys)
-            result[-1].set_flagged([])
-        flagged = np.flatnonzero(flags)  # the flagged instances of each service, found in one pass
-        owners = np.searchsorted(np.array(starts, np.int64), flagged, side="right") - 1
-        for row, owner in zip(flagged.tolist(), owners.tolist(), strict=True):
-            result[owner].flagged().append(row - starts[owner])
-        return result
+                         reachable=reachable[path_index], path_ok=(rtt_ok & loss_ok)[path_index])
+        starts = np.cumsum([0] + [len(table.keys) for table in tables[:-1]]).tolist()
+        flagged: list[list[int]] = [[] for _ in tables]  # the flagged instances of each service, found in one pass
+        rows = np.flatnonzero(flags)
+        for row, owner in zip(rows.tolist(), (np.searchsorted(starts, rows, side="right") - 1).tolist(), strict=True):
+            flagged[owner].append(row - starts[owner])
+        return [CandidateRows(batch, start, service, table.keys, table.idents, table.bindings, table.in_order,
+                              service_flagged)
+                for start, service, table, service_flagged in zip(starts, services, tables, flagged, strict=True)]
 
     def _changing(self, paths: list[Path]) -> npt.NDArray[np.bool_]:
         """Whether each path's peer's rule may change plausible metrics (``trust.may_change``)."""
@@ -584,16 +574,6 @@ class Rib:
             for key in self._by_peer.get(peer, ()):
                 actual[key[1]] = actual.get(key[1], 0) + 1
             assert held == actual, f"D-SID counts of {peer} out of sync"
-
-
-def _optional(values: list[float | None]) -> npt.NDArray[np.float64]:
-    """A path value as a column: None -> NaN."""
-    return np.array([np.nan if value is None else value for value in values], np.float64)
-
-
-def _absent_or_finite(value: float | None) -> bool:
-    """Whether a path value can stand in a column (see ``columns._optional``): NaN or infinite cannot."""
-    return value is None or math.isfinite(value)
 
 
 def _fresher(path: Path, other: Path) -> bool:

@@ -24,8 +24,8 @@ import numpy.typing as npt
 from dyncast_bgp.engine.candidate import Candidate, Ident
 from dyncast_bgp.engine.columns import AGENT_SCORES, METRICS, Block
 from dyncast_bgp.engine.eligibility import Exclusion
+from dyncast_bgp.engine.trust import neutral
 from dyncast_bgp.model import (
-    ComputeMetrics,
     InstanceKey,
     IPAddress,
     PathMetrics,
@@ -78,7 +78,7 @@ class RowBatch:
             return made
         metrics = decode_raw(self.raws[row], metric_types=self.metric_types).metrics
         if self.expired[row]:
-            metrics = ComputeMetrics(flags=metrics.flags, version=metrics.version)
+            metrics = neutral(metrics)
         return Candidate(self.keys[row], state_from_flags(metrics.flags), metrics,
                          self.measured[self.path_index[row]], self.ages[row].item(), None, None)
 
@@ -93,7 +93,9 @@ class CandidateRows(Sequence[Candidate]):
     __slots__ = ("_flagged", "_made", "batch", "bindings", "holds", "idents", "in_order", "keys", "service", "start")
 
     def __init__(self, batch: RowBatch, start: int, service: ServiceId, keys: list[InstanceKey],  # noqa: PLR0917
-                 idents: list[Ident], bindings: tuple[IPAddress, ...], in_order: bool) -> None:
+                 idents: list[Ident], bindings: tuple[IPAddress, ...], in_order: bool, flagged: list[int]) -> None:
+        """``flagged``: the instances announcing some state flag, in order (the RIB finds them for a whole batch
+        in one pass)."""
         self.batch = batch
         self.start = start
         self.service = service
@@ -102,7 +104,7 @@ class CandidateRows(Sequence[Candidate]):
         self.bindings = bindings
         self.in_order = in_order
         self.holds: dict[int, Exclusion] | None = None
-        self._flagged: list[int] | None = None  # set by the RIB for the whole batch at once (see flagged)
+        self._flagged = flagged
         self._made: list[Candidate | None] | None = None
 
     def __len__(self) -> int:
@@ -133,20 +135,13 @@ class CandidateRows(Sequence[Candidate]):
         return (self[index] for index in range(len(self.keys)))
 
     def flags(self, index: int) -> StateFlag:
-        """The state flags of instance ``index`` (without building its candidate)."""
-        row = self.start + index
-        made = self.batch.eager.get(row)
-        return made.metrics.flags if made is not None else flag_of(int(self.batch.flags[row]))
+        """The state flags of instance ``index`` (without building its candidate; the batch's flags column holds
+        those of the candidates built when it was made too)."""
+        return flag_of(int(self.batch.flags[self.start + index]))
 
     def flagged(self) -> list[int]:
         """The instances announcing some state flag, in order."""
-        if self._flagged is None:
-            self._flagged = np.flatnonzero(self.batch.flags[self.start:self.start + len(self.keys)]).tolist()
         return self._flagged
-
-    def set_flagged(self, flagged: list[int]) -> None:
-        """What :meth:`flagged` returns (the RIB finds them for a whole batch in one pass)."""
-        self._flagged = flagged
 
     def hold(self, index: int, exclusion: Exclusion) -> None:
         """Hold instance ``index`` out with ``exclusion`` (its candidate's ``hold``)."""
