@@ -22,7 +22,9 @@ import math
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from itertools import repeat
+from operator import itemgetter
+from typing import Any, NamedTuple, Protocol
 
 from dyncast_bgp.model import InstanceKey, IPAddress, IPNetwork, ServiceId
 from dyncast_bgp.slots import slot_setters
@@ -72,27 +74,45 @@ class Forwarding:
             raise ValueError("tunnel endpoints must be of one IP version")
 
 
-@dataclass(frozen=True, slots=True, init=False)
-class InstanceTarget:
+class _InstanceFields(NamedTuple):
     key: InstanceKey
     weight: float
     forwarding: Forwarding
     name: str | None = None
 
-    def __init__(self, key: InstanceKey, weight: float, forwarding: Forwarding, name: str | None = None) -> None:
-        # written out: the router builds one per instance of every changed service (160,000 in a full
-        # recompute), and the generated __init__ of a frozen dataclass calls object.__setattr__ per field
+
+class InstanceTarget(_InstanceFields):
+    """One instance of a service target: its weight for new flows and how its packets leave.
+
+    A named tuple, not a dataclass: the router builds one per instance of every changed service (160,000 in a
+    full recompute at 10,000 x 16), and :meth:`trusted_many` builds them in C (``tuple.__new__`` over the
+    columns), about 2.5x faster than even a written-out slotted ``__init__``. The constructor checks the
+    weight; ``_replace`` goes through it too. Equality is a tuple's (field by field, in order)."""
+
+    __slots__ = ()
+
+    def __new__(cls, key: InstanceKey, weight: float, forwarding: Forwarding,
+                name: str | None = None) -> InstanceTarget:
         if not (0.0 <= weight <= _FLOAT_MAX):  # False for NaN and infinity too
             raise ValueError(f"{key}: weight must be a finite number >= 0, got {weight!r}")
-        set_key, set_weight, set_forwarding, set_name = _TARGET_SLOTS
-        set_key(self, key)
-        set_weight(self, weight)
-        set_forwarding(self, forwarding)
-        set_name(self, name)
+        return tuple.__new__(cls, (key, weight, forwarding, name))
+
+    def _replace(self, **changes: Any) -> InstanceTarget:
+        values = [changes.pop(name, value) for name, value in zip(self._fields, self, strict=True)]
+        if changes:
+            raise TypeError(f"InstanceTarget has no field {', '.join(map(repr, changes))}")
+        return InstanceTarget(*values)
+
+    @classmethod
+    def trusted_many(cls, keys: Iterable[InstanceKey], weights: Iterable[float],
+                     forwardings: Iterable[Forwarding]) -> tuple[InstanceTarget, ...]:
+        """Targets without a name, built without the weight check: for weights a
+        :class:`~dyncast_bgp.model.Decision` holds (checked finite and >= 0 when it was made) or 0."""
+        return tuple(map(tuple.__new__, repeat(cls), zip(keys, weights, forwardings, repeat(None))))
 
 
 _FLOAT_MAX = sys.float_info.max
-_TARGET_SLOTS = slot_setters(InstanceTarget)
+_key_of = itemgetter(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +163,29 @@ class ServiceTarget:
     @property
     def weights(self) -> Mapping[InstanceKey, float]:
         return {target.key: target.weight for target in self.instances}
+
+    @classmethod
+    def relisted(cls, like: ServiceTarget, instances: tuple[InstanceTarget, ...], affinity: Affinity,
+                 affinity_timeout: float) -> ServiceTarget:
+        """A target for the service of ``like`` (a target built and checked before) over the same instance
+        keys as ``like``, in the same order, with new weights, no audience: what the router builds for the
+        usual new decision. The keys' checks (each listed once, each of the service: 16 hashes in Python
+        per service) held for ``like``; the rest is checked again."""
+        if list(map(_key_of, instances)) != list(map(_key_of, like.instances)):  # identity first, in C
+            raise ValueError(f"{like.service}: relisted with other instances than before")
+        if not (math.isfinite(affinity_timeout) and affinity_timeout > 0):
+            raise ValueError(f"{like.service}: affinity_timeout must be > 0")
+        target = object.__new__(cls)
+        set_service, set_instances, set_affinity, set_timeout, set_audience = _SERVICE_SLOTS
+        set_service(target, like.service)
+        set_instances(target, instances)
+        set_affinity(target, affinity)
+        set_timeout(target, affinity_timeout)
+        set_audience(target, None)
+        return target
+
+
+_SERVICE_SLOTS = slot_setters(ServiceTarget)
 
 
 @dataclass(frozen=True, slots=True)

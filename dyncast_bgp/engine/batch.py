@@ -258,7 +258,8 @@ def _outcomes(requests: list[Request], c: _Columns, now: float, p: Params) -> li
             in_weights = [row_weights[column] for column in picked]
             memory_weights = KeyedValues([row_idents[column] for column in picked], in_weights,
                                          wider=(row_idents, row_weights, 0.0))
-            decision_weights = KeyedValues([row_keys[column] for column in picked], in_weights)
+            decision_weights = KeyedValues([row_keys[column] for column in picked], in_weights,
+                                           wider=(row_keys, row_weights, 0.0))  # the others excluded: at 0
         found = exclusions.get(row)
         if found is not None:
             if not whole[row]:

@@ -79,6 +79,7 @@ class _Layout:
     listed: list[InstanceKey]
     keys: list[InstanceKey]
     forwardings: list[Forwarding]
+    built: ServiceTarget | None = None  # the last target built over ``keys`` (checked: see ServiceTarget.relisted)
 
 
 @dataclass(slots=True)
@@ -284,7 +285,7 @@ class RouterEngine:
         keys = candidates.keys if type(candidates) is CandidateRows else [c.key for c in candidates]
         present: set[InstanceKey] | None = None  # made when needed: InstanceKey hashes in Python
         same = previous is not None and _same(previous.decision, outcome.decision)
-        if previous is not None:
+        if previous is not None and _laid_out(previous.decision, keys) is None:  # else: every one still here
             for shown in (previous.decision.weights, previous.decision.excluded):
                 if not shown or (type(shown) is KeyedValues and shown.aligned(keys) is not None):
                     continue  # the instances present now, in the same order (compared in C): none gone
@@ -412,12 +413,14 @@ class RouterEngine:
         decision = entry.outcome.decision
         steer = self._steers.get(service)
         layout = entry.layout
-        if layout is not None and not entry.lingering and not decision.excluded and steer is None \
-                and type(decision.weights) is KeyedValues:  # the usual new decision: new weights, nothing else new
-            values = decision.weights.aligned(layout.keys)  # the same keys in the same order: no key hashed
+        if layout is not None and layout.built is not None and not entry.lingering and steer is None:
+            values = _laid_out(decision, layout.keys)  # the usual new decision: new weights, nothing else new
             if values is not None:
-                return self._service_target(service, entry, map(InstanceTarget, layout.keys, values,
-                                                                layout.forwardings), None)
+                policy = entry.policy
+                layout.built = ServiceTarget.relisted(
+                    layout.built, InstanceTarget.trusted_many(layout.keys, values, layout.forwardings),
+                    Affinity(policy.affinity), policy.affinity_timeout)
+                return layout.built
         weights = dict.fromkeys(entry.lingering, 0.0)
         weights.update(dict.fromkeys(decision.excluded, 0.0))
         weights.update(decision.weights.items())  # pairs: a Mapping would be read key by key
@@ -433,14 +436,10 @@ class RouterEngine:
             forwarding = self._forwarding
             layout = entry.layout = _Layout(listed, keys, [forwarding(key.binding) for key in keys])
         keys = layout.keys
-        return self._service_target(service, entry, map(InstanceTarget, keys, map(weights.__getitem__, keys),
-                                                        layout.forwardings), audience)
-
-    @staticmethod
-    def _service_target(service: ServiceId, entry: _Service, instances: Iterable[InstanceTarget],
-                        audience: Audience | None) -> ServiceTarget:
-        return ServiceTarget(service, tuple(instances), Affinity(entry.policy.affinity),
-                             entry.policy.affinity_timeout, audience)
+        layout.built = ServiceTarget(
+            service, tuple(map(InstanceTarget, keys, map(weights.__getitem__, keys), layout.forwardings)),
+            Affinity(entry.policy.affinity), entry.policy.affinity_timeout, audience)
+        return layout.built
 
     def _forwarding(self, binding: IPAddress) -> Forwarding:
         """The first forwarding rule's way to ``binding``, remembered by the object's identity (the rules are
@@ -449,6 +448,18 @@ class RouterEngine:
 
     def _forwarding_now(self, binding: IPAddress) -> Forwarding:
         return forwarding_for(binding, self.config.forwarding)
+
+
+def _laid_out(decision: Decision, keys: Sequence[InstanceKey]) -> Sequence[float] | None:
+    """The weights of ``decision`` over exactly ``keys``, in order, when ``keys`` are every instance it decided
+    (weighted or excluded, the excluded at 0); else None. Found by comparing sequences (identity first, in C),
+    no key hashed: ``keys`` are the weights' own, or the layout over every instance decided that the batch
+    decision gives them (``KeyedValues`` ``wider``), which lists the weighted and the excluded instances."""
+    weights = decision.weights
+    if type(weights) is not KeyedValues:
+        return None
+    values = weights.spread(keys, 0.0)
+    return values if values is not None and len(values) == len(weights) + len(decision.excluded) else None
 
 
 def _same(a: Decision, b: Decision) -> bool:

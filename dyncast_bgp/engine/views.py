@@ -67,15 +67,22 @@ class KeyedValues(Mapping[K, V]):
                 return mine == theirs
         return dict(zip(self._keys, self._values, strict=True)) == dict(other)
 
-    def lookup(self, keys: Sequence[K], default: V) -> Sequence[V]:
-        """The value of each of ``keys`` (``default`` for a key not here), in order: :meth:`aligned` when it
-        applies, else one index lookup per key in C."""
+    def spread(self, keys: Sequence[K], fill: V) -> Sequence[V] | None:
+        """The values over exactly ``keys``, in order, when ``keys`` are this mapping's keys or the keys of its
+        ``wider`` layout with ``fill`` for the keys not here; else None. Sequence comparisons only: no key
+        hashed."""
         if self._keys == keys:
             return self._values
         wider = self._wider
-        if wider is not None and wider[2] == default and wider[0] == keys:
+        if wider is not None and wider[2] == fill and wider[0] == keys:
             return wider[1]
-        return list(map(self._indexed().get, keys, repeat(default)))
+        return None
+
+    def lookup(self, keys: Sequence[K], default: V) -> Sequence[V]:
+        """The value of each of ``keys`` (``default`` for a key not here), in order: :meth:`aligned` when it
+        applies, else one index lookup per key in C."""
+        spread = self.spread(keys, default)
+        return spread if spread is not None else list(map(self._indexed().get, keys, repeat(default)))
 
     def __contains__(self, key: object) -> bool:
         return key in self._indexed()

@@ -66,3 +66,25 @@ def test_the_desired_state_equals_one_built_from_nothing(rounds: list[tuple[dict
             engine.on_event(update, now)
         engine.step(now)
         assert engine.desired() == from_nothing(engine)
+
+
+full_round = st.lists(announcement, min_size=len(SERVICES) * len(HOPS), max_size=len(SERVICES) * len(HOPS))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(full_round, st.sampled_from([0.5, 5.0, 400.0])), min_size=1, max_size=4))
+def test_after_whole_recomputes_the_desired_state_equals_one_built_from_nothing(
+        rounds: list[tuple[list[tuple[float, StateFlag]], float]]) -> None:
+    """Every instance of every service announced anew each round (a full recompute: one block of the batch
+    decision, its exclusions laid out with the weights): the targets reused and relisted equal new ones."""
+    engine = RouterEngine(RouterConfig())
+    now = 0.0
+    for announced, later in [([(50.0, StateFlag.NONE)] * len(SERVICES) * len(HOPS), 0.0), *rounds]:
+        now += later
+        for service in range(len(SERVICES)):
+            row = announced[service * len(HOPS):(service + 1) * len(HOPS)]
+            engine.on_event(RouteUpdate(PEER, tuple(route(service, hop, cpu, flags)
+                                                    for hop, (cpu, flags) in enumerate(row))), now)
+        engine.step(now)
+        assert engine.decided == len(SERVICES)
+        assert engine.desired() == from_nothing(engine)

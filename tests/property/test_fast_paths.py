@@ -3,7 +3,7 @@
 Each oracle here is the plain version written out in this file (as the code read before the shortcuts),
 so that a shortcut drifting from it fails: ``screen`` and ``implausible`` (trust), ``state_from_flags``,
 the trusted constructors of ``MetricsView`` and ``ComputeMetrics``, the written-out ``__init__`` of
-``Candidate`` and ``InstanceTarget``, the hash and order ``InstanceKey`` and
+``Candidate``, ``InstanceTarget.trusted_many`` and ``ServiceTarget.relisted``, the hash and order ``InstanceKey`` and
 ``ServiceId`` compute once, and ``KeyedValues.same_as`` (the router's "did the decision change").
 """
 
@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dyncast_bgp.dataplane.desired import Encap, Forwarding, InstanceTarget
+from dyncast_bgp.dataplane.desired import Affinity, Encap, Forwarding, InstanceTarget, ServiceTarget
 from dyncast_bgp.engine.candidate import Candidate
 from dyncast_bgp.engine.trust import (
     METRICS_CLAMPED,
@@ -172,10 +172,10 @@ def test_trusted_metrics_equal_the_constructed_ones(values: MetricsView, flag: S
         trusted.version = 1  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("cls", [Candidate, InstanceTarget])
+@pytest.mark.parametrize("cls", [Candidate])
 def test_written_out_initialisers_set_every_field_in_order(cls: Any) -> None:
-    """Candidate and InstanceTarget write their __init__ out (slot setters): a field added to either
-    must be added there too; this names the one missed."""
+    """Candidate writes its __init__ out (slot setters): a field added must be added there too; this names
+    the one missed."""
     names = [f.name for f in dataclasses.fields(cls)]
     assert list(inspect.signature(cls.__init__).parameters)[1:] == names
     expected: list[Any] = [object() for _ in names]
@@ -198,6 +198,59 @@ def test_an_instance_target_takes_finite_weights_of_zero_or_more_only(weight: fl
     else:
         with pytest.raises(ValueError, match="weight must be a finite number >= 0"):
             InstanceTarget(key, weight, forwarding)
+
+
+target_weights = st.floats(0.0, 1.0) | st.sampled_from([0.0, 1.0, 5e-324])
+
+
+@given(st.lists(st.tuples(st.integers(1, 2**32 - 2), target_weights), max_size=20, unique_by=lambda t: t[0]),
+       st.sampled_from(list(Affinity)), st.floats(0.001, 1e6))
+def test_trusted_targets_equal_the_constructed_ones(rows: list[tuple[int, float]], affinity: Affinity,
+                                                    timeout: float) -> None:
+    """What the router builds for a new decision over the instances of the target before (trusted_many,
+    relisted) is what the checking constructors build from the same values, field by field."""
+    service = ServiceId(ipaddress.ip_network("203.0.113.7/32"))
+    keys = [InstanceKey(service, ipaddress.IPv4Address(n)) for n, _ in rows]
+    forwardings = [Forwarding(Encap.DIRECT, next_hop=key.binding) for key in keys]
+    weights = [w for _, w in rows]
+    trusted = InstanceTarget.trusted_many(keys, weights, forwardings)
+    built = tuple(InstanceTarget(k, w, f) for k, w, f in zip(keys, weights, forwardings, strict=True))
+    assert trusted == built and [type(t) for t in trusted] == [InstanceTarget] * len(built)
+    assert [(t.key, t.weight, t.forwarding, t.name) for t in trusted] == list(zip(keys, weights, forwardings,
+                                                                                  [None] * len(keys), strict=True))
+    before = ServiceTarget(service, tuple(InstanceTarget(k, 0.0, f) for k, f in zip(keys, forwardings, strict=True)))
+    relisted = ServiceTarget.relisted(before, trusted, affinity, timeout)
+    plain = ServiceTarget(service, built, affinity, timeout)
+    assert relisted == plain and repr(relisted) == repr(plain) and hash(relisted) == hash(plain)
+
+
+def test_a_relisted_target_keeps_the_checks_it_skips_from_being_bypassed() -> None:
+    service = ServiceId(ipaddress.ip_network("203.0.113.7/32"))
+    keys = [InstanceKey(service, ipaddress.ip_address(f"198.51.100.{n}")) for n in (1, 2)]
+    forwardings = [Forwarding(Encap.DIRECT, next_hop=key.binding) for key in keys]
+    before = ServiceTarget(service, InstanceTarget.trusted_many(keys, [0.5, 0.5], forwardings))
+    with pytest.raises(ValueError, match="relisted with other instances"):
+        ServiceTarget.relisted(before, InstanceTarget.trusted_many(keys[:1], [1.0], forwardings), Affinity.FLOW, 1.0)
+    with pytest.raises(ValueError, match="relisted with other instances"):  # a key listed twice
+        ServiceTarget.relisted(before, InstanceTarget.trusted_many([keys[0]] * 2, [0.5, 0.5], forwardings),
+                               Affinity.FLOW, 1.0)
+    with pytest.raises(ValueError, match="affinity_timeout"):
+        ServiceTarget.relisted(before, before.instances, Affinity.FLOW, math.nan)
+
+
+def test_an_instance_target_is_checked_when_replaced_copied_and_unpickled() -> None:
+    key = InstanceKey(ServiceId(ipaddress.ip_network("203.0.113.1/32")), ipaddress.ip_address("198.51.100.1"))
+    target = InstanceTarget(key, 0.25, Forwarding(Encap.DIRECT, next_hop=key.binding), "a")
+    assert target._replace(weight=0.5) == InstanceTarget(key, 0.5, target.forwarding, "a")
+    assert target._replace(name=None).name is None and target._replace().weight == 0.25
+    with pytest.raises(ValueError, match="weight must be"):
+        target._replace(weight=-1.0)
+    with pytest.raises(TypeError):
+        target._replace(colour="red")
+    assert pickle.loads(pickle.dumps(target)) == target and copy.deepcopy(target) == target
+    with pytest.raises(AttributeError):
+        target.weight = 1.0  # type: ignore[misc]
+    assert repr(target).startswith("InstanceTarget(key=")
 
 
 # ------------------------------------------------------------------ keys and decisions' mappings
