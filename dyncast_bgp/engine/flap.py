@@ -162,6 +162,30 @@ class FlapTracker:
             entry.touched = now
         entry.flagged = raised
 
+    def observe(self, key: InstanceKey, raised: bool, draining: bool, params: FlapDampening,
+                now: float) -> FlapState | None:
+        """:meth:`draining`, :meth:`flags` and :meth:`held` of one instance seen now, with one lookup of its
+        entry (the key hashes in Python): the state it is held out in, or None."""
+        entry = self._entries.get(key)
+        if entry is None:
+            if not raised and not draining:
+                return None  # a steady instance: no state, nothing to do
+            entry = self._entry(key)
+            entry.flagged, entry.maintenance, entry.touched = raised, draining, now
+            return None  # a new entry is not held out
+        if draining != entry.maintenance:
+            entry.maintenance = draining
+            entry.touched = now
+        if entry.flagged and not raised:
+            self._flap(entry, params, now)
+        elif raised and not entry.flagged:
+            entry.touched = now
+        entry.flagged = raised
+        if not entry.state.suppressed:
+            return None
+        entry.state = settle(entry.state, params, now)
+        return entry.state if entry.state.suppressed else None
+
     def _flap(self, entry: _Entry, params: FlapDampening, now: float) -> None:
         self.flaps += 1
         entry.state = flap(entry.state, params, now)

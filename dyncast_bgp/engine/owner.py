@@ -344,11 +344,9 @@ class RouterEngine:
             raised = draining = False
             if flags is not _NO_FLAG:  # enum arithmetic only for flagged instances
                 raised, draining = bool(flags & _RAISED), bool(flags & StateFlag.DRAINING)
-            if not raised and not draining and not (watched and flaps.known(key)):
-                continue  # the usual case: a steady instance has no flap state
-            flaps.draining(key, draining, now)
-            flaps.flags(key, raised, params, now)
-            held = flaps.held(key, params, now)
+            if not raised and not draining and not watched:
+                continue  # the usual case: a steady instance of a service without flap state
+            held = flaps.observe(key, raised, draining, params, now)
             if held is None:
                 continue
             if rows is not None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dyncast_bgp.config.schema import FlapDampening
-from dyncast_bgp.engine.flap import FlapState, ceiling, decayed, flap, release_at, settle
+from dyncast_bgp.engine.flap import FlapState, FlapTracker, ceiling, decayed, flap, release_at, settle
+from dyncast_bgp.model import InstanceKey, ServiceId
 
 
 @st.composite
@@ -72,3 +74,31 @@ def test_flaps_spaced_beyond_the_steady_state_gap_are_never_suppressed(p: FlapDa
 def test_a_stable_instance_is_never_suppressed(p: FlapDampening, now: float) -> None:
     state = settle(FlapState(), p, now)
     assert not state.suppressed and decayed(state, p, now) == 0.0 and release_at(state, p) is None
+
+
+seen = st.lists(st.tuples(st.floats(0, 30), st.sampled_from(["seen", "vanished", "appeared"]), st.booleans(),
+                          st.booleans()), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(params(), seen)
+def test_observe_is_draining_flags_and_held_in_one_lookup(p: FlapDampening,
+                                                          events: list[tuple[float, str, bool, bool]]) -> None:
+    """The router's one call per flagged instance (FlapTracker.observe) leaves the tracker as the three
+    calls it stands for do, and answers what held() answers, whatever the instance's history."""
+    key = InstanceKey(ServiceId(ipaddress.ip_network("203.0.113.1/32")), ipaddress.ip_address("198.51.100.1"))
+    one, three = FlapTracker(), FlapTracker()
+    now = 0.0
+    for gap, what, raised, draining in events:
+        now += gap
+        if what == "seen":
+            three.draining(key, draining, now)
+            three.flags(key, raised, p, now)
+            assert one.observe(key, raised, draining, p, now) == three.held(key, p, now)
+        else:
+            for tracker in (one, three):
+                tracker.vanished(key, now) if what == "vanished" else tracker.appeared(key, p, now)
+        assert one.known(key) == three.known(key) and one.flaps == three.flaps
+        assert one.penalty(key, p, now) == three.penalty(key, p, now)
+        assert one.release_at(key, p) == three.release_at(key, p)
+        assert one._entries.get(key) == three._entries.get(key)
