@@ -43,7 +43,7 @@ from dyncast_bgp.engine.scoring import (
     clamp_score,
     fleet,
 )
-from dyncast_bgp.model import InstanceKey, InstanceState, ServiceId
+from dyncast_bgp.model import InstanceKey, InstanceState, PathMetrics, ServiceId, StateFlag
 
 _ACTIVE = InstanceState.ACTIVE
 _CANARY = InstanceState.CANARY
@@ -244,7 +244,7 @@ def assess(service: ServiceId, candidates: Sequence[Candidate], p: Params,  # no
                 and (rtt is None or rtt < screen_rtt) and (loss is None or loss < screen_loss)):
             exclusion = None
         else:
-            exclusion = exclusion_of(candidate, p, utilisation=utilisation, unknown=unknown,
+            exclusion = exclusion_of(Standing.of(candidate), p, utilisation=utilisation, unknown=unknown,
                                      agent_overall=sources.get(index) == AGENT_OVERALL,
                                      reported=capacity if reported else None, limited=ident in limited)
         if exclusion is None:
@@ -264,7 +264,21 @@ def assess(service: ServiceId, candidates: Sequence[Candidate], p: Params,  # no
     return result
 
 
-def exclusion_of(candidate: Candidate, p: Params, *, utilisation: float | None, unknown: tuple[str, ...],
+class Standing(NamedTuple):
+    """What :func:`exclusion_of` reads of a candidate: its state, path, the router's hold and its state flags
+    (the batch decision takes them from a step's rows without building the candidate)."""
+
+    state: InstanceState
+    path: PathMetrics
+    hold: Exclusion | None
+    flags: StateFlag
+
+    @classmethod
+    def of(cls, candidate: Candidate) -> Standing:
+        return cls(candidate.state, candidate.path, candidate.hold, candidate.metrics.flags)
+
+
+def exclusion_of(candidate: Standing, p: Params, *, utilisation: float | None, unknown: tuple[str, ...],
                  agent_overall: bool, reported: float | None, limited: bool) -> Exclusion | None:
     """Why ``candidate`` may not take new flows (None: it may), in the order of
     :mod:`~dyncast_bgp.engine.eligibility`: state and reachability, the router's hold, unknown inputs under
@@ -292,7 +306,7 @@ def exclusion_of(candidate: Candidate, p: Params, *, utilisation: float | None, 
         return unknown_exclusion(relevant)
     if reported is not None and reported <= 0.0:
         return NO_CAPACITY
-    flags = candidate.metrics.flags
+    flags = candidate.flags
     rtt, loss = path.rtt_mean_us, path.loss_mean
     if (flags or (utilisation is not None and utilisation >= p.screen_utilisation)
             or (rtt is not None and rtt >= p.screen_rtt_us) or (loss is not None and loss >= p.screen_loss)):

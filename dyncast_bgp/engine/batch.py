@@ -40,7 +40,7 @@ import numpy as np
 
 from dyncast_bgp.config.schema import ServicePolicy
 from dyncast_bgp.engine import vector
-from dyncast_bgp.engine.assess import exclusion_of
+from dyncast_bgp.engine.assess import Standing, exclusion_of
 from dyncast_bgp.engine.candidate import Candidate, Ident
 from dyncast_bgp.engine.columns import Block, read
 from dyncast_bgp.engine.decide import Outcome, decide
@@ -48,7 +48,7 @@ from dyncast_bgp.engine.eligibility import Exclusion
 from dyncast_bgp.engine.explain import InstanceExplain
 from dyncast_bgp.engine.memory import EMPTY, ServiceMemory
 from dyncast_bgp.engine.params import Params, params_for
-from dyncast_bgp.engine.rows import block_of
+from dyncast_bgp.engine.rows import Flat, block_of
 from dyncast_bgp.engine.stability import ARRIVED, AT_TARGET, IN_DEADBAND, MOVING, SLEW_LIMITED, STARTED
 from dyncast_bgp.engine.views import KeyedValues
 from dyncast_bgp.model import Decision, InstanceKey, ServiceId
@@ -191,11 +191,12 @@ def _exclusions(block: Block, scores: vector.Scores, memories: list[ServiceMemor
                + scores.unknown_capacity.ravel()[positions]).tolist()
     agent_overall = scores.agent_overall.ravel()[positions].tolist()
     candidates = block.candidates
+    standing = candidates.standing if type(candidates) is Flat else lambda position: Standing.of(candidates[position])
     for position, used, capacity_used, was_reported, lacked, by_agent in zip(
             positions, utilisation, capacity, reported, unknown, agent_overall, strict=True):
         row, column = divmod(position, count)
         exclusion = exclusion_of(
-            candidates[position], p, utilisation=None if math.isnan(used) else used, unknown=_UNKNOWN[lacked],
+            standing(position), p, utilisation=None if math.isnan(used) else used, unknown=_UNKNOWN[lacked],
             agent_overall=by_agent, reported=capacity_used if was_reported else None,
             limited=idents[position] in memories[row].limited)
         if exclusion is not None:

@@ -21,6 +21,7 @@ from typing import overload
 import numpy as np
 import numpy.typing as npt
 
+from dyncast_bgp.engine.assess import Standing
 from dyncast_bgp.engine.candidate import Candidate, Ident
 from dyncast_bgp.engine.columns import AGENT_SCORES, METRICS, Block
 from dyncast_bgp.engine.eligibility import Exclusion
@@ -83,6 +84,16 @@ class RowBatch:
                          self.measured[self.path_index[row]], self.ages[row].item(), None, None)
 
 
+    def standing(self, row: int, hold: Exclusion | None) -> Standing:
+        """What :func:`~dyncast_bgp.engine.assess.exclusion_of` reads of row ``row``'s candidate held out by
+        ``hold`` (None: its own hold), without decoding its metrics: the flags are the batch's column."""
+        made = self.eager.get(row)
+        if made is not None:
+            return Standing(made.state, made.path, made.hold if hold is None else hold, made.metrics.flags)
+        flags = flag_of(int(self.flags[row]))
+        return Standing(state_from_flags(flags), self.measured[self.path_index[row]], hold, flags)
+
+
 class CandidateRows(Sequence[Candidate]):
     """One service's candidates, rows ``start`` to ``start + len`` of a :class:`RowBatch`, in canonical order.
 
@@ -139,6 +150,11 @@ class CandidateRows(Sequence[Candidate]):
         those of the candidates built when it was made too)."""
         return flag_of(int(self.batch.flags[self.start + index]))
 
+    def standing(self, index: int) -> Standing:
+        """What ``exclusion_of`` reads of candidate ``index`` (see :meth:`RowBatch.standing`)."""
+        return self.batch.standing(self.start + _checked(index, len(self.keys)),
+                                   self.holds.get(index) if self.holds else None)
+
     def flagged(self) -> list[int]:
         """The instances announcing some state flag, in order."""
         return self._flagged
@@ -175,7 +191,7 @@ def block_of(services: Sequence[ServiceId], lists: Sequence[Sequence[Candidate]]
     names = NAMES if agent_scores else METRICS
     in_order = np.fromiter([rows.in_order for rows in rows_lists], np.bool_, len(rows_lists))
     return Block(
-        services=list(services), count=count, candidates=_Flat(rows_lists, count),
+        services=list(services), count=count, candidates=Flat(rows_lists, count),
         keys=list(chain.from_iterable([rows.keys for rows in rows_lists])),
         idents=list(chain.from_iterable([rows.idents for rows in rows_lists])),
         usable=in_order & batch.path_ok[index].reshape(shape).all(axis=1),
@@ -184,7 +200,7 @@ def block_of(services: Sequence[ServiceId], lists: Sequence[Sequence[Candidate]]
         reachable=batch.reachable[index].reshape(shape), plain=plain.reshape(shape))
 
 
-class _Flat(Sequence[Candidate]):
+class Flat(Sequence[Candidate]):
     """The candidates of a block's services, row-major (what ``Block.candidates`` lists), made when read."""
 
     __slots__ = ("_count", "_lists")
@@ -204,6 +220,11 @@ class _Flat(Sequence[Candidate]):
             return [self[position] for position in range(len(self))[index]]
         row, column = divmod(_checked(index, len(self)), self._count)
         return self._lists[row][column]
+
+    def standing(self, index: int) -> Standing:
+        """What ``exclusion_of`` reads of candidate ``index``, its candidate not built."""
+        row, column = divmod(_checked(index, len(self)), self._count)
+        return self._lists[row].standing(column)
 
 
 def _checked(index: int, count: int) -> int:

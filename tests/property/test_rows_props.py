@@ -23,11 +23,13 @@ from hypothesis import strategies as st
 
 from dyncast_bgp.config.schema import RouterConfig
 from dyncast_bgp.engine import owner
+from dyncast_bgp.engine.assess import Standing
 from dyncast_bgp.engine.columns import Block, read
 from dyncast_bgp.engine.decide import Outcome
+from dyncast_bgp.engine.eligibility import flap_damped
 from dyncast_bgp.engine.owner import RouterEngine, decision_line
 from dyncast_bgp.engine.rib import Rib
-from dyncast_bgp.engine.rows import CandidateRows, block_of
+from dyncast_bgp.engine.rows import CandidateRows, Flat, block_of
 from dyncast_bgp.engine.trust import TrustPolicy
 from dyncast_bgp.model import IPAddress, PathMetrics, ServiceId, StateFlag
 from dyncast_bgp.wire.exabgp_json import Route, RouteKey, RouteUpdate
@@ -81,6 +83,12 @@ def test_rows_are_the_candidates(history: list[tuple[int, int, int, int, tuple[b
         assert rows_rib.take_rejections() == lists_rib.take_rejections()
         assert rows_rib.counters == lists_rib.counters
         rows = rows_rib.rows(services, now, path_of=path_of, max_age=max_age)  # fresh: no candidate made yet
+        held = next((index for index, want in enumerate(expected) if want), None)
+        if held is not None:  # a flap hold on the first instance of the first service with one
+            rows[held].hold(0, flap_damped(3.0))
+            expected[held] = [replace(expected[held][0], hold=flap_damped(3.0)), *expected[held][1:]]
+        for got, want in zip(rows, expected, strict=True):  # read from the columns, the candidates not built
+            assert [got.standing(index) for index in range(len(got))] == list(map(Standing.of, want))
         by_count: dict[int, list[int]] = {}
         for index, want in enumerate(expected):
             if want:
@@ -89,7 +97,9 @@ def test_rows_are_the_candidates(history: list[tuple[int, int, int, int, tuple[b
             chosen = [services[index] for index in members]
             for agent_scores in (False, True):
                 got_block = block_of(chosen, [rows[index] for index in members], agent_scores=agent_scores)
-                assert got_block is not None
+                assert got_block is not None and type(got_block.candidates) is Flat
+                assert [got_block.candidates.standing(position) for position in range(len(got_block.candidates))] \
+                    == [Standing.of(want) for index in members for want in expected[index]]
                 same_block(got_block, read(chosen, [expected[index] for index in members], agent_scores=agent_scores))
 
 
