@@ -144,23 +144,16 @@ class FlapTracker:
             if not draining:
                 return
             entry = self._entry(key)
-        if draining != entry.maintenance:
-            entry.maintenance = draining
-            entry.touched = now
+        _see_draining(entry, draining, now)
 
     def flags(self, key: InstanceKey, raised: bool, params: FlapDampening, now: float) -> None:
         """The instance's overloaded flag as seen now: clearing a raised one is a flap."""
         entry = self._entries.get(key)
         if entry is None:
-            if raised:
-                entry = self._entry(key)
-                entry.flagged, entry.touched = True, now
-            return
-        if entry.flagged and not raised:
-            self._flap(entry, params, now)
-        elif raised and not entry.flagged:
-            entry.touched = now
-        entry.flagged = raised
+            if not raised:
+                return
+            entry = self._entry(key)
+        self._see_flag(entry, raised, params, now)
 
     def observe(self, key: InstanceKey, raised: bool, draining: bool, params: FlapDampening,
                 now: float) -> FlapState | None:
@@ -171,20 +164,16 @@ class FlapTracker:
             if not raised and not draining:
                 return None  # a steady instance: no state, nothing to do
             entry = self._entry(key)
-            entry.flagged, entry.maintenance, entry.touched = raised, draining, now
-            return None  # a new entry is not held out
-        if draining != entry.maintenance:
-            entry.maintenance = draining
-            entry.touched = now
+        _see_draining(entry, draining, now)
+        self._see_flag(entry, raised, params, now)
+        return _held(entry, params, now)
+
+    def _see_flag(self, entry: _Entry, raised: bool, params: FlapDampening, now: float) -> None:
         if entry.flagged and not raised:
             self._flap(entry, params, now)
         elif raised and not entry.flagged:
             entry.touched = now
         entry.flagged = raised
-        if not entry.state.suppressed:
-            return None
-        entry.state = settle(entry.state, params, now)
-        return entry.state if entry.state.suppressed else None
 
     def _flap(self, entry: _Entry, params: FlapDampening, now: float) -> None:
         self.flaps += 1
@@ -194,10 +183,7 @@ class FlapTracker:
     def held(self, key: InstanceKey, params: FlapDampening, now: float) -> FlapState | None:
         """The state of an instance held out at ``now`` (None when it may be used)."""
         entry = self._entries.get(key)
-        if entry is None or not entry.state.suppressed:
-            return None
-        entry.state = settle(entry.state, params, now)
-        return entry.state if entry.state.suppressed else None
+        return _held(entry, params, now) if entry is not None else None
 
     def penalty(self, key: InstanceKey, params: FlapDampening, now: float) -> float:
         entry = self._entries.get(key)
@@ -222,3 +208,17 @@ class FlapTracker:
             if not keys:
                 del self._services[key.service]
         return len(drop)
+
+
+def _see_draining(entry: _Entry, draining: bool, now: float) -> None:
+    if draining != entry.maintenance:
+        entry.maintenance = draining
+        entry.touched = now
+
+
+def _held(entry: _Entry, params: FlapDampening, now: float) -> FlapState | None:
+    """The state ``entry`` is held out in at ``now`` (settled first), or None."""
+    if not entry.state.suppressed:
+        return None
+    entry.state = settle(entry.state, params, now)
+    return entry.state if entry.state.suppressed else None

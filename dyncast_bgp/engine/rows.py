@@ -83,18 +83,37 @@ class RowBatch:
         return Candidate(self.keys[row], state_from_flags(metrics.flags), metrics,
                          self.measured[self.path_index[row]], self.ages[row].item(), None, None)
 
-
     def standing(self, row: int, hold: Exclusion | None) -> Standing:
         """What :func:`~dyncast_bgp.engine.assess.exclusion_of` reads of row ``row``'s candidate held out by
         ``hold`` (None: its own hold), without decoding its metrics: the flags are the batch's column."""
         made = self.eager.get(row)
         if made is not None:
-            return Standing(made.state, made.path, made.hold if hold is None else hold, made.metrics.flags)
+            standing = Standing.of(made)
+            return standing if hold is None else standing._replace(hold=hold)
         flags = flag_of(int(self.flags[row]))
         return Standing(state_from_flags(flags), self.measured[self.path_index[row]], hold, flags)
 
 
-class CandidateRows(Sequence[Candidate]):
+class _Lazy(Sequence[Candidate]):
+    """A sequence of candidates made when read: indexing and slicing as a list does them, over :meth:`_at`
+    (given a position checked to be in range)."""
+
+    __slots__ = ()
+
+    def _at(self, index: int) -> Candidate:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, index: int) -> Candidate: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Candidate]: ...
+    def __getitem__(self, index: int | slice) -> Candidate | Sequence[Candidate]:
+        if isinstance(index, slice):
+            return [self._at(position) for position in range(len(self))[index]]
+        return self._at(_checked(index, len(self)))
+
+
+class CandidateRows(_Lazy):
     """One service's candidates, rows ``start`` to ``start + len`` of a :class:`RowBatch`, in canonical order.
 
     ``keys``, ``idents`` and ``bindings`` are the RIB's lists for the service (shared, never changed);
@@ -121,15 +140,8 @@ class CandidateRows(Sequence[Candidate]):
     def __len__(self) -> int:
         return len(self.keys)
 
-    @overload
-    def __getitem__(self, index: int) -> Candidate: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Candidate]: ...
-    def __getitem__(self, index: int | slice) -> Candidate | Sequence[Candidate]:
-        if isinstance(index, slice):
-            return [self[position] for position in range(len(self))[index]]
+    def _at(self, index: int) -> Candidate:
         count = len(self.keys)
-        index = _checked(index, count)
         made = self._made
         if made is None:
             made = self._made = [None] * count
@@ -143,7 +155,7 @@ class CandidateRows(Sequence[Candidate]):
         return candidate
 
     def __iter__(self) -> Iterator[Candidate]:
-        return (self[index] for index in range(len(self.keys)))
+        return map(self._at, range(len(self.keys)))
 
     def flags(self, index: int) -> StateFlag:
         """The state flags of instance ``index`` (without building its candidate; the batch's flags column holds
@@ -152,7 +164,7 @@ class CandidateRows(Sequence[Candidate]):
 
     def standing(self, index: int) -> Standing:
         """What ``exclusion_of`` reads of candidate ``index`` (see :meth:`RowBatch.standing`)."""
-        return self.batch.standing(self.start + _checked(index, len(self.keys)),
+        return self.batch.standing(self.start + _checked(index, len(self)),
                                    self.holds.get(index) if self.holds else None)
 
     def flagged(self) -> list[int]:
@@ -200,7 +212,7 @@ def block_of(services: Sequence[ServiceId], lists: Sequence[Sequence[Candidate]]
         reachable=batch.reachable[index].reshape(shape), plain=plain.reshape(shape))
 
 
-class Flat(Sequence[Candidate]):
+class Flat(_Lazy):
     """The candidates of a block's services, row-major (what ``Block.candidates`` lists), made when read."""
 
     __slots__ = ("_count", "_lists")
@@ -211,14 +223,8 @@ class Flat(Sequence[Candidate]):
     def __len__(self) -> int:
         return len(self._lists) * self._count
 
-    @overload
-    def __getitem__(self, index: int) -> Candidate: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Candidate]: ...
-    def __getitem__(self, index: int | slice) -> Candidate | Sequence[Candidate]:
-        if isinstance(index, slice):
-            return [self[position] for position in range(len(self))[index]]
-        row, column = divmod(_checked(index, len(self)), self._count)
+    def _at(self, index: int) -> Candidate:
+        row, column = divmod(index, self._count)
         return self._lists[row][column]
 
     def standing(self, index: int) -> Standing:
