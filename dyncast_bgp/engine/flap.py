@@ -87,34 +87,52 @@ class _Entry:
 
 
 class FlapTracker:
-    """Flap states of the instances that vanished or raised a flag (the others are stable by definition)."""
+    """Flap states of the instances that vanished or raised a flag (the others are stable by definition).
+
+    An instance is *watched* while its entry is flagged, draining or held out: only then can seeing it
+    without any flag change its state (a cleared flag is a flap, an end of maintenance is noted, a hold may
+    end). The router observes the flagged instances of a service and its watched ones; an entry that is none
+    of these (an instance that flapped or vanished and is steady again) is left alone until it next changes,
+    though its penalty is kept for the next flap."""
 
     def __init__(self) -> None:
         self._entries: dict[InstanceKey, _Entry] = {}
-        self._services: dict[ServiceId, set[InstanceKey]] = {}  # the entries' keys by service: most have none
+        self._watched: dict[ServiceId, set[InstanceKey]] = {}  # the watched keys by service: most have none
         self.flaps = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def watches(self, service: ServiceId) -> bool:
-        """Whether any instance of ``service`` has a flap state (cheap: no per-instance lookup)."""
-        return service in self._services
+        """Whether some instance of ``service`` is watched (cheap: no per-instance lookup)."""
+        return service in self._watched
+
+    def watched_of(self, service: ServiceId) -> frozenset[InstanceKey]:
+        """The watched instances of ``service`` (usually none or a few)."""
+        return frozenset(self._watched.get(service, ()))
 
     def _entry(self, key: InstanceKey) -> _Entry:
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = _Entry()
-            keys = self._services.get(key.service)
-            if keys is None:
-                self._services[key.service] = {key}
-            else:
-                keys.add(key)
         return entry
 
-    def known_of(self, service: ServiceId) -> frozenset[InstanceKey]:
-        """The instances of ``service`` with a flap state (usually none or a few)."""
-        return frozenset(self._services.get(service, ()))
+    def _refile(self, key: InstanceKey, entry: _Entry, was: bool) -> None:
+        """File ``key`` under its service's watched keys, or take it out, when its entry changed from ``was``
+        (watched before) to watched or not."""
+        now = _watched(entry)
+        if now == was:
+            return
+        keys = self._watched.get(key.service)
+        if now:
+            if keys is None:
+                self._watched[key.service] = {key}
+            else:
+                keys.add(key)
+        elif keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._watched[key.service]
 
     def known(self, key: InstanceKey) -> bool:
         """Whether the instance has a flap state (vanished, raised a flag or flapped, not yet forgotten)."""
@@ -135,7 +153,9 @@ class FlapTracker:
         if entry.maintenance:
             entry.touched = now
             return
+        was = _watched(entry)
         self._flap(entry, params, now)
+        self._refile(key, entry, was)
 
     def draining(self, key: InstanceKey, draining: bool, now: float) -> None:
         """The instance's draining flag as seen now (maintenance: its coming and going is not a flap)."""
@@ -144,7 +164,9 @@ class FlapTracker:
             if not draining:
                 return
             entry = self._entry(key)
+        was = _watched(entry)
         _see_draining(entry, draining, now)
+        self._refile(key, entry, was)
 
     def flags(self, key: InstanceKey, raised: bool, params: FlapDampening, now: float) -> None:
         """The instance's overloaded flag as seen now: clearing a raised one is a flap."""
@@ -153,7 +175,9 @@ class FlapTracker:
             if not raised:
                 return
             entry = self._entry(key)
+        was = _watched(entry)
         self._see_flag(entry, raised, params, now)
+        self._refile(key, entry, was)
 
     def observe(self, key: InstanceKey, raised: bool, draining: bool, params: FlapDampening,
                 now: float) -> FlapState | None:
@@ -164,9 +188,12 @@ class FlapTracker:
             if not raised and not draining:
                 return None  # a steady instance: no state, nothing to do
             entry = self._entry(key)
+        was = _watched(entry)
         _see_draining(entry, draining, now)
         self._see_flag(entry, raised, params, now)
-        return _held(entry, params, now)
+        held = _held(entry, params, now)
+        self._refile(key, entry, was)
+        return held
 
     def _see_flag(self, entry: _Entry, raised: bool, params: FlapDampening, now: float) -> None:
         if entry.flagged and not raised:
@@ -183,7 +210,12 @@ class FlapTracker:
     def held(self, key: InstanceKey, params: FlapDampening, now: float) -> FlapState | None:
         """The state of an instance held out at ``now`` (None when it may be used)."""
         entry = self._entries.get(key)
-        return _held(entry, params, now) if entry is not None else None
+        if entry is None:
+            return None
+        was = _watched(entry)
+        held = _held(entry, params, now)
+        self._refile(key, entry, was)
+        return held
 
     def penalty(self, key: InstanceKey, params: FlapDampening, now: float) -> float:
         entry = self._entries.get(key)
@@ -199,15 +231,23 @@ class FlapTracker:
         Such an instance's penalty is negligible; if it vanished that long ago and comes back, its return
         is not counted as a flap (an instance back after several minutes is not flapping)."""
         drop = [key for key, entry in self._entries.items()
-                if not entry.flagged and not entry.maintenance and not entry.state.suppressed
-                and now - entry.touched > FORGET_AFTER_HALF_LIVES * half_life(key)]
+                if not _watched(entry) and now - entry.touched > FORGET_AFTER_HALF_LIVES * half_life(key)]
         for key in drop:
-            del self._entries[key]
-            keys = self._services[key.service]
-            keys.discard(key)
-            if not keys:
-                del self._services[key.service]
+            del self._entries[key]  # not watched: filed nowhere else
         return len(drop)
+
+    def check_invariants(self) -> None:
+        """Raise AssertionError if the watched keys are not exactly the watched entries' (for tests)."""
+        expected: dict[ServiceId, set[InstanceKey]] = {}
+        for key, entry in self._entries.items():
+            if _watched(entry):
+                expected.setdefault(key.service, set()).add(key)
+        assert expected == self._watched, "watched keys out of sync with the entries"
+
+
+def _watched(entry: _Entry) -> bool:
+    """Whether seeing the instance without any flag can change ``entry`` (see :class:`FlapTracker`)."""
+    return entry.flagged or entry.maintenance or entry.state.suppressed
 
 
 def _see_draining(entry: _Entry, draining: bool, now: float) -> None:

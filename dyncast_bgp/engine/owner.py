@@ -56,7 +56,8 @@ ROWS_MIN = MIN_BATCH
 FORGET_INTERVAL = 60.0  # seconds between sweeps of flap states that carry no information any more
 _V = TypeVar("_V")
 _NO_FLAG = StateFlag.NONE  # a flag set is its enum's one member for its value: compared by identity
-_RAISED = StateFlag.OVERLOADED  # the flag whose clearing counts as a flap (draining is maintenance)
+_RAISED = StateFlag.OVERLOADED.value  # the flag whose clearing counts as a flap (draining is maintenance)
+_DRAINING = StateFlag.DRAINING.value
 
 
 @dataclass(slots=True)
@@ -327,23 +328,26 @@ class RouterEngine:
         release: float | None = None
         result: list[Candidate] | None = None
         rows = candidates if type(candidates) is CandidateRows else None
-        looked: Iterable[tuple[int, InstanceKey, StateFlag]]
+        looked: Iterable[tuple[int, InstanceKey, int]]
         if rows is not None:
             watched = flaps.watches(rows.service)
             flagged = rows.flagged()
-            if watched:  # the flagged instances and those with flap state (a flag just cleared, say), found by
+            if watched:  # the flagged instances and the watched ones (a flag just cleared, say), found by
                 idents = rows.idents  # ident: an int compares in C, where a key's equality runs Python code
-                found = [idents.index(ident) for ident in map(ident_of, flaps.known_of(rows.service))
-                         if ident in idents]
-                flagged = sorted({*flagged, *found})
-            looked = [(index, rows.keys[index], rows.flags(index)) for index in flagged]
+                seen = {index for index, _ in flagged}
+                found = [(index, 0) for ident in map(ident_of, flaps.watched_of(rows.service))  # not flagged: none
+                         if ident in idents and (index := idents.index(ident)) not in seen]
+                if found:
+                    flagged = sorted(flagged + found)
+            keys = rows.keys
+            looked = [(index, keys[index], value) for index, value in flagged]
         else:
             watched = bool(candidates) and flaps.watches(candidates[0].key.service)
-            looked = ((index, candidate.key, candidate.metrics.flags) for index, candidate in enumerate(candidates))
-        for index, key, flags in looked:
-            raised = draining = False
-            if flags is not _NO_FLAG:  # enum arithmetic only for flagged instances
-                raised, draining = bool(flags & _RAISED), bool(flags & StateFlag.DRAINING)
+            looked = ((index, candidate.key, 0 if (flags := candidate.metrics.flags) is _NO_FLAG else flags.value)
+                      for index, candidate in enumerate(candidates))  # the enum's value read only when flagged
+        for index, key, value in looked:
+            raised = bool(value & _RAISED)  # the flags' value: int arithmetic, in C
+            draining = bool(value & _DRAINING)
             if not raised and not draining and not watched:
                 continue  # the usual case: a steady instance of a service without flap state
             held = flaps.observe(key, raised, draining, params, now)

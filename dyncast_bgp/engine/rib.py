@@ -156,7 +156,6 @@ class _Table:
 
 _RAW = attrgetter("raw")
 _RECEIVED = attrgetter("received_at")
-_BINDING = attrgetter("binding")
 
 
 @dataclass(slots=True)
@@ -486,22 +485,27 @@ class Rib:
         if expired.any():
             for column in metrics.values():
                 column[expired] = np.nan
-        bindings = list(map(_BINDING, keys))
-        _, first, path_index = np.unique(np.fromiter(map(id, bindings), np.uint64, size), return_index=True,
-                                         return_inverse=True)
-        measured = [path_of(bindings[row]) for row in first.tolist()]
+        # the distinct D-BIDs (a few sites' addresses, shared by many services) by object identity: ints that
+        # hash in C; an id names one object while the tables hold it
+        bindings = list(chain.from_iterable([table.bindings for table in tables]))
+        ids = list(map(id, bindings))
+        distinct = dict(zip(ids, bindings, strict=True))
+        position = dict(zip(distinct, range(len(distinct)), strict=True))
+        path_index = np.fromiter(map(position.__getitem__, ids), np.int64, size)
+        measured = list(map(path_of, distinct.values()))
         rtt, rtt_ok = optional_column(measured, RTT)
         loss, loss_ok = optional_column(measured, LOSS)
         reachable = np.fromiter(map(REACHABLE, measured), np.bool_, len(measured))
         batch = RowBatch(keys=keys, raws=raws, ages=ages, expired=expired, measured=measured,
-                         path_index=path_index.astype(np.int64), eager=eager, metric_types=self.metric_types,
+                         path_index=path_index, eager=eager, metric_types=self.metric_types,
                          metrics=metrics, flags=flags, plain=plain, rtt=rtt[path_index], loss=loss[path_index],
                          reachable=reachable[path_index], path_ok=(rtt_ok & loss_ok)[path_index])
         starts = np.cumsum([0] + [len(table.keys) for table in tables[:-1]]).tolist()
-        flagged: list[list[int]] = [[] for _ in tables]  # the flagged instances of each service, found in one pass
+        flagged: list[list[tuple[int, int]]] = [[] for _ in tables]  # each service's flagged instances, in one pass
         rows = np.flatnonzero(flags)
-        for row, owner in zip(rows.tolist(), (np.searchsorted(starts, rows, side="right") - 1).tolist(), strict=True):
-            flagged[owner].append(row - starts[owner])
+        for row, owner, value in zip(rows.tolist(), (np.searchsorted(starts, rows, side="right") - 1).tolist(),
+                                     flags[rows].tolist(), strict=True):
+            flagged[owner].append((row - starts[owner], value))
         return [CandidateRows(batch, start, service, table.keys, table.idents, table.bindings, table.in_order,
                               service_flagged)
                 for start, service, table, service_flagged in zip(starts, services, tables, flagged, strict=True)]

@@ -123,9 +123,10 @@ class CandidateRows(_Lazy):
     __slots__ = ("_flagged", "_made", "batch", "bindings", "holds", "idents", "in_order", "keys", "service", "start")
 
     def __init__(self, batch: RowBatch, start: int, service: ServiceId, keys: list[InstanceKey],  # noqa: PLR0917
-                 idents: list[Ident], bindings: tuple[IPAddress, ...], in_order: bool, flagged: list[int]) -> None:
-        """``flagged``: the instances announcing some state flag, in order (the RIB finds them for a whole batch
-        in one pass)."""
+                 idents: list[Ident], bindings: tuple[IPAddress, ...], in_order: bool,
+                 flagged: list[tuple[int, int]]) -> None:
+        """``flagged``: the instances announcing some state flag, in order, each with its flags' value (the RIB
+        finds them for a whole batch in one pass)."""
         self.batch = batch
         self.start = start
         self.service = service
@@ -167,8 +168,9 @@ class CandidateRows(_Lazy):
         return self.batch.standing(self.start + _checked(index, len(self)),
                                    self.holds.get(index) if self.holds else None)
 
-    def flagged(self) -> list[int]:
-        """The instances announcing some state flag, in order."""
+    def flagged(self) -> list[tuple[int, int]]:
+        """The instances announcing some state flag, in order, each with the value of its flags (an int: the
+        enum's arithmetic runs in Python)."""
         return self._flagged
 
     def hold(self, index: int, exclusion: Exclusion) -> None:

@@ -77,7 +77,7 @@ def decode_columns(raws: Sequence[Sequence[bytes]], *,
 def _read_group(raws: Sequence[Sequence[bytes]], rows: Ints, count: int, metric_types: MetricTypes,
                 result: MetricColumns) -> None:
     """Read the rows of ``count`` communities each into ``result``."""
-    group = [raws[row] for row in rows.tolist()]
+    group = raws if len(rows) == len(raws) else [raws[row] for row in rows.tolist()]  # usually: one count for all
     try:
         blob = b"".join(chain.from_iterable(group))
     except TypeError:

@@ -102,3 +102,5 @@ def test_observe_is_draining_flags_and_held_in_one_lookup(p: FlapDampening,
         assert one.penalty(key, p, now) == three.penalty(key, p, now)
         assert one.release_at(key, p) == three.release_at(key, p)
         assert one._entries.get(key) == three._entries.get(key)
+        one.check_invariants()
+        three.check_invariants()
