@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import math
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
@@ -85,8 +85,8 @@ class InstanceTarget(_InstanceFields):
     """One instance of a service target: its weight for new flows and how its packets leave.
 
     A named tuple, not a dataclass: the router builds one per instance of every changed service (160,000 in a
-    full recompute at 10,000 x 16), and :meth:`trusted_many` builds them in C (``tuple.__new__`` over the
-    columns), about 2.5x faster than even a written-out slotted ``__init__``. The constructor checks the
+    full recompute at 10,000 x 16), and :meth:`ServiceTarget.reweighted` builds them in C (``tuple.__new__`` over
+    the columns), about 2.5x faster than even a written-out slotted ``__init__``. The constructor checks the
     weight; ``_replace`` goes through it too. Equality is a tuple's (field by field, in order)."""
 
     __slots__ = ()
@@ -103,12 +103,6 @@ class InstanceTarget(_InstanceFields):
             raise TypeError(f"InstanceTarget has no field {', '.join(map(repr, changes))}")
         return InstanceTarget(*values)
 
-    @classmethod
-    def trusted_many(cls, keys: Iterable[InstanceKey], weights: Iterable[float],
-                     forwardings: Iterable[Forwarding]) -> tuple[InstanceTarget, ...]:
-        """Targets without a name, built without the weight check: for weights a
-        :class:`~dyncast_bgp.model.Decision` holds (checked finite and >= 0 when it was made) or 0."""
-        return tuple(map(tuple.__new__, repeat(cls), zip(keys, weights, forwardings, repeat(None))))
 
 
 _FLOAT_MAX = sys.float_info.max
@@ -165,20 +159,28 @@ class ServiceTarget:
         return {target.key: target.weight for target in self.instances}
 
     @classmethod
-    def relisted(cls, like: ServiceTarget, instances: tuple[InstanceTarget, ...], affinity: Affinity,
-                 affinity_timeout: float) -> ServiceTarget:
-        """A target for the service of ``like`` (a target built and checked before) over the same instance
-        keys as ``like``, in the same order, with new weights, no audience: what the router builds for the
-        usual new decision. The keys' checks (each listed once, each of the service: 16 hashes in Python
-        per service) held for ``like``; the rest is checked again."""
-        if list(map(_key_of, instances)) != list(map(_key_of, like.instances)):  # identity first, in C
-            raise ValueError(f"{like.service}: relisted with other instances than before")
+    def reweighted(cls, like: ServiceTarget, weights: Sequence[float], affinity: Affinity,
+                   affinity_timeout: float) -> ServiceTarget:
+        """``like`` (a target built and checked before) with new ``weights`` for its instances, in their order,
+        and no audience: what the router builds for the usual new decision. Each instance keeps its key,
+        forwarding and name, so the checks of the keys (each listed once, each of the service: 16 hashes in
+        Python per service) still hold and are not run again. The weights are trusted, not checked: the router
+        passes the weights a :class:`~dyncast_bgp.model.Decision` holds (checked finite and >= 0 when it was
+        made) or 0. The instances are built in C, 16 tuples where a checked constructor would run 16 times."""
+        instances = like.instances
+        if len(weights) != len(instances):
+            raise ValueError(f"{like.service}: {len(weights)} weights for {len(instances)} instances")
         if not (math.isfinite(affinity_timeout) and affinity_timeout > 0):
             raise ValueError(f"{like.service}: affinity_timeout must be > 0")
+        made: tuple[InstanceTarget, ...] = ()
+        if instances:
+            keys, _, forwardings, names = zip(*instances, strict=True)  # the columns, in C
+            made = tuple(map(tuple.__new__, repeat(InstanceTarget), zip(keys, weights, forwardings, names,
+                                                                        strict=True)))
         target = object.__new__(cls)
         set_service, set_instances, set_affinity, set_timeout, set_audience = _SERVICE_SLOTS
         set_service(target, like.service)
-        set_instances(target, instances)
+        set_instances(target, made)
         set_affinity(target, affinity)
         set_timeout(target, affinity_timeout)
         set_audience(target, None)

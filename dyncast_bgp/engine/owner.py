@@ -19,7 +19,7 @@ reason ``flap-damped (penalty P)`` until their penalty has decayed.
 
 from __future__ import annotations
 
-import heapq
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
@@ -80,7 +80,7 @@ class _Layout:
     listed: list[InstanceKey]
     keys: list[InstanceKey]
     forwardings: list[Forwarding]
-    built: ServiceTarget | None = None  # the last target built over ``keys`` (checked: see ServiceTarget.relisted)
+    built: ServiceTarget | None = None  # the last target built over ``keys`` (see ServiceTarget.reweighted)
 
 
 @dataclass(slots=True)
@@ -115,6 +115,9 @@ class RouterEngine:
         self._forwardings: IdentityMemo[IPAddress, Forwarding] = IdentityMemo(MEMO_LIMIT)  # see _forwarding
         self._path_memo: IdentityMemo[IPAddress, PathMetrics] = IdentityMemo(MEMO_LIMIT)  # see path_of
         self._cursor: tuple[int, int, int] | None = None  # where the last limited step stopped (see _slice)
+        self._next_review = math.inf  # no review in _review_at is earlier (see _review)
+        self._next_linger = math.inf  # no lingering instance of any service ends earlier, but those of dirty
+        # services (see _lingering_over)
 
     def set_steer(self, service: ServiceId, steer: VersionSteer | None) -> None:
         """Bound (or hold out) the new version of ``service`` in its next decisions; None: no rollout."""
@@ -202,9 +205,10 @@ class RouterEngine:
         if now >= self._forget_at:
             self._forget_at = now + FORGET_INTERVAL
             self.flaps.forget(now, lambda key: self._policy(key.service).flap_dampening.half_life)
-        self._dirty |= {service for service, at in self._review_at.items() if at <= now}
-        self._dirty |= {service for service, entry in self._services.items()
-                        if any(until <= now for until in entry.lingering.values())}
+        if now >= self._next_review:  # else none is due: a step in slices looks once, not in every slice
+            self._dirty.update(self._due_reviews(now))
+        if now >= self._next_linger:
+            self._dirty.update(self._lingering_over(now))
         dirty = self._slice(limit, first)
         self.decided = len(dirty)
         changed: list[Outcome] = []
@@ -231,13 +235,13 @@ class RouterEngine:
         rest = dirty.difference(chosen) if chosen else dirty
         wanted = limit - len(chosen)
         cursor = self._cursor
+        # sorted() and a slice: a sort in C (the key read in C too) beats heapq.nsmallest's Python loop here
         if cursor is not None:
-            ahead = heapq.nsmallest(wanted, [s for s in rest if s.sort_key > cursor], key=by_sort_key)
+            ahead = sorted([s for s in rest if s.sort_key > cursor], key=by_sort_key)[:wanted]
             if len(ahead) < wanted:  # round again from the start
-                ahead += heapq.nsmallest(wanted - len(ahead), [s for s in rest if s.sort_key <= cursor],
-                                         key=by_sort_key)
+                ahead += sorted([s for s in rest if s.sort_key <= cursor], key=by_sort_key)[:wanted - len(ahead)]
         else:
-            ahead = heapq.nsmallest(wanted, rest, key=by_sort_key)
+            ahead = sorted(rest, key=by_sort_key)[:wanted]
         if ahead:
             self._cursor = ahead[-1].sort_key
         return chosen + ahead
@@ -258,7 +262,8 @@ class RouterEngine:
         if entry is None:
             entry = self._services[service] = _Service(self.config.policy_for(service))
         release: float | None = None
-        if entry.policy.flap_dampening.enabled:
+        if entry.policy.flap_dampening.enabled and (type(candidates) is not CandidateRows or candidates.flagged()
+                                                    or self.flaps.watches(service)):  # rows: else nothing to see
             candidates, release = self._damp(entry.policy, candidates, now)
         caps = None
         regrouped = False
@@ -294,7 +299,8 @@ class RouterEngine:
                     present = set(keys)
                 for key in shown:
                     if key not in present and key not in entry.lingering:
-                        entry.lingering[key] = now + entry.policy.affinity_timeout
+                        entry.lingering[key] = until = now + entry.policy.affinity_timeout
+                        self._next_linger = min(self._next_linger, until)
         if entry.lingering:
             present = set(keys) if present is None else present
             lingering = {key: until for key, until in entry.lingering.items() if until > now and key not in present}
@@ -306,9 +312,9 @@ class RouterEngine:
         entry.outcome = outcome
         self._schedule_review(service, outcome, now)
         if pending.steered and any(c.hold is not None and c.hold.reason == STEER_RESET for c in candidates):
-            self._review_at[service] = now + REVIEW_INTERVAL  # readmit the new version, below its cap
+            self._review(service, now + REVIEW_INTERVAL)  # readmit the new version, below its cap
         if release is not None:  # a flap-damped instance is readmitted then
-            self._review_at[service] = min(self._review_at.get(service, release), release)
+            self._review(service, min(self._review_at.get(service, release), release))
         if pending.regrouped:
             entry.target = None
         elif same:
@@ -383,9 +389,41 @@ class RouterEngine:
 
     def _schedule_review(self, service: ServiceId, outcome: Outcome, now: float) -> None:
         if outcome.fallback == "grace" or outcome.converging:
-            self._review_at[service] = now + REVIEW_INTERVAL
+            self._review(service, now + REVIEW_INTERVAL)
         else:
             self._review_at.pop(service, None)
+
+    def _review(self, service: ServiceId, at: float) -> None:
+        """Decide ``service`` again at ``at`` (a step at or after it makes it dirty)."""
+        self._review_at[service] = at
+        self._next_review = min(self._next_review, at)
+
+    def _due_reviews(self, now: float) -> list[ServiceId]:
+        """The services whose review is due, taken out of the reviews (dirty now, they are rescheduled when
+        decided); the next review time kept for the steps until then."""
+        due = [service for service, at in self._review_at.items() if at <= now]
+        for service in due:
+            del self._review_at[service]
+        self._next_review = min(self._review_at.values(), default=math.inf)
+        return due
+
+    def _lingering_over(self, now: float) -> list[ServiceId]:
+        """The services with a lingering instance whose time is up (their next decision drops it); the next
+        such time among the others kept for the steps until then."""
+        over: list[ServiceId] = []
+        upcoming = math.inf
+        for service, entry in self._services.items():
+            if entry.lingering:
+                ended = False
+                for until in entry.lingering.values():
+                    if until <= now:
+                        ended = True
+                    elif until < upcoming:
+                        upcoming = until  # an instance lingering on after its decision drops the ended ones
+                if ended:
+                    over.append(service)
+        self._next_linger = upcoming
+        return over
 
     # ------------------------------------------------------------ outputs
 
@@ -418,10 +456,9 @@ class RouterEngine:
         if layout is not None and layout.built is not None and not entry.lingering and steer is None:
             values = _laid_out(decision, layout.keys)  # the usual new decision: new weights, nothing else new
             if values is not None:
-                policy = entry.policy
-                layout.built = ServiceTarget.relisted(
-                    layout.built, InstanceTarget.trusted_many(layout.keys, values, layout.forwardings),
-                    Affinity(policy.affinity), policy.affinity_timeout)
+                policy, built = entry.policy, layout.built
+                affinity = built.affinity if built.affinity == policy.affinity else Affinity(policy.affinity)
+                layout.built = ServiceTarget.reweighted(built, values, affinity, policy.affinity_timeout)
                 return layout.built
         weights = dict.fromkeys(entry.lingering, 0.0)
         weights.update(dict.fromkeys(decision.excluded, 0.0))

@@ -3,7 +3,7 @@
 Each oracle here is the plain version written out in this file (as the code read before the shortcuts),
 so that a shortcut drifting from it fails: ``screen`` and ``implausible`` (trust), ``state_from_flags``,
 the trusted constructors of ``MetricsView`` and ``ComputeMetrics``, the written-out ``__init__`` of
-``Candidate``, ``InstanceTarget.trusted_many`` and ``ServiceTarget.relisted``, the hash and order ``InstanceKey`` and
+``Candidate``, ``ServiceTarget.reweighted``, the hash and order ``InstanceKey`` and
 ``ServiceId`` compute once, and ``KeyedValues.same_as`` (the router's "did the decision change").
 """
 
@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dyncast_bgp.dataplane.desired import Affinity, Encap, Forwarding, InstanceTarget, ServiceTarget
+from dyncast_bgp.dataplane.desired import Affinity, Audience, Encap, Forwarding, InstanceTarget, ServiceTarget
 from dyncast_bgp.engine.candidate import Candidate
 from dyncast_bgp.engine.trust import (
     METRICS_CLAMPED,
@@ -203,39 +203,42 @@ def test_an_instance_target_takes_finite_weights_of_zero_or_more_only(weight: fl
 target_weights = st.floats(0.0, 1.0) | st.sampled_from([0.0, 1.0, 5e-324])
 
 
-@given(st.lists(st.tuples(st.integers(1, 2**32 - 2), target_weights), max_size=20, unique_by=lambda t: t[0]),
-       st.sampled_from(list(Affinity)), st.floats(0.001, 1e6))
-def test_trusted_targets_equal_the_constructed_ones(rows: list[tuple[int, float]], affinity: Affinity,
-                                                    timeout: float) -> None:
-    """What the router builds for a new decision over the instances of the target before (trusted_many,
-    relisted) is what the checking constructors build from the same values, field by field."""
+@given(st.lists(st.tuples(st.integers(1, 2**32 - 2), target_weights, st.none() | st.text(max_size=3)), max_size=20,
+                unique_by=lambda t: t[0]),
+       st.sampled_from(list(Affinity)), st.floats(0.001, 1e6), st.booleans())
+def test_reweighted_targets_equal_the_constructed_ones(rows: list[tuple[int, float, str | None]], affinity: Affinity,
+                                                      timeout: float, audience: bool) -> None:
+    """What the router builds for a new decision over the instances of the target before (reweighted) is what
+    the checking constructors build from the same values, field by field: keys, forwardings and names kept,
+    the new weights in order, the new affinity, no audience."""
     service = ServiceId(ipaddress.ip_network("203.0.113.7/32"))
-    keys = [InstanceKey(service, ipaddress.IPv4Address(n)) for n, _ in rows]
+    keys = [InstanceKey(service, ipaddress.IPv4Address(n)) for n, _, _ in rows]
     forwardings = [Forwarding(Encap.DIRECT, next_hop=key.binding) for key in keys]
-    weights = [w for _, w in rows]
-    trusted = InstanceTarget.trusted_many(keys, weights, forwardings)
-    built = tuple(InstanceTarget(k, w, f) for k, w, f in zip(keys, weights, forwardings, strict=True))
-    assert trusted == built and [type(t) for t in trusted] == [InstanceTarget] * len(built)
-    assert [(t.key, t.weight, t.forwarding, t.name) for t in trusted] == list(zip(keys, weights, forwardings,
-                                                                                  [None] * len(keys), strict=True))
-    before = ServiceTarget(service, tuple(InstanceTarget(k, 0.0, f) for k, f in zip(keys, forwardings, strict=True)))
-    relisted = ServiceTarget.relisted(before, trusted, affinity, timeout)
-    plain = ServiceTarget(service, built, affinity, timeout)
-    assert relisted == plain and repr(relisted) == repr(plain) and hash(relisted) == hash(plain)
+    names = [name for _, _, name in rows]
+    weights = [w for _, w, _ in rows]
+    before = ServiceTarget(service, tuple(InstanceTarget(k, 0.0, f, n) for k, f, n in zip(keys, forwardings, names,
+                                                                                          strict=True)),
+                           audience=Audience((ipaddress.ip_network("192.0.2.0/24"),), {}) if audience else None)
+    reweighted = ServiceTarget.reweighted(before, weights, affinity, timeout)
+    plain = ServiceTarget(service, tuple(InstanceTarget(k, w, f, n) for k, w, f, n in zip(keys, weights, forwardings,
+                                                                                         names, strict=True)),
+                          affinity, timeout)
+    assert reweighted == plain and repr(reweighted) == repr(plain) and hash(reweighted) == hash(plain)
+    assert [type(t) for t in reweighted.instances] == [InstanceTarget] * len(rows)
+    assert [tuple(t) for t in reweighted.instances] == list(zip(keys, weights, forwardings, names, strict=True))
 
 
-def test_a_relisted_target_keeps_the_checks_it_skips_from_being_bypassed() -> None:
+def test_a_reweighted_target_keeps_the_checks_it_skips_from_being_bypassed() -> None:
     service = ServiceId(ipaddress.ip_network("203.0.113.7/32"))
     keys = [InstanceKey(service, ipaddress.ip_address(f"198.51.100.{n}")) for n in (1, 2)]
-    forwardings = [Forwarding(Encap.DIRECT, next_hop=key.binding) for key in keys]
-    before = ServiceTarget(service, InstanceTarget.trusted_many(keys, [0.5, 0.5], forwardings))
-    with pytest.raises(ValueError, match="relisted with other instances"):
-        ServiceTarget.relisted(before, InstanceTarget.trusted_many(keys[:1], [1.0], forwardings), Affinity.FLOW, 1.0)
-    with pytest.raises(ValueError, match="relisted with other instances"):  # a key listed twice
-        ServiceTarget.relisted(before, InstanceTarget.trusted_many([keys[0]] * 2, [0.5, 0.5], forwardings),
-                               Affinity.FLOW, 1.0)
+    before = ServiceTarget(service, tuple(InstanceTarget(key, 0.5, Forwarding(Encap.DIRECT, next_hop=key.binding))
+                                          for key in keys))
+    with pytest.raises(ValueError, match="1 weights for 2 instances"):
+        ServiceTarget.reweighted(before, [1.0], Affinity.FLOW, 1.0)
+    with pytest.raises(ValueError, match="3 weights for 2 instances"):
+        ServiceTarget.reweighted(before, [0.5, 0.5, 0.0], Affinity.FLOW, 1.0)
     with pytest.raises(ValueError, match="affinity_timeout"):
-        ServiceTarget.relisted(before, before.instances, Affinity.FLOW, math.nan)
+        ServiceTarget.reweighted(before, [0.5, 0.5], Affinity.FLOW, math.nan)
 
 
 def test_an_instance_target_is_checked_when_replaced_copied_and_unpickled() -> None:
