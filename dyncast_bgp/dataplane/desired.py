@@ -23,7 +23,6 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
 from dyncast_bgp.model import InstanceKey, IPAddress, IPNetwork, ServiceId
@@ -104,9 +103,7 @@ class InstanceTarget(_InstanceFields):
         return InstanceTarget(*values)
 
 
-
 _FLOAT_MAX = sys.float_info.max
-_key_of = itemgetter(0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -329,7 +329,7 @@ class RouterEngine:
         """Track the flags of ``candidates`` and hold out the flap-damped ones; the earliest readmission.
 
         Rows (:class:`~dyncast_bgp.engine.rows.CandidateRows`) are held out in place and only their flagged
-        instances read (all of them when the service has flap state), without building a candidate."""
+        and watched instances read (``FlapTracker.watches``), without building a candidate."""
         params, flaps = policy.flap_dampening, self.flaps
         release: float | None = None
         result: list[Candidate] | None = None
