@@ -53,6 +53,8 @@ def register(subparsers: Any) -> None:
     probe.add_argument("--icmp-socket", choices=("auto", "dgram", "raw"), default="auto")
     probe.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     probe.add_argument("--report", type=float, default=0.0, help="print a snapshot every N seconds (0: never)")
+    probe.add_argument("--samples", action="store_true",
+                       help="snapshots also list each target's window: RTTs in us, oldest first, null for a loss")
     probe.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="warning")
     probe.set_defaults(handler=_run_probe)
 
@@ -80,6 +82,12 @@ def status_json(status: TargetStatus | None) -> dict[str, Any] | None:
     return {"sent": status.sent, "replies": status.replies, "lost": status.lost, "late": status.late,
             "consecutive_losses": status.consecutive_losses, "last_reply_at": status.last_reply_at,
             "streak_started_at": status.streak_started_at}
+
+
+def window_samples_us(prober: Prober, address: IPAddress) -> list[float | None]:
+    """The outcomes in ``address``'s window, oldest first: RTT in us, or None for a loss."""
+    window = prober.schedule.window(address)
+    return [] if window is None else [None if rtt is None else rtt / 1000.0 for rtt in window.samples()]
 
 
 def _emit(out: TextIO, record: Mapping[str, Any]) -> None:
@@ -129,9 +137,12 @@ async def _probe_main(args: argparse.Namespace, out: TextIO) -> int:
             if args.report > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=args.report)
-                _emit(out, {"probe": "snapshot", "time": time.monotonic(),
-                            "targets": {str(a): metrics_json(m) for a, m in prober.snapshot().items()},
-                            "status": {str(a): status_json(prober.status(a)) for a in prober.targets}})
+                record = {"probe": "snapshot", "time": time.monotonic(),
+                          "targets": {str(a): metrics_json(m) for a, m in prober.snapshot().items()},
+                          "status": {str(a): status_json(prober.status(a)) for a in prober.targets}}
+                if args.samples:
+                    record["samples"] = {str(a): window_samples_us(prober, a) for a in prober.targets}
+                _emit(out, record)
             else:
                 await stop.wait()
         counters = dataclasses.asdict(prober.counters)

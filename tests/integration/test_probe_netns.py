@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -185,7 +186,7 @@ def probe_lab() -> Iterator[ProbeLab]:
                    what=f"{echo.name} listening", timeout=15.0, diagnose=echo.log_tail)
         prober = lab.spawn(prb, "prober", probe_tool(
             "probe", A4, A6, B4, B6, "--port", str(PORT), "--interval", str(INTERVAL), "--timeout", str(TIMEOUT),
-            "--window", str(WINDOW), "--unreachable-after", str(UNREACHABLE_AFTER), "--report", "0.2"))
+            "--window", str(WINDOW), "--unreachable-after", str(UNREACHABLE_AFTER), "--report", "0.2", "--samples"))
         print(f"\nimpairments by {impair.name}")
         yield ProbeLab(lab, prb, prober, impair)
 
@@ -195,19 +196,39 @@ def completed(snapshot: dict[str, Any], target: str) -> int:
     return int(status["replies"] + status["lost"])
 
 
+def delayed_window(snapshot: dict[str, Any], target: str, size: int) -> list[float]:
+    """The RTTs (us) in ``target``'s full window of a ``--samples`` snapshot, checked against its metrics.
+
+    Every probe of the window was answered, none faster than the path's delay,
+    and the window's mean and peak are those of its samples. The caller bounds
+    the median: the VM this runs on stalls a vCPU for 4-20 ms several times a
+    second (a 1 ms sleep loop saw 129 such gaps in 20 s, idle), and a probe in
+    flight then waits with it. That lifts a few samples, so the mean of a
+    10-probe window drifts by 1-4 ms (CI: 20.2-20.4 ms probes and one of 45 ms)
+    while the median stays on the delay.
+    """
+    metrics, samples = snapshot["targets"][target], snapshot["samples"][target]
+    assert len(samples) == size and None not in samples, (target, samples)
+    assert metrics["loss_mean"] == 0.0 and metrics["reachable"], (target, metrics)
+    assert all(DELAY_MS * 1000 <= rtt < TIMEOUT * 1e6 for rtt in samples), (target, samples)
+    assert metrics["rtt_mean_us"] == pytest.approx(sum(samples) / size, abs=0.01), (target, metrics, samples)
+    assert metrics["rtt_peak_us"] == pytest.approx(max(samples), abs=0.01), (target, metrics, samples)
+    return sorted(samples)
+
+
 def test_delay_is_measured_and_clean_paths_lose_nothing(probe_lab: ProbeLab) -> None:
     snapshot = expect(probe_lab.last_snapshot,
                       lambda s: all(completed(s, t) >= WINDOW + 2 for t in (A4, A6, B4, B6)),
                       what="a full window for every target", timeout=15.0, diagnose=probe_lab.diagnose)
     metrics = snapshot["targets"]
-    base_us = max(metrics[B4]["rtt_mean_us"], metrics[B6]["rtt_mean_us"])
     for target in (A4, A6, B4, B6):
         assert metrics[target]["loss_mean"] == 0.0 and metrics[target]["reachable"], (target, metrics[target])
+    base_us = max(statistics.median(snapshot["samples"][target]) for target in (B4, B6))
     for target in (A4, A6):
-        delayed = metrics[target]["rtt_mean_us"]
-        print(f"{target}: mean RTT {delayed / 1000:.2f} ms (20 ms delay), undelayed path {base_us / 1000:.3f} ms")
-        assert DELAY_MS * 1000 <= delayed <= DELAY_MS * 1000 + base_us + 2_000, (target, delayed, base_us)
-        assert delayed <= metrics[target]["rtt_peak_us"] < TIMEOUT * 1e6  # a peak is an answered probe
+        median = statistics.median(delayed_window(snapshot, target, WINDOW))
+        print(f"{target}: median RTT {median / 1000:.2f} ms, mean {metrics[target]['rtt_mean_us'] / 1000:.2f} ms "
+              f"(20 ms delay), undelayed path median {base_us / 1000:.3f} ms")
+        assert median <= DELAY_MS * 1000 + base_us + 2_000, (target, median, base_us)
 
 
 def test_total_loss_is_detected_within_three_intervals_and_clears(probe_lab: ProbeLab) -> None:
@@ -260,7 +281,7 @@ def test_icmp_probes_with_raw_and_ping_sockets(probe_lab: ProbeLab, ping_group_r
     probe_lab.prober_ns.set_sysctls({"net.ipv4.ping_group_range": ping_group_range})
     pinger = probe_lab.lab.spawn(probe_lab.prober_ns, f"icmp-{kind}", probe_tool(
         "probe", A4, A6, "--method", "icmp", "--interval", str(INTERVAL), "--timeout", str(TIMEOUT),
-        "--window", "10", "--report", "0.2", "--duration", "10"))
+        "--window", "10", "--report", "0.2", "--samples", "--duration", "10"))
     try:
         started = expect(lambda: records(pinger.log_path, "probe", "started"), bool, what="the ICMP prober",
                          timeout=10.0, diagnose=lambda: pinger.log_tail(10))[0]
@@ -271,6 +292,7 @@ def test_icmp_probes_with_raw_and_ping_sockets(probe_lab: ProbeLab, ping_group_r
     finally:
         probe_lab.lab.stop(pinger)
     for target in (A4, A6):
-        metrics = snapshot["targets"][target]
-        assert metrics["loss_mean"] == 0.0
-        assert DELAY_MS * 1000 <= metrics["rtt_mean_us"] <= DELAY_MS * 1000 + 3_000, (target, metrics)
+        median = statistics.median(delayed_window(snapshot, target, 10))
+        print(f"{target} ({kind}): median RTT {median / 1000:.2f} ms, "
+              f"mean {snapshot['targets'][target]['rtt_mean_us'] / 1000:.2f} ms")
+        assert median <= DELAY_MS * 1000 + 3_000, (target, median)
