@@ -152,6 +152,9 @@ class _Table:
     in_order: bool
     """The idents increase (no two keys alike), as the batch decision requires (always, for the RIB's keys)."""
     bindings: tuple[IPAddress, ...]
+    binding_ids: npt.NDArray[np.int64]
+    """``id`` of each of :attr:`bindings`: the table holds the objects, so each id names its binding while the
+    table lives. A batch finds its distinct D-BIDs from these (ints, in C) without hashing an address."""
 
 
 _RAW = attrgetter("raw")
@@ -449,8 +452,9 @@ class Rib:
                     chosen[instance] = path
         keys = sorted(chosen, key=by_sort_key)
         idents, increasing = idents_of(keys)
-        table = _Table(keys, [chosen[key] for key in keys], idents, bool(increasing.all()),
-                       tuple([key.binding for key in keys]))
+        bindings = tuple([key.binding for key in keys])
+        table = _Table(keys, [chosen[key] for key in keys], idents, bool(increasing.all()), bindings,
+                       np.fromiter(map(id, bindings), np.int64, len(bindings)))
         if not several and prefix in self._services:
             self._tables[prefix] = table
         return table
@@ -485,14 +489,12 @@ class Rib:
         if expired.any():
             for column in metrics.values():
                 column[expired] = np.nan
-        # the distinct D-BIDs (a few sites' addresses, shared by many services) by object identity: ints that
-        # hash in C; an id names one object while the tables hold it
+        # the distinct D-BIDs (a few sites' addresses, shared by many services) by object identity, from the
+        # ids the tables keep: one sort of ints in C, no address hashed
         bindings = list(chain.from_iterable([table.bindings for table in tables]))
-        ids = list(map(id, bindings))
-        distinct = dict(zip(ids, bindings, strict=True))
-        position = dict(zip(distinct, range(len(distinct)), strict=True))
-        path_index = np.fromiter(map(position.__getitem__, ids), np.int64, size)
-        measured = list(map(path_of, distinct.values()))
+        ids = np.concatenate([table.binding_ids for table in tables]) if tables else np.zeros(0, np.int64)
+        _, first, path_index = np.unique(ids, return_index=True, return_inverse=True)
+        measured = [path_of(bindings[row]) for row in first.tolist()]
         rtt, rtt_ok = optional_column(measured, RTT)
         loss, loss_ok = optional_column(measured, LOSS)
         reachable = np.fromiter(map(REACHABLE, measured), np.bool_, len(measured))

@@ -37,6 +37,7 @@ DISTINCT_LIMIT: Final = 8
 MAX_COUNT: Final = 64
 """Paths with more communities than this are left to the caller (as the plans leave them to the general
 decoder)."""
+_JOIN: Final = b"".join
 NO_VERSION: Final = -1
 """The version column's value for a row without a software-version metric."""
 
@@ -64,9 +65,10 @@ def decode_columns(raws: Sequence[Sequence[bytes]], *,
     result = MetricColumns(np.zeros(size, np.bool_), {}, np.zeros(size, np.int64), np.full(size, NO_VERSION, np.int64))
     if not size:
         return result
-    counts = np.fromiter(map(len, raws), np.int64, size)
-    for count in np.unique(counts).tolist():
-        rows = np.flatnonzero(counts == count)
+    seen = set(map(len, raws))  # usually one count for all: then no column of counts is made
+    counts = np.fromiter(map(len, raws), np.int64, size) if len(seen) > 1 else None
+    for count in sorted(seen):
+        rows = np.arange(size) if counts is None else np.flatnonzero(counts == count)
         if count == 0:
             result.read[rows] = True  # no community: no metric, no problem (as a plan of no heads reads it)
         elif count <= MAX_COUNT:
@@ -78,8 +80,8 @@ def _read_group(raws: Sequence[Sequence[bytes]], rows: Ints, count: int, metric_
                 result: MetricColumns) -> None:
     """Read the rows of ``count`` communities each into ``result``."""
     group = raws if len(rows) == len(raws) else [raws[row] for row in rows.tolist()]  # usually: one count for all
-    try:
-        blob = b"".join(chain.from_iterable(group))
+    try:  # each path's octets, then all: a path's tuple joins without a copy into a list, and the outer join
+        blob = b"".join(list(map(_JOIN, group)))  # reads 1/count as many items as a join of every community
     except TypeError:
         blob = b""  # something not bytes: the rows well formed are picked out below
     if len(blob) != 8 * count * len(group):  # a community of another length: read the rows without one
