@@ -490,11 +490,10 @@ class Rib:
             for column in metrics.values():
                 column[expired] = np.nan
         # the distinct D-BIDs (a few sites' addresses, shared by many services) by object identity, from the
-        # ids the tables keep: one sort of ints in C, no address hashed
-        bindings = list(chain.from_iterable([table.bindings for table in tables]))
+        # ids the tables keep (of their keys' bindings): one sort of ints in C, no address hashed
         ids = np.concatenate([table.binding_ids for table in tables]) if tables else np.zeros(0, np.int64)
         _, first, path_index = np.unique(ids, return_index=True, return_inverse=True)
-        measured = [path_of(bindings[row]) for row in first.tolist()]
+        measured = [path_of(keys[row].binding) for row in first.tolist()]
         rtt, rtt_ok = optional_column(measured, RTT)
         loss, loss_ok = optional_column(measured, LOSS)
         reachable = np.fromiter(map(REACHABLE, measured), np.bool_, len(measured))

@@ -207,13 +207,14 @@ def delayed_window(snapshot: dict[str, Any], target: str, size: int) -> list[flo
     10-probe window drifts by 1-4 ms (CI: 20.2-20.4 ms probes and one of 45 ms)
     while the median stays on the delay.
     """
-    metrics, samples = snapshot["targets"][target], snapshot["samples"][target]
+    metrics = snapshot["targets"][target]
+    samples: list[float] = snapshot["samples"][target]
     assert len(samples) == size and None not in samples, (target, samples)
     assert metrics["loss_mean"] == 0.0 and metrics["reachable"], (target, metrics)
     assert all(DELAY_MS * 1000 <= rtt < TIMEOUT * 1e6 for rtt in samples), (target, samples)
     assert metrics["rtt_mean_us"] == pytest.approx(sum(samples) / size, abs=0.01), (target, metrics, samples)
     assert metrics["rtt_peak_us"] == pytest.approx(max(samples), abs=0.01), (target, metrics, samples)
-    return sorted(samples)
+    return samples
 
 
 def test_delay_is_measured_and_clean_paths_lose_nothing(probe_lab: ProbeLab) -> None:
