@@ -158,7 +158,8 @@ class RouterRuntime:
         self._dataplane_lock = threading.Lock()  # apply and flow counts never run at once (worker threads)
         self._rejection_log = LogLimiter()  # hardening: one line per peer/instance/reason per minute
         self._shift = ShiftTracker()  # shift_on_failure: instances that failed, evicted after the next apply
-        self._to_evict: dict[InstanceKey, str] = {}
+        self._to_evict: dict[InstanceKey, str] = {}  # decided out (failed, drained, rolled back): evict after an apply
+        self._rolled_back: dict[InstanceKey, str] = {}  # a hard rollback's new version, until a step decides it out
         self._drained = DrainedTracker()  # drained instances: their flows are evicted (ops/evict.py)
         self.rollouts = RolloutBook(router.rollout_state)  # canary rollouts (ops/rollout.py), kept in a file
         self._rollouts_saved = clock()
@@ -260,9 +261,13 @@ class RouterRuntime:
             (outcome.decision for outcome in changed),
             lambda service: self.config.router.policy_for(service).shift_on_failure))
         self._to_evict.update(self._drained.observe(outcome.decision for outcome in changed))
-        if changed:
-            if self._prober is not None:
-                self._prober.set_targets(self.engine.bindings())
+        # a hard rollback (`rollout abort --hard` arrives between steps) is decided by this step at the latest: its
+        # services go first; only now is the state without the new version there for the applier to install
+        self._to_evict.update(self._rolled_back)
+        self._rolled_back = {}
+        if changed and self._prober is not None:
+            self._prober.set_targets(self.engine.bindings())
+        if changed or self._to_evict:
             self._apply_wanted.set()
 
     def _time_recompute(self, started: float, decided: int, steps: int) -> None:
@@ -405,14 +410,19 @@ class RouterRuntime:
             self._apply_wanted.clear()
             with self.collector.paused():
                 desired = self.engine.desired()
+            # Only the evictions decided before this state was taken: once it is installed their instances take no
+            # new flows. One decided while the apply runs (a step runs meanwhile) waits for the next apply: evicted
+            # now, a flow's next packet could pick the instance again from the state still installed.
+            covered, self._to_evict = self._to_evict, {}
             if desired == self.installed:
-                await self._shift_flows()
+                await self._shift_flows(covered)
                 continue
             try:
                 result = await asyncio.to_thread(self._locked, self._dataplane.apply, desired)
             except DataplaneError as exc:
                 self.counters.apply_errors += 1
                 log.error("dataplane_apply_failed", error=str(exc))
+                self._to_evict = {**covered, **self._to_evict}  # with the next apply that goes through
                 continue
             finally:
                 last_end = self._clock()
@@ -423,13 +433,13 @@ class RouterRuntime:
                 self.histograms.apply_seconds.observe(result.seconds)
             log.info("dataplane_applied", changed=result.changed, seconds=round(result.seconds, 4),
                      summary=result.summary)
-            await self._shift_flows()
+            await self._shift_flows(covered)
 
-    async def _shift_flows(self) -> None:
-        """Evict the flows of instances that failed (shift_on_failure), once the state without them is installed."""
-        if not self._to_evict or self._dataplane is None:
+    async def _shift_flows(self, failed: dict[InstanceKey, str]) -> None:
+        """Evict the flows of instances that failed (shift_on_failure), were drained or rolled back, once the state
+        without them is installed."""
+        if not failed or self._dataplane is None:
             return
-        failed, self._to_evict = self._to_evict, {}
         try:
             count = await asyncio.to_thread(self._locked, self._dataplane.evict, sorted(failed, key=_key_order))
         except (DataplaneError, OSError) as exc:
@@ -462,7 +472,7 @@ class RouterRuntime:
         self._first.add(service)
         self.counters.rollout_changes += 1
         if change.evict:
-            self._to_evict.update(dict.fromkeys(self.engine.new_version.get(service, ()), "rollback"))
+            self._rolled_back.update(dict.fromkeys(self.engine.new_version.get(service, ()), "rollback"))
         self.engine.set_steer(service, self.rollouts.steer(service))
         for event, detail in change.events:
             log.info(event, service=str(service), by=by, detail=detail, **_rollout_fields(change.after))

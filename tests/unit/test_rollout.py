@@ -31,6 +31,7 @@ from dyncast_bgp.ops.steer import RESET, VersionSteer, steer_candidates, without
 from dyncast_bgp.router.runtime import RouterRuntime
 from dyncast_bgp.wire.exabgp_json import parse_line
 from dyncast_bgp.wire.metrics import encode_metrics
+from tests.unit.test_router_shift import SlowDataplane
 
 SVC = ServiceId.parse("203.0.113.10/32")
 PLAN_YAML = """
@@ -172,9 +173,9 @@ def test_caps_bound_the_new_versions_share_and_a_rollback_holds_it_out() -> None
 
 # ------------------------------------------------------------ the router: verbs, state file, restart
 
-def update(peer_time: float, nh: str, path_id: int, *, version: int, delay: float) -> str:
+def update(peer_time: float, nh: str, path_id: int, *, version: int, delay: float, cpu: float = 10) -> str:
     values = [int.from_bytes(c.pack(), "big") for c in encode_metrics(
-        {"cpu_utilization": 10, "capacity": 1000, "service_delay": delay}, flags=StateFlag.NONE, version=version)]
+        {"cpu_utilization": cpu, "capacity": 1000, "service_delay": delay}, flags=StateFlag.NONE, version=version)]
     return json.dumps({
         "exabgp": "5.0.0", "time": peer_time, "host": "h", "pid": 1, "ppid": 1, "counter": 1, "type": "update",
         "neighbor": {"address": {"local": "10.0.0.2", "peer": "10.0.0.3"}, "asn": {"local": 65000, "peer": 65000},
@@ -241,6 +242,53 @@ def test_router_rollout_breach_rolls_back_persists_and_survives_a_restart(tmp_pa
     assert restored.rollouts.rollouts[SVC].status is Status.ROLLED_BACK
     steer = restored.rollouts.steer(SVC)
     assert steer is not None and steer.hold is not None
+
+
+def test_a_hard_abort_during_an_apply_evicts_the_new_version_only_after_a_state_without_it_is_installed(
+        tmp_path: Path) -> None:
+    """CI saw a session stay on the rolled-back instance: the abort came while an apply ran, and its eviction ran
+    when that apply (with the new version still in it) returned; the session's next packet picked it again."""
+    plan_file = tmp_path / "plan.yml"
+    plan_file.write_text(PLAN_YAML)  # rollback: hard
+    config = parse(ROUTER % (tmp_path / "rollouts.json"))
+    old, new, other = "198.51.100.11", "198.51.100.12", "198.51.100.13"
+    dataplane = SlowDataplane()
+
+    async def go() -> RouterRuntime:
+        change, done = asyncio.Event(), asyncio.Event()
+
+        async def lines() -> AsyncIterator[str]:
+            yield update(1, old, 1, version=1, delay=1000)
+            yield update(1, new, 2, version=2, delay=1000)
+            yield update(1, other, 3, version=1, delay=1000)
+            await change.wait()
+            yield update(2, old, 1, version=1, delay=1000, cpu=60)  # moves flows from old to other: an apply
+            await done.wait()
+
+        runtime = RouterRuntime(config, lines=lines(), dataplane=dataplane, probes=False)
+        task = asyncio.create_task(runtime.run())
+        await asyncio.sleep(0.1)
+        started = runtime.rollout_request(Request("rollout", {"action": "start", "plan": str(plan_file)}))
+        assert started["ok"], started
+        await asyncio.sleep(1.2)  # held out once, readmitted under its 10 % cap by the review
+        assert {str(t.key.binding): t.weight for s in dataplane.applied[-1].services for t in s.instances}.get(
+            new, 0.0) == pytest.approx(0.1), "the new version should take new flows before the abort"
+        dataplane.hold.set()
+        change.set()
+        await dataplane.held()
+        aborted = runtime.rollout_request(Request("rollout", {"action": "abort", "service": str(SVC), "hard": True}))
+        assert aborted["ok"], aborted
+        await asyncio.sleep(0.2)  # the abort is decided while the apply, with the new version in it, runs
+        dataplane.release.set()
+        await asyncio.sleep(0.3)  # the next apply (without it), then the eviction
+        done.set()
+        await asyncio.wait_for(task, timeout=10)
+        return runtime
+
+    runtime = asyncio.run(go())
+    assert not dataplane.violations, dataplane.violations
+    assert [[str(key.binding) for key in keys] for keys in dataplane.evicted] == [[new]]
+    assert runtime.counters.rollback_evictions == 1
 
 
 async def _empty() -> AsyncIterator[str]:

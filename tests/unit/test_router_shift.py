@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Iterable
+import threading
+from collections.abc import AsyncIterator, Iterable
 
 from dyncast_bgp.config.loader import parse
+from dyncast_bgp.dataplane.desired import ApplyResult, DesiredState
 from dyncast_bgp.model import Decision, InstanceKey, ServiceId
 from dyncast_bgp.router.runtime import RouterRuntime
 from dyncast_bgp.router.shift import ShiftTracker, failure_of
@@ -49,17 +51,43 @@ def test_tracker_reports_each_failure_once_and_only_where_enabled() -> None:
 
 
 class EvictingDataplane(CheckingDataplane):
+    """Records evictions and every one made while the installed state still gives the instance new flows."""
+
     def __init__(self) -> None:
         super().__init__()
         self.evicted: list[list[InstanceKey]] = []
+        self.violations: list[str] = []
 
     def evict(self, keys: Iterable[InstanceKey]) -> int:
         listed = list(keys)
-        assert self.applied, "invariant violation: evicting before any state is installed"
-        assert all(key not in {t.key for s in self.applied[-1].services for t in s.instances if t.weight > 0}
-                   for key in listed), "invariant violation: evicting an instance that still takes new flows"
+        taking = {t.key for s in self.applied[-1].services for t in s.instances if t.weight > 0} \
+            if self.applied else set()
+        if not self.applied:
+            self.violations.append(f"evicting {listed} before any state is installed")
+        self.violations.extend(f"evicting {key} while the installed state still gives it new flows"
+                               for key in listed if key in taking)
         self.evicted.append(listed)
         return 7 * len(listed)
+
+
+class SlowDataplane(EvictingDataplane):
+    """Once ``hold`` is set, the next apply waits until ``release``: inputs that arrive meanwhile are decided
+    while it runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold, self.entered, self.release = threading.Event(), threading.Event(), threading.Event()
+
+    def apply(self, desired: DesiredState) -> ApplyResult:
+        if self.hold.is_set():
+            self.hold.clear()
+            self.entered.set()
+            self.release.wait(5)
+        return super().apply(desired)
+
+    async def held(self) -> None:
+        """Until the held apply has started (the test fails after 5 s)."""
+        assert await asyncio.to_thread(self.entered.wait, 5), "the held apply never started"
 
 
 CONFIG = """
@@ -91,10 +119,42 @@ def run(shift: bool) -> tuple[RouterRuntime, EvictingDataplane]:
 
 def test_withdrawn_instance_flows_are_evicted_after_the_apply_and_counted() -> None:
     runtime, dataplane = run(shift=True)
-    assert dataplane.evicted == [[KB]]
+    assert dataplane.evicted == [[KB]] and not dataplane.violations, dataplane.violations
     assert (runtime.counters.shift_evictions, runtime.counters.shifted_flows) == (1, 7)
 
 
 def test_without_shift_on_failure_flows_stay() -> None:
     runtime, dataplane = run(shift=False)
     assert dataplane.evicted == [] and runtime.counters.shifted_flows == 0
+
+
+def test_a_failure_decided_while_an_apply_runs_is_evicted_after_the_next_apply_not_this_one() -> None:
+    """The apply under way installs a state that still gives B new flows: evicting B's flows when it returns would
+    let their next packets pick B again (CI saw a rolled-back session stay on its instance this way)."""
+    dataplane = SlowDataplane()
+    metrics = {"cpu_utilization": 20.0, "capacity": 1000.0}
+
+    async def lines() -> AsyncIterator[str]:
+        yield update(1, "10.0.0.3", SVC, A, 1, metrics=metrics)
+        yield update(1, "10.0.0.3", SVC, B, 2, metrics=metrics)
+        await asyncio.sleep(0.3)  # the first apply: A and B
+        dataplane.hold.set()
+        yield update(2, "10.0.0.3", SVC, A, 1, metrics={**metrics, "cpu_utilization": 60.0})  # the second: held
+        await dataplane.held()
+        yield withdraw(3, "10.0.0.3", SVC, 2)
+        await asyncio.sleep(0.2)  # decided (B failed) while the second apply, with B in it, runs
+        dataplane.release.set()
+        await asyncio.sleep(0.3)  # the third apply (without B), then the eviction
+
+    async def go() -> RouterRuntime:
+        runtime = RouterRuntime(parse(CONFIG % (SVC, "true")), lines=lines(), dataplane=dataplane)
+        await asyncio.wait_for(runtime.run(), timeout=10)
+        return runtime
+
+    runtime = asyncio.run(go())
+    assert not dataplane.violations, dataplane.violations
+    assert dataplane.evicted == [[KB]] and len(dataplane.applied) == 3
+    on_b = [{str(t.key.binding): t.weight for s in state.services for t in s.instances}[B]
+            for state in dataplane.applied]
+    assert on_b[0] == 0.5 and on_b[1] > 0.5 and on_b[2] == 0.0, on_b  # A's load moved flows to B, then B failed
+    assert runtime.counters.shift_evictions == 1
