@@ -569,6 +569,8 @@ class Rib:
         for key, path in self._paths.items():
             assert path.key == key, f"path filed under the wrong key: {key}"
             assert path.service is self._services[key[1]], f"path {key} holds a stale service object"
+            assert all(type(raw) is bytes and len(raw) == 8 for raw in path.raw), \
+                f"path {key}: extended communities of {[len(raw) for raw in path.raw]} octets, not 8 each (Route)"
         if self._track:
             instances: dict[tuple[str, IPAddress], int] = {}
             for key, path in self._paths.items():
