@@ -26,7 +26,6 @@ from itertools import repeat
 from typing import Any, NamedTuple, Protocol
 
 from dyncast_bgp.model import InstanceKey, IPAddress, IPNetwork, ServiceId
-from dyncast_bgp.slots import slot_setters
 
 
 class Affinity(enum.StrEnum):
@@ -122,69 +121,158 @@ class Audience:
                 raise ValueError(f"{key}: audience weight must be a finite number >= 0, got {weight!r}")
 
 
-@dataclass(frozen=True, slots=True)
+class TargetColumns(NamedTuple):
+    """A service target's instances as columns, in the instances' order."""
+
+    keys: tuple[InstanceKey, ...]
+    weights: tuple[float, ...]
+    forwardings: tuple[Forwarding, ...]
+    names: tuple[str | None, ...]
+
+
+_NO_COLUMNS = TargetColumns((), (), (), ())
+
+
 class ServiceTarget:
-    """One D-SID: how new flows are spread over its instances and how flows stick."""
+    """One D-SID: how new flows are spread over its instances and how flows stick.
 
+    Immutable, with the fields of a frozen dataclass (``service``, ``instances``, ``affinity``,
+    ``affinity_timeout``, ``audience``): equality, hash and repr are theirs. The instances are held as
+    :class:`InstanceTarget` tuples, as :class:`TargetColumns`, or both, each form made from the other when first
+    read. The router's usual new target (:meth:`reweighted`) holds columns only: it shares the key, forwarding and
+    name columns of the target before and brings a weight column, where 16 instance tuples per service (160,000
+    in a full recompute) took most of the router's ``desired()``; the dataplane compares and re-buckets such a
+    target by its columns (``dataplane/plan.py``), and what reads ``instances`` gets them made once.
+    """
+
+    __slots__ = ("_columns", "_instances", "affinity", "affinity_timeout", "audience", "service")
     service: ServiceId
-    instances: tuple[InstanceTarget, ...]
-    affinity: Affinity = Affinity.FLOW
-    affinity_timeout: float = 300.0  # seconds an idle client keeps its instance (client affinity)
-    audience: Audience | None = None
+    affinity: Affinity
+    affinity_timeout: float  # seconds an idle client keeps its instance (client affinity)
+    audience: Audience | None
+    _instances: tuple[InstanceTarget, ...] | None
+    _columns: TargetColumns | None
 
-    def __post_init__(self) -> None:
-        keys = [target.key for target in self.instances]
+    def __init__(self, service: ServiceId, instances: Iterable[InstanceTarget], affinity: Affinity = Affinity.FLOW,
+                 affinity_timeout: float = 300.0, audience: Audience | None = None) -> None:
+        made = tuple(instances)
+        _set_service(self, service)
+        _set_affinity(self, affinity)
+        _set_timeout(self, affinity_timeout)
+        _set_audience(self, audience)
+        _set_instances(self, made)
+        _set_columns(self, None)
+        keys = [target.key for target in made]
         if len(set(keys)) != len(keys):
-            raise ValueError(f"{self.service}: an instance is listed twice")
-        service = self.service
+            raise ValueError(f"{service}: an instance is listed twice")
         for key in keys:
             if key.service is not service and key.service != service:  # the router's keys share one object
                 raise ValueError(f"{key} is not an instance of {service}")
-        if not (math.isfinite(self.affinity_timeout) and self.affinity_timeout > 0):
-            raise ValueError(f"{self.service}: affinity_timeout must be > 0")
-        if self.audience is not None:
-            unknown = set(self.audience.weights) - set(keys)
+        if not (math.isfinite(affinity_timeout) and affinity_timeout > 0):
+            raise ValueError(f"{service}: affinity_timeout must be > 0")
+        if audience is not None:
+            unknown = set(audience.weights) - set(keys)
             if unknown:
-                raise ValueError(f"{self.service}: audience weights for instances not listed: "
+                raise ValueError(f"{service}: audience weights for instances not listed: "
                                  f"{', '.join(sorted(map(str, unknown)))}")
-            wrong = [str(net) for net in self.audience.clients if net.version != self.service.version]
+            wrong = [str(net) for net in audience.clients if net.version != service.version]
             if wrong:
-                raise ValueError(f"{self.service}: audience clients of the other address family: {', '.join(wrong)}")
+                raise ValueError(f"{service}: audience clients of the other address family: {', '.join(wrong)}")
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"ServiceTarget is immutable: cannot set {name}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"ServiceTarget is immutable: cannot delete {name}")
+
+    @property
+    def instances(self) -> tuple[InstanceTarget, ...]:
+        made = self._instances
+        if made is None:
+            keys, weights, forwardings, names = self._columns or _NO_COLUMNS
+            made = tuple(map(tuple.__new__, repeat(InstanceTarget), zip(keys, weights, forwardings, names,
+                                                                             strict=True)))
+            _set_instances(self, made)  # the same value whoever makes it first (a worker thread, say)
+        return made
+
+    @property
+    def columns(self) -> TargetColumns:
+        made = self._columns
+        if made is None:
+            instances = self._instances
+            made = TargetColumns(*zip(*instances, strict=True)) if instances else _NO_COLUMNS
+            _set_columns(self, made)
+        return made
 
     @property
     def weights(self) -> Mapping[InstanceKey, float]:
-        return {target.key: target.weight for target in self.instances}
+        columns = self.columns
+        return dict(zip(columns.keys, columns.weights, strict=True))
+
+    def __len__(self) -> int:
+        """How many instances."""
+        held = self._instances
+        return len(held) if held is not None else len(self.columns.keys)
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if type(other) is not ServiceTarget:
+            return NotImplemented
+        if not (self.service == other.service and self.affinity == other.affinity
+                and self.affinity_timeout == other.affinity_timeout and self.audience == other.audience):
+            return False
+        mine, theirs = self._columns, other._columns
+        if mine is not None and theirs is not None:  # column by column, identity first (a shared column: at once)
+            return mine == theirs
+        return self.instances == other.instances
+
+    def __hash__(self) -> int:
+        return hash((self.service, self.instances, self.affinity, self.affinity_timeout, self.audience))
+
+    def __repr__(self) -> str:
+        return (f"ServiceTarget(service={self.service!r}, instances={self.instances!r}, affinity={self.affinity!r}, "
+                f"affinity_timeout={self.affinity_timeout!r}, audience={self.audience!r})")
+
+    def replace(self, **changes: Any) -> ServiceTarget:
+        """A copy with ``changes`` (fields by name), checked as the constructor checks."""
+        fields: dict[str, Any] = {"service": self.service, "instances": self.instances, "affinity": self.affinity,
+                                  "affinity_timeout": self.affinity_timeout, "audience": self.audience}
+        unknown = set(changes) - set(fields)
+        if unknown:
+            raise TypeError(f"ServiceTarget has no field {', '.join(sorted(unknown))}")
+        return ServiceTarget(**{**fields, **changes})
+
+    def __reduce__(self) -> tuple[type[ServiceTarget], tuple[object, ...]]:
+        return ServiceTarget, (self.service, self.instances, self.affinity, self.affinity_timeout, self.audience)
 
     @classmethod
     def reweighted(cls, like: ServiceTarget, weights: Sequence[float], affinity: Affinity,
                    affinity_timeout: float) -> ServiceTarget:
         """``like`` (a target built and checked before) with new ``weights`` for its instances, in their order,
-        and no audience: what the router builds for the usual new decision. Each instance keeps its key,
-        forwarding and name, so the checks of the keys (each listed once, each of the service: 16 hashes in
-        Python per service) still hold and are not run again. The weights are trusted, not checked: the router
-        passes the weights a :class:`~dyncast_bgp.model.Decision` holds (checked finite and >= 0 when it was
-        made) or 0. The instances are built in C, 16 tuples where a checked constructor would run 16 times."""
-        instances = like.instances
-        if len(weights) != len(instances):
-            raise ValueError(f"{like.service}: {len(weights)} weights for {len(instances)} instances")
+        and no audience: what the router builds for the usual new decision. It shares ``like``'s key, forwarding
+        and name columns, so the checks of the keys (each listed once, each of the service: 16 hashes in Python
+        per service) still hold and are not run again. The weights are trusted, not checked: the router passes
+        the weights a :class:`~dyncast_bgp.model.Decision` holds (checked finite and >= 0 when it was made) or 0.
+        No instance is made here (see the class)."""
+        keys, _, forwardings, names = like.columns
+        if len(weights) != len(keys):
+            raise ValueError(f"{like.service}: {len(weights)} weights for {len(keys)} instances")
         if not (math.isfinite(affinity_timeout) and affinity_timeout > 0):
             raise ValueError(f"{like.service}: affinity_timeout must be > 0")
-        made: tuple[InstanceTarget, ...] = ()
-        if instances:
-            keys, _, forwardings, names = zip(*instances, strict=True)  # the columns, in C
-            made = tuple(map(tuple.__new__, repeat(InstanceTarget), zip(keys, weights, forwardings, names,
-                                                                        strict=True)))
         target = object.__new__(cls)
-        set_service, set_instances, set_affinity, set_timeout, set_audience = _SERVICE_SLOTS
-        set_service(target, like.service)
-        set_instances(target, made)
-        set_affinity(target, affinity)
-        set_timeout(target, affinity_timeout)
-        set_audience(target, None)
+        _set_service(target, like.service)
+        _set_affinity(target, affinity)
+        _set_timeout(target, affinity_timeout)
+        _set_audience(target, None)
+        _set_instances(target, None)
+        _set_columns(target, TargetColumns(keys, tuple(weights), forwardings, names))
         return target
 
 
-_SERVICE_SLOTS = slot_setters(ServiceTarget)
+_set_service, _set_affinity, _set_timeout, _set_audience, _set_instances, _set_columns = (
+    ServiceTarget.__dict__[name].__set__
+    for name in ("service", "affinity", "affinity_timeout", "audience", "_instances", "_columns"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,8 +136,8 @@ class LinuxDataplane:
         if problems:
             raise DataplaneInputError("desired state refused: " + "; ".join(problems))
         installed = self._installed if self._installed is not None else self.reconcile()
-        if not self._lwt_hooks_on and any(i.forwarding.mode is Encap.SRV6 for t in changes.targets
-                                          for i in t.instances):
+        if not self._lwt_hooks_on and any(forwarding.mode is Encap.SRV6 for t in changes.targets
+                                          for forwarding in t.columns.forwardings):
             self._check_lwt_hooks()
             self._lwt_hooks_on = True
         meta = self._first_meta() if not installed.table else None

@@ -77,7 +77,7 @@ def validate(desired: DesiredState, layout: Layout, changes: Changes | None = No
     if changes is None or (changes.positions is None and any(
             t.service.prefix.prefixlen < t.service.prefix.max_prefixlen for t in changes.targets)):
         problems += _overlaps(desired)  # (with positions, the prefixes are those of a valid state)
-    count = sum(len(target.instances) for target in desired.services)
+    count = sum(map(len, desired.services))
     if count > MAX_SLOT:
         problems.append(f"{count} instances: at most {MAX_SLOT} fit the mark range")
     return problems
@@ -104,9 +104,10 @@ def _service_problems(target: ServiceTarget, layout: Layout, before: ServiceTarg
 
 
 def _weight_problems(target: ServiceTarget, layout: Layout) -> list[str]:
-    if len(target.instances) <= layout.resolution:
+    weights = target.columns.weights
+    if len(weights) <= layout.resolution:
         return []
-    weighted = sum(1 for instance in target.instances if instance.weight > 0)
+    weighted = sum(1 for weight in weights if weight > 0)
     if weighted > layout.resolution:
         return [f"service {target.service}: {weighted} weighted instances exceed the resolution {layout.resolution}"]
     if target.audience is not None:
@@ -239,19 +240,19 @@ def compare_targets(a: ServiceTarget, b: ServiceTarget) -> int:
     """
     if a is b:
         return SAME
-    if len(a.instances) != len(b.instances):
+    keys_a, weights_a, forwardings_a, names_a = a.columns
+    keys_b, weights_b, forwardings_b, names_b = b.columns
+    if len(keys_a) != len(keys_b):
         return REBUILT
     result = SAME if (a.affinity is b.affinity and a.affinity_timeout == b.affinity_timeout
                       and a.audience == b.audience) else REWEIGHTED
-    for x, y in zip(a.instances, b.instances, strict=True):
-        if x is y:
-            continue
-        if x.name != y.name or not same_forwarding(x.forwarding, y.forwarding) or (
-                x.key is not y.key and (x.key.binding != y.key.binding or x.key.path_id != y.key.path_id)):
-            return REBUILT
-        if x.weight != y.weight:
-            result = REWEIGHTED
-    return result
+    if keys_a is not keys_b or forwardings_a is not forwardings_b or names_a is not names_b:  # else: one
+        for x, y, f, g, m, n in zip(keys_a, keys_b, forwardings_a, forwardings_b,  # reweighted from the other
+                                    names_a, names_b, strict=True):
+            if m != n or not same_forwarding(f, g) or (x is not y and (x.binding != y.binding
+                                                                       or x.path_id != y.path_id)):
+                return REBUILT
+    return result if weights_a == weights_b else REWEIGHTED
 
 
 def reweighted_entry(target: ServiceTarget, old: ServiceEntry, layout: Layout) -> ServiceEntry:
@@ -260,11 +261,12 @@ def reweighted_entry(target: ServiceTarget, old: ServiceEntry, layout: Layout) -
     Slots, resolved forwarding and names are taken from ``old``: only the
     buckets (and the affinity settings) are computed.
     """
-    shares = bucketing.split([instance.weight for instance in target.instances], layout.resolution)
-    instances = tuple([InstanceEntry(instance.key, entry.slot, share, entry.forwarding, entry.name)
-                       for instance, entry, share in zip(target.instances, old.instances, shares, strict=True)])
+    columns = target.columns  # no instance made for the router's reweighted targets (desired.py)
+    shares = bucketing.split(columns.weights, layout.resolution)
+    instances = tuple([InstanceEntry(key, entry.slot, share, entry.forwarding, entry.name)
+                       for key, entry, share in zip(columns.keys, old.instances, shares, strict=True)])
     return ServiceEntry(target.service, target.affinity, timeout_ms(target.affinity_timeout), instances, old.label,
-                        audience_entry(target, target.instances, layout))
+                        None if target.audience is None else audience_entry(target, target.instances, layout))
 
 
 def same_forwarding(a: Forwarding | None, b: Forwarding | None) -> bool:

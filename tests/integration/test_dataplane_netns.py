@@ -38,7 +38,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -351,7 +351,7 @@ def test_audience_clients_take_their_own_draw_and_read_back_the_same(topo: Topol
     audience = Audience((ipaddress.ip_network("10.0.0.2/31"), ipaddress.ip_network("10.0.0.4/30")),
                         {key(dsid, "a"): 0.5, key(dsid, "c"): 0.5})
     dp = topo.backend()
-    dp.apply(DesiredState.of([replace(target, audience=audience)]))
+    dp.apply(DesiredState.of([target.replace(audience=audience)]))
     inside, outside = CLIENTS[:6], CLIENTS[6:]
     result = traffic(topo, "burst", dsid, "--count", str(20 * len(CLIENTS)),
                      *(arg for client in CLIENTS for arg in ("--source", client)))
@@ -366,7 +366,7 @@ def test_audience_clients_take_their_own_draw_and_read_back_the_same(topo: Topol
     assert readback.audience is not None and readback.audience.clients == ("10.0.0.2/31", "10.0.0.4/30")
     again = topo.backend()
     again.reconcile()
-    assert not again.apply(DesiredState.of([replace(target, audience=audience)])).details.get("services_changed")
+    assert not again.apply(DesiredState.of([target.replace(audience=audience)])).details.get("services_changed")
     dp.apply(DesiredState.of([target]))  # the audience ends (a commit): everyone draws a and b again
     after = traffic(topo, "burst", dsid, "--count", "60", *(arg for client in inside for arg in ("--source", client)))
     assert "c" not in after["names"], after

@@ -26,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dyncast_bgp.dataplane.desired import Affinity, Audience, Encap, Forwarding, InstanceTarget, ServiceTarget
+from dyncast_bgp.dataplane.plan import compare_targets
 from dyncast_bgp.engine.candidate import Candidate
 from dyncast_bgp.engine.trust import (
     METRICS_CLAMPED,
@@ -224,8 +225,22 @@ def test_reweighted_targets_equal_the_constructed_ones(rows: list[tuple[int, flo
                                                                                          names, strict=True)),
                           affinity, timeout)
     assert reweighted == plain and repr(reweighted) == repr(plain) and hash(reweighted) == hash(plain)
+    again = ServiceTarget.reweighted(before, weights, affinity, timeout)  # held as columns only, both
+    assert again == reweighted and again.columns.keys is reweighted.columns.keys
     assert [type(t) for t in reweighted.instances] == [InstanceTarget] * len(rows)
     assert [tuple(t) for t in reweighted.instances] == list(zip(keys, weights, forwardings, names, strict=True))
+    assert reweighted.columns == plain.columns and len(reweighted) == len(plain) == len(rows)
+    assert pickle.loads(pickle.dumps(again)) == plain and copy.deepcopy(again) == plain
+    assert reweighted.weights == plain.weights
+    # the dataplane's comparison: by shared columns (at once) as by the instances, one by one
+    for new, old in ((again, before), (plain, before), (again, plain), (again, reweighted), (plain, plain)):
+        assert compare_targets(new, old) == compare_targets(ServiceTarget(*_fields(new)), ServiceTarget(*_fields(old)))
+    with pytest.raises(AttributeError, match="immutable"):
+        again.affinity = Affinity.FLOW
+
+
+def _fields(target: ServiceTarget) -> tuple[Any, ...]:
+    return target.service, target.instances, target.affinity, target.affinity_timeout, target.audience
 
 
 def test_a_reweighted_target_keeps_the_checks_it_skips_from_being_bypassed() -> None:

@@ -80,7 +80,7 @@ def test_validate_accepts_host_prefixes_inside_a_service_prefix_and_both_familie
 def test_validate_reports_an_instance_listed_under_another_service() -> None:
     foreign = target("203.0.113.99/32", ("192.0.2.1", 1)).instances[0]
     service = target("203.0.113.10/32", ("192.0.2.1", 1))
-    object.__setattr__(service, "instances", (foreign,))  # what a buggy caller could hand over
+    object.__setattr__(service, "_instances", (foreign,))  # what a buggy caller could hand over (its slot, unchecked)
     assert any("unknown instance" in problem for problem in validate(state(service), LAYOUT))
 
 
