@@ -88,7 +88,7 @@ def updates(services: int, instances: int, seed: int) -> Iterator[RouteUpdate]:
             communities = encode_metrics(
                 {"cpu_utilization": cpu, "capacity": capacity, "service_delay": rng.randrange(100, 20_000),
                  "active_sessions": int(capacity * cpu / 100.0 * rng.uniform(0.8, 1.2))}, flags=flags, version=7)
-            route = Route(prefix, hop, index + 1, (65001,), ext_communities=tuple(c.pack() for c in communities))
+            route = Route(prefix, hop, index + 1, (65001,), ext_raw=b"".join(c.pack() for c in communities))
             yield RouteUpdate(PEER, (route,))
 
 

@@ -104,7 +104,7 @@ class Path:
     __slots__ = ("_held", "_instance", "_state", "_used", "key", "next_hop", "raw", "received_at",
                  "service", "stale_since")
 
-    def __init__(self, key: PathKey, service: ServiceId, next_hop: IPAddress, raw: tuple[bytes, ...],
+    def __init__(self, key: PathKey, service: ServiceId, next_hop: IPAddress, raw: bytes,
                  received_at: float, *, stale_since: float | None = None) -> None:
         self.key = key
         self.service = service
@@ -469,7 +469,7 @@ class Rib:
         keys: list[InstanceKey] = list(chain.from_iterable([table.keys for table in tables]))
         paths: list[Path] = list(chain.from_iterable([table.paths for table in tables]))
         size = len(paths)
-        raws: list[tuple[bytes, ...]] = list(map(_RAW, paths))
+        raws: list[bytes] = list(map(_RAW, paths))
         ages = now - np.fromiter(map(_RECEIVED, paths), np.float64, size)
         expired = ages > max_age if max_age is not None else np.zeros(size, np.bool_)
         decoded = decode_columns(raws, metric_types=self.metric_types)
@@ -569,8 +569,8 @@ class Rib:
         for key, path in self._paths.items():
             assert path.key == key, f"path filed under the wrong key: {key}"
             assert path.service is self._services[key[1]], f"path {key} holds a stale service object"
-            assert all(type(raw) is bytes and len(raw) == 8 for raw in path.raw), \
-                f"path {key}: extended communities of {[len(raw) for raw in path.raw]} octets, not 8 each (Route)"
+            assert type(path.raw) is bytes and len(path.raw) % 8 == 0, \
+                f"path {key}: extended communities of {len(path.raw)} octets, not 8 each (Route.ext_raw)"
         if self._track:
             instances: dict[tuple[str, IPAddress], int] = {}
             for key, path in self._paths.items():

@@ -55,7 +55,7 @@ class RowBatch:
     """
 
     keys: list[InstanceKey]
-    raws: list[tuple[bytes, ...]]
+    raws: list[bytes]
     ages: Floats
     expired: Bools
     measured: list[PathMetrics]

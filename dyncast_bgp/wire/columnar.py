@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain
 from typing import Final
 
 import numpy as np
@@ -37,7 +36,6 @@ DISTINCT_LIMIT: Final = 8
 MAX_COUNT: Final = 64
 """Paths with more communities than this are left to the caller (as the plans leave them to the general
 decoder)."""
-_JOIN: Final = b"".join
 NO_VERSION: Final = -1
 """The version column's value for a row without a software-version metric."""
 
@@ -58,39 +56,34 @@ class MetricColumns:
     version: Ints
 
 
-def decode_columns(raws: Sequence[Sequence[bytes]], *,
+def decode_columns(raws: Sequence[bytes], *,
                    metric_types: MetricTypes = EXPERIMENTAL_TYPES) -> MetricColumns:
-    """The columns of ``raws[r]`` (each one path's 8-octet extended communities), row by row."""
+    """The columns of ``raws[r]`` (each one path's extended communities, 8 octets each, one after the other: a
+    route's ``ext_raw``), row by row. A path whose length is no multiple of 8 is not read (left to the caller,
+    whose one-by-one decoder words it)."""
     size = len(raws)
     result = MetricColumns(np.zeros(size, np.bool_), {}, np.zeros(size, np.int64), np.full(size, NO_VERSION, np.int64))
     if not size:
         return result
-    seen = set(map(len, raws))  # usually one count for all: then no column of counts is made
-    counts = np.fromiter(map(len, raws), np.int64, size) if len(seen) > 1 else None
-    for count in sorted(seen):
-        rows = np.arange(size) if counts is None else np.flatnonzero(counts == count)
+    seen = set(map(len, raws))  # usually one length for all: then no column of lengths is made
+    lengths = np.fromiter(map(len, raws), np.int64, size) if len(seen) > 1 else None
+    for length in sorted(seen):
+        count, rest = divmod(length, 8)
+        if rest or count > MAX_COUNT:
+            continue
+        rows = np.arange(size) if lengths is None else np.flatnonzero(lengths == length)
         if count == 0:
             result.read[rows] = True  # no community: no metric, no problem (as a plan of no heads reads it)
-        elif count <= MAX_COUNT:
+        else:
             _read_group(raws, rows, count, metric_types, result)
     return result
 
 
-def _read_group(raws: Sequence[Sequence[bytes]], rows: Ints, count: int, metric_types: MetricTypes,
+def _read_group(raws: Sequence[bytes], rows: Ints, count: int, metric_types: MetricTypes,
                 result: MetricColumns) -> None:
     """Read the rows of ``count`` communities each into ``result``."""
     group = raws if len(rows) == len(raws) else [raws[row] for row in rows.tolist()]  # usually: one count for all
-    try:  # each path's octets, then all: a path's tuple joins without a copy into a list, and the outer join
-        blob = b"".join(list(map(_JOIN, group)))  # reads 1/count as many items as a join of every community
-    except TypeError:
-        blob = b""  # something not bytes: the rows well formed are picked out below
-    if len(blob) != 8 * count * len(group):  # a community of another length: read the rows without one
-        well_formed = [index for index, raw in enumerate(group)
-                       if all(type(item) is bytes and len(item) == 8 for item in raw)]
-        rows, group = rows[well_formed], [group[index] for index in well_formed]
-        blob = b"".join(chain.from_iterable(group))
-        if not group:
-            return
+    blob = b"".join(group)
     words = np.frombuffer(blob, ">u4").reshape(len(group), count, 2)
     heads, values = words[:, :, 0], words[:, :, 1]
     remaining = np.arange(len(group))

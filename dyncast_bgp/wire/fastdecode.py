@@ -195,8 +195,9 @@ _DECODED_SLOTS: Final = slot_setters(DecodedMetrics)
 """Setting a :class:`DecodedMetrics`'s slots directly costs half its ``__init__``."""
 
 
-def decode_raw(raws: Sequence[bytes], *, metric_types: MetricTypes = EXPERIMENTAL_TYPES) -> DecodedMetrics:
-    """The metrics carried by ``raws`` (one 8-octet extended community each), as the general decoder reads them."""
+def decode_raw(raws: bytes | Sequence[bytes], *, metric_types: MetricTypes = EXPERIMENTAL_TYPES) -> DecodedMetrics:
+    """The metrics carried by ``raws``, as the general decoder reads them: the octets of the extended communities
+    one after the other (a route's ``ext_raw``), or one 8-octet community each."""
     decoded = decode_quick(raws, metric_types=metric_types)
     if type(decoded) is DecodedMetrics:
         return decoded
@@ -209,7 +210,7 @@ def decode_raw(raws: Sequence[bytes], *, metric_types: MetricTypes = EXPERIMENTA
     return result
 
 
-def decode_quick(raws: Sequence[bytes], *,
+def decode_quick(raws: bytes | Sequence[bytes], *,
                  metric_types: MetricTypes = EXPERIMENTAL_TYPES) -> ComputeMetrics | DecodedMetrics:
     """:func:`decode_raw`, but where a plan reads the path whole (no problem, nothing carried verbatim: the
     common case) only its metrics: ``decode_raw(raws)`` is then ``DecodedMetrics(decode_quick(raws))``. The
@@ -219,17 +220,23 @@ def decode_quick(raws: Sequence[bytes], *,
     every value masked to zero and the count in the last value's place (so that a longer list whose first
     heads are zero is another key).
     """
-    count = len(raws)
-    try:
-        blob = b"".join(raws)
-    except TypeError:
-        return _general(raws, metric_types)  # not bytes: the general decoder says so
-    if len(blob) != 8 * count or (count and max(map(len, raws)) != 8):
-        return _general(raws, metric_types)  # one too long (and another too short): the general decoder says so
+    if isinstance(raws, bytes):  # a route's ext_raw: the octets as they are read
+        blob = raws
+        count = len(blob) >> 3
+        if len(blob) & 7:
+            return _general(split(blob), metric_types)  # a community cut short: the general decoder says so
+    else:
+        count = len(raws)
+        try:
+            blob = b"".join(raws)
+        except TypeError:
+            return _general(raws, metric_types)  # not bytes: the general decoder says so
+        if len(blob) != 8 * count or (count and max(map(len, raws)) != 8):
+            return _general(raws, metric_types)  # one too long (and another too short): the general decoder says so
     mask = _masks.get(count)
     if mask is None:
         if count > _MAX_PLANNED:
-            return _general(raws, metric_types)
+            return _general(split(blob), metric_types)
         mask = _masks[count] = int.from_bytes(b"\xff\xff\xff\xff\0\0\0\0" * count, "big")
     key = (int.from_bytes(blob, "big") & mask) | count
     plans = _plans.get(metric_types)
@@ -239,14 +246,19 @@ def decode_quick(raws: Sequence[bytes], *,
     if plan is None and key not in plans:
         plan = _planned(plans, key, blob, metric_types)
     if plan is None:
-        return _general(raws, metric_types)
+        return _general(split(blob), metric_types)
     read, carried, _ = plan
     metrics = read(blob)
     if metrics is None:
-        return _general(raws, metric_types)  # out of range or not finite: the general decoder words it
+        return _general(split(blob), metric_types)  # out of range or not finite: the general decoder words it
     if carried:
-        return _with_carried(metrics, raws, plan, metric_types)
+        return _with_carried(metrics, split(blob), plan, metric_types)
     return metrics
+
+
+def split(blob: bytes) -> list[bytes]:
+    """``blob`` as one 8-octet extended community each (the last one shorter when the length is no multiple of 8)."""
+    return [blob[start:start + 8] for start in range(0, len(blob), 8)]
 
 
 def _general(raws: Sequence[bytes], metric_types: MetricTypes) -> DecodedMetrics:

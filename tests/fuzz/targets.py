@@ -170,7 +170,7 @@ def check_event(event: Event) -> None:
             assert route.med is None or (route.med.__class__ is int and 0 <= route.med < 1 << 32)
             assert route.local_pref is None or (route.local_pref.__class__ is int and 0 <= route.local_pref < 1 << 32)
             assert route.origin is None or route.origin.__class__ is str
-            assert all(raw.__class__ is bytes and len(raw) == 8 for raw in route.ext_communities)
+            assert route.ext_raw.__class__ is bytes and len(route.ext_raw) % 8 == 0
             route.communities()  # any 8 octets decode
         for key in event.withdrawn:
             assert isinstance(key.prefix, NETWORK_TYPES) and 0 <= key.path_id < 1 << 32

@@ -90,21 +90,21 @@ def expected_phase1(addpath: bool) -> list[RouteUpdate | EndOfRib]:
         return RouteUpdate(PEER, tuple(announced), tuple(withdrawn))
 
     grouped: dict[str, Any] = {"as_path": (65001, 65100), "med": 10, "local_pref": pref(150),
-                               "ext_communities": (SCORE,)}
+                               "ext_raw": SCORE}
     slash48: dict[str, Any] = {"as_path": (65001, 65300), "med": 30, "local_pref": pref(300)}
     return [
-        update(route("203.0.113.10/32", "192.0.2.11", 1, ext_communities=(CPU, SESSIONS, SCORE))),
-        update(route("203.0.113.10/32", "192.0.2.12", 2, ext_communities=(LINK_BW, CAPACITY, DRAINING, UNKNOWN))),
+        update(route("203.0.113.10/32", "192.0.2.11", 1, ext_raw=b"".join((CPU, SESSIONS, SCORE)))),
+        update(route("203.0.113.10/32", "192.0.2.12", 2, ext_raw=b"".join((LINK_BW, CAPACITY, DRAINING, UNKNOWN)))),
         update(*(route(f"203.0.113.{host}/32", "192.0.2.21", 3, **grouped) for host in (20, 21, 22))),
         update(route("2001:db8:cafe::10/128", "2001:db8::11", 1, as_path=(65001, 65200), med=20,
-                     local_pref=pref(200), ext_communities=(CPU, SCORE))),
-        update(route("2001:db8:cafe::10/128", "2001:db8::12", 2, ext_communities=(SESSIONS,))),
+                     local_pref=pref(200), ext_raw=b"".join((CPU, SCORE)))),
+        update(route("2001:db8:cafe::10/128", "2001:db8::12", 2, ext_raw=SESSIONS)),
         update(route("203.0.113.30/32", "192.0.2.31", 4_000_000_000, origin="incomplete",
-                     ext_communities=(TARGET, SCORE))),
+                     ext_raw=b"".join((TARGET, SCORE)))),
         update(route("2001:db8:cafe::/48", "2001:db8::21", **slash48)),
         update(route("2001:db8:beef::/48", "2001:db8::21", **slash48)),
         update(route("203.0.113.40/32", "192.0.2.41", 5, as_path=(65001, 4_200_000_001), as_set=(65301, 65302),
-                     ext_communities=(SCORE10,))),
+                     ext_raw=SCORE10)),
         update(withdrawn=[RouteKey(net("203.0.113.21/32"), pid(3))]),
         update(withdrawn=[RouteKey(net("2001:db8:cafe::10/128"), pid(2))]),
         update(withdrawn=[RouteKey(net("203.0.113.20/32"), pid(3)), RouteKey(net("203.0.113.22/32"), pid(3))]),
@@ -245,6 +245,30 @@ def test_metric_communities_decode_from_the_u64_values() -> None:
     event = parse_line(_line("v50_basic", '"192.0.2.31"'))
     assert isinstance(event, RouteUpdate)
     assert event.announced[0].communities()[0] == OpaqueCommunity(TARGET)
+
+
+def test_communities_are_packed_whole_and_a_bad_value_is_worded() -> None:
+    """``ext_raw`` is every community's 8 octets in order, whatever the count (a count the packers do not keep
+    is packed anyway); a value that is no unsigned 64-bit integer is refused with the value named."""
+    def line(values: list[Any]) -> str:
+        return json.dumps({
+            "exabgp": "5.0.0", "time": 1.0, "host": "h", "pid": 1, "ppid": 1, "counter": 1, "type": "update",
+            "neighbor": {"address": {"local": "10.0.0.2", "peer": "10.0.0.3"}, "asn": {"local": 65000, "peer": 65000},
+                         "direction": "receive", "message": {"update": {
+                             "attribute": {"origin": "igp", "extended-community": [
+                                 {"value": value, "string": ""} for value in values]},
+                             "announce": {"ipv4 unicast": {"192.0.2.11": [{"nlri": "203.0.113.10/32"}]}}}}}})
+
+    for count in (0, 1, 6, 70, 300):
+        values = [(index * 0x0101010101010101 + 7) % (1 << 64) for index in range(count)]
+        event = parse_line(line(values))
+        assert isinstance(event, RouteUpdate)
+        (route,) = event.announced
+        assert route.ext_raw == b"".join(value.to_bytes(8, "big") for value in values)
+        assert route.ext_communities == tuple(value.to_bytes(8, "big") for value in values)
+    for bad, named in ((1 << 64, str(1 << 64)), (-1, "-1"), (True, "True"), (1.5, "1.5"), ("7", "'7'")):
+        with pytest.raises(ExabgpJsonError, match=named):
+            parse_line(line([5, bad]))
 
 
 def test_path_information_dotted_quad() -> None:

@@ -31,7 +31,7 @@ round_of_changes = st.dictionaries(st.tuples(st.integers(0, len(SERVICES) - 1), 
 
 def route(service: int, hop: int, cpu: float, flags: StateFlag) -> Route:
     communities = encode_metrics({"cpu_utilization": cpu, "capacity": 100, "active_sessions": 10}, flags=flags)
-    return Route(SERVICES[service], HOPS[hop], hop + 1, (65001,), ext_communities=tuple(c.pack() for c in communities))
+    return Route(SERVICES[service], HOPS[hop], hop + 1, (65001,), ext_raw=b"".join(c.pack() for c in communities))
 
 
 def from_nothing(engine: RouterEngine) -> DesiredState:

@@ -44,7 +44,7 @@ class LooksEveryStep(RouterEngine):
 
 def route(service: int, hop: int, cpu: float) -> Route:
     communities = encode_metrics({"cpu_utilization": cpu, "capacity": 100, "active_sessions": 10})
-    return Route(SERVICES[service], HOPS[hop], hop + 1, (65001,), ext_communities=tuple(c.pack() for c in communities))
+    return Route(SERVICES[service], HOPS[hop], hop + 1, (65001,), ext_raw=b"".join(c.pack() for c in communities))
 
 
 change = st.one_of(st.none(), st.floats(1.0, 99.0))  # None: withdrawn

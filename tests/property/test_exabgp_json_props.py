@@ -140,7 +140,7 @@ def updates(draw: st.DrawFn) -> tuple[list[Route], list[RouteKey], bool]:
         "med": draw(st.none() | st.integers(min_value=0, max_value=(1 << 32) - 1)),
         "local_pref": draw(st.none() | st.integers(min_value=0, max_value=(1 << 32) - 1)),
         "origin": draw(st.none() | st.sampled_from(["igp", "egp", "incomplete"])),
-        "ext_communities": tuple(draw(st.lists(st.binary(min_size=8, max_size=8), max_size=5))),
+        "ext_raw": b"".join(draw(st.lists(st.binary(min_size=8, max_size=8), max_size=5))),
     }
     routes: dict[RouteKey, Route] = {}
     versions: list[Literal[4, 6]] = draw(st.lists(st.sampled_from([4, 6]), max_size=2, unique=True))

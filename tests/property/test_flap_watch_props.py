@@ -40,7 +40,7 @@ class EveryEntry(FlapTracker):
 def route(service: int, hop: int, flags: StateFlag) -> Route:
     communities = encode_metrics({"cpu_utilization": 40.0 + 10 * hop, "capacity": 100, "active_sessions": 10},
                                  flags=flags)
-    return Route(SERVICES[service], HOPS[hop], hop + 1, (65001,), ext_communities=tuple(c.pack() for c in communities))
+    return Route(SERVICES[service], HOPS[hop], hop + 1, (65001,), ext_raw=b"".join(c.pack() for c in communities))
 
 
 flag = st.sampled_from([StateFlag.NONE, StateFlag.NONE, StateFlag.OVERLOADED, StateFlag.DRAINING,

@@ -54,7 +54,7 @@ def events(draw: st.DrawFn) -> Event:
     if kind == "eor":
         return EndOfRib(peer, "ipv4 unicast")
     announced = draw(st.lists(st.builds(lambda prefix, hop, path_id, raw: Route(prefix, hop, path_id,
-                                                                                ext_communities=(raw,)),
+                                                                                ext_raw=raw),
                                         networks(), addresses(NEXT_HOPS), st.integers(0, 2), st.sampled_from(RAWS)),
                               max_size=3))
     withdrawn = draw(st.lists(st.builds(RouteKey, networks(), st.integers(0, 2)), max_size=2))
@@ -77,7 +77,7 @@ class Model:
                     changed.add(ServiceId(prefix))
             for route in event.announced:
                 self.paths[(event.peer, ServiceId(route.prefix), route.path_id)] = [
-                    route.next_hop, route.ext_communities, now, None]
+                    route.next_hop, route.ext_raw, now, None]
                 changed.add(ServiceId(route.prefix))
             return changed
         if isinstance(event, PeerState) and event.state is SessionState.DOWN:

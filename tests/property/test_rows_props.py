@@ -54,7 +54,7 @@ announcement = st.tuples(st.sampled_from(range(len(PEERS))), st.sampled_from(ran
 def applied(rib: Rib, history: list[tuple[int, int, int, int, tuple[bytes, ...], float]]) -> None:
     for peer, prefix, hop, path_id, raw, at in sorted(history, key=lambda item: item[-1]):
         rib.apply(RouteUpdate(PEERS[peer], (Route(PREFIXES[prefix], HOPS[hop], path_id, (65001,),
-                                                  ext_communities=raw),)), at)
+                                                  ext_raw=b"".join(raw)),)), at)
 
 
 def _path_of(table: dict[IPAddress, PathMetrics]) -> Callable[[IPAddress], PathMetrics]:
@@ -143,7 +143,7 @@ def updates_of(changes: list[tuple[int, int, tuple[bytes, ...], bool]]) -> list[
             result.append(RouteUpdate(PEERS[0], (), (RouteKey(PREFIXES[service], hop),)))
         else:
             result.append(RouteUpdate(PEERS[0], (Route(PREFIXES[service], HOPS[hop], hop, (65001,),
-                                                       ext_communities=raw),)))
+                                                       ext_raw=b"".join(raw)),)))
     return result
 
 

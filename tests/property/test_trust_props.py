@@ -42,7 +42,7 @@ def events(draw: st.DrawFn) -> Event:
         return PeerState(peer, SessionState.DOWN, None)
     announced = draw(st.lists(st.builds(
         lambda prefix, hop, path_id, raw: Route(ipaddress.ip_network(prefix), ipaddress.ip_address(hop), path_id,
-                                                ext_communities=raw),
+                                                ext_raw=b"".join(raw)),
         st.sampled_from(PREFIXES), st.sampled_from(NEXT_HOPS), st.integers(0, 2), raws), max_size=3))
     withdrawn = draw(st.lists(st.builds(lambda prefix, path_id: RouteKey(ipaddress.ip_network(prefix), path_id),
                                         st.sampled_from(PREFIXES), st.integers(0, 2)), max_size=2))
@@ -117,7 +117,7 @@ def _neutral(route: Route) -> Route:
     rib.apply(RouteUpdate(ipaddress.ip_address(PEERS[0]), (route,)), 0.0)
     [path] = rib.paths(ServiceId(route.prefix))
     flags = path.metrics.flags
-    return route._replace(ext_communities=tuple(c.pack() for c in encode_metrics({}, flags=flags)))
+    return route._replace(ext_raw=b"".join(c.pack() for c in encode_metrics({}, flags=flags)))
 
 
 @settings(max_examples=50, deadline=None)

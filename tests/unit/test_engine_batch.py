@@ -172,7 +172,7 @@ def test_keyed_values_lookup() -> None:
 
 def _route(binding: ipaddress.IPv4Address, path_id: int, cpu: float) -> Route:
     communities = tuple(c.pack() for c in encode_metrics({"cpu_utilization": cpu, "capacity": 100}))
-    return Route(prefix=SERVICES[0].prefix, next_hop=binding, path_id=path_id, ext_communities=communities)
+    return Route(prefix=SERVICES[0].prefix, next_hop=binding, path_id=path_id, ext_raw=b"".join(communities))
 
 
 def test_the_router_decides_every_dirty_service_in_one_batch(batched: list[int]) -> None:

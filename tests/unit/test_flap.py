@@ -82,7 +82,7 @@ def test_tracker_counts_a_comeback_not_a_first_appearance() -> None:
 
 def _route(next_hop: ipaddress.IPv4Address, path_id: int, flags: StateFlag = StateFlag.NONE) -> Route:
     communities = tuple(c.pack() for c in encode_metrics({"cpu_utilization": 20, "capacity": 100}, flags=flags))
-    return Route(prefix=SVC.prefix, next_hop=next_hop, path_id=path_id, ext_communities=communities)
+    return Route(prefix=SVC.prefix, next_hop=next_hop, path_id=path_id, ext_raw=b"".join(communities))
 
 
 def _engine(**flap: float) -> RouterEngine:

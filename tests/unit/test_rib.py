@@ -31,7 +31,7 @@ GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "exabgp_json"
 def route(next_hop: ipaddress.IPv4Address | ipaddress.IPv6Address, path_id: int, cpu: float,
           flags: StateFlag = StateFlag.NONE) -> Route:
     communities = tuple(c.pack() for c in encode_metrics({"cpu_utilization": cpu}, flags=flags))
-    return Route(prefix=SVC.prefix, next_hop=next_hop, path_id=path_id, ext_communities=communities)
+    return Route(prefix=SVC.prefix, next_hop=next_hop, path_id=path_id, ext_raw=b"".join(communities))
 
 
 def no_path(_: object) -> PathMetrics:
@@ -100,7 +100,7 @@ def test_graceful_restart_keeps_stale_paths_until_time_or_end_of_rib() -> None:
 def test_malformed_metric_is_counted_and_that_metric_is_unknown() -> None:
     rib = Rib()
     bad_cpu = bytes.fromhex("83012280" + "43960000")  # 300.0 percent
-    rib.apply(RouteUpdate(PEER, (Route(SVC.prefix, A, 1, ext_communities=(bad_cpu,)),)), 0.0)
+    rib.apply(RouteUpdate(PEER, (Route(SVC.prefix, A, 1, ext_raw=bad_cpu),)), 0.0)
     assert cpus(rib) == {"198.51.100.11": None}
     assert rib.counters.metric_problems == 1
 

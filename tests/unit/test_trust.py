@@ -57,7 +57,7 @@ def policy() -> TrustPolicy:
 def route(prefix: ServiceId, next_hop: ipaddress.IPv4Address | ipaddress.IPv6Address, path_id: int = 0,
           **metrics: float) -> Route:
     communities = tuple(c.pack() for c in encode_metrics(metrics))
-    return Route(prefix=prefix.prefix, next_hop=next_hop, path_id=path_id, ext_communities=communities)
+    return Route(prefix=prefix.prefix, next_hop=next_hop, path_id=path_id, ext_raw=b"".join(communities))
 
 
 def metrics_of(rib: Rib, service: ServiceId = SVC) -> dict[str, dict[str, float]]:
@@ -150,7 +150,7 @@ def test_invalid_and_implausible_metrics_are_dropped_and_counted_the_route_stays
     raw = bytearray(bad_cpu.pack())
     raw[4:8] = bytes.fromhex("7fc00000")  # float32 NaN
     nan_route = Route(prefix=SVC.prefix, next_hop=A, path_id=1,
-                      ext_communities=(bytes(raw), *(c.pack() for c in encode_metrics({"capacity": 100}))))
+                      ext_raw=b"".join((bytes(raw), *(c.pack() for c in encode_metrics({"capacity": 100})))))
     rib.apply(RouteUpdate(GOOD, (nan_route, route(SVC, B, 2, capacity=0, active_sessions=5, cpu_utilization=1))),
               0.0)
     assert metrics_of(rib) == {str(A): {"capacity": 100.0}, str(B): {}}
