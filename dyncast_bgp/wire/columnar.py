@@ -75,14 +75,14 @@ def decode_columns(raws: Sequence[bytes], *,
         if count == 0:
             result.read[rows] = True  # no community: no metric, no problem (as a plan of no heads reads it)
         else:
-            _read_group(raws, rows, count, metric_types, result)
+            _read_group(raws, rows, count, metric_types, result, whole=lengths is None)
     return result
 
 
 def _read_group(raws: Sequence[bytes], rows: Ints, count: int, metric_types: MetricTypes,
-                result: MetricColumns) -> None:
-    """Read the rows of ``count`` communities each into ``result``."""
-    group = raws if len(rows) == len(raws) else [raws[row] for row in rows.tolist()]  # usually: one count for all
+                result: MetricColumns, *, whole: bool) -> None:
+    """Read the rows of ``count`` communities each into ``result`` (``whole``: they are every row)."""
+    group = raws if whole else [raws[row] for row in rows.tolist()]  # usually: one length for all
     blob = b"".join(group)
     words = np.frombuffer(blob, ">u4").reshape(len(group), count, 2)
     heads, values = words[:, :, 0], words[:, :, 1]
@@ -91,40 +91,57 @@ def _read_group(raws: Sequence[bytes], rows: Ints, count: int, metric_types: Met
         if not remaining.size:
             return
         first = heads[remaining[0]]
-        alike = (heads[remaining] == first).all(axis=1)
-        members, remaining = remaining[alike], remaining[~alike]
+        everyone = remaining.size == len(group)  # the usual case, one set of heads: no row copied or picked
+        alike = ((heads if everyone else heads[remaining]) == first).all(axis=1)
+        if alike.all():
+            members, remaining = remaining, remaining[:0]
+        else:
+            members, remaining = remaining[alike], remaining[~alike]
+            everyone = False
         kinds = kinds_of(tuple(first.tolist()), metric_types)
         if kinds is None or any(kind[0] not in (QUANTITY, STATE_FLAGS, SOFTWARE_VERSION) for kind in kinds):
             continue  # a problem to word, or a community carried verbatim: one by one
-        _read_plan(kinds, values[members], rows[members], result)
+        if everyone:
+            _read_plan(kinds, values, _ALL if whole else rows, result)
+        else:
+            _read_plan(kinds, values[members], rows[members], result)
 
 
-def _read_plan(kinds: Sequence[tuple[int, str, float, float, str]], values: npt.NDArray[np.uint32], rows: Ints,
-               result: MetricColumns) -> None:
+_ALL: Final = slice(None)
+"""Every row of the batch (an index that selects without a copy)."""
+
+
+def _read_plan(kinds: Sequence[tuple[int, str, float, float, str]], values: npt.NDArray[np.uint32],
+               rows: Ints | slice, result: MetricColumns) -> None:
     """Rows of one plan: each value converted and range-checked as the plan's reader does it."""
-    ok = np.ones(len(rows), np.bool_)
+    ok: Bools | None = None  # None: every row passed so far
     converted: list[tuple[int, str, Floats | Ints]] = []
     for position, (kind, name, low, high, code) in enumerate(kinds):
-        word = np.ascontiguousarray(values[:, position])
+        word = values[:, position]  # big-endian words, strided: each conversion below copies once
         column: Floats | Ints
         if code == "f":
-            column = word.astype(">u4").view(">f4").astype(np.float64)
+            column = word.view(">f4").astype(np.float64)
         elif kind == QUANTITY:
             column = word.astype(np.float64)
         else:
             column = word.astype(np.int64)
         if code == "f" or low > 0 or high < UINT32_MAX:  # as the reader: a check that can fail (False for NaN)
-            ok &= (column >= low) & (column <= high)
+            passed = (column >= low) & (column <= high)
+            ok = passed if ok is None else ok & passed
         converted.append((kind, name, column))
-    rows = rows[ok]
+    if ok is not None and not ok.all():
+        rows = (np.arange(len(result.read))[rows] if isinstance(rows, slice) else rows)[ok]
+    else:
+        ok = None
     for kind, name, column in converted:
+        data = column if ok is None else column[ok]
         if kind == QUANTITY:
             target = result.values.get(name)
             if target is None:
                 target = result.values[name] = np.full(len(result.read), np.nan)
-            target[rows] = column[ok]
+            target[rows] = data
         elif kind == STATE_FLAGS:
-            result.flags[rows] = column[ok]
+            result.flags[rows] = data
         else:
-            result.version[rows] = column[ok]
+            result.version[rows] = data
     result.read[rows] = True
