@@ -251,6 +251,22 @@ def test_slices_go_round_so_a_service_dirtied_again_waits_behind_those_not_decid
     assert engine.pending == 0
 
 
+def test_a_service_new_since_the_round_began_comes_after_it_in_order() -> None:
+    """A round of slices is sorted when it begins: a service learned meanwhile (here one whose prefix sorts
+    among those still waiting) comes after the round's slices, not inside them (the last few, fitting in one
+    slice, go in service order with it), and nothing is decided twice or lost."""
+    engine = _fed_engine(14)
+    assert [o.decision.service for o in engine.step(0.0, limit=7)] == SERVICES[:7]
+    newcomer = ServiceId(ipaddress.IPv4Network((0x0A000000 + 30, 31)))  # 10.0.0.30/31: sorts between 29 and 30
+    assert SERVICES[29].sort_key < newcomer.sort_key < SERVICES[30].sort_key
+    engine.on_event(RouteUpdate(PEER, (_route(BINDINGS[0], 1, 40.0)._replace(prefix=newcomer.prefix),)), 0.1)
+    decided: list[ServiceId] = []
+    while engine.pending:
+        decided += [o.decision.service for o in engine.step(0.1, limit=7)]
+    assert decided[:49] == SERVICES[7:56]  # seven slices of the round, as it was sorted
+    assert decided[49:] == [newcomer, *SERVICES[56:]]  # the rest fit in one slice: all in service order
+
+
 def test_first_services_go_before_the_rest_and_a_limit_below_one_is_refused() -> None:
     engine = _fed_engine(13)
     last = SERVICES[-1]
