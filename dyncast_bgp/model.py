@@ -80,11 +80,15 @@ class ServiceId:
     _hash: int = field(init=False, repr=False, compare=False)
     sort_key: tuple[int, int, int] = field(init=False, repr=False, compare=False)
     """(IP version, network address, prefix length): computed once, read as a plain attribute."""
+    order: int = field(init=False, repr=False, compare=False)
+    """``sort_key`` as one int that sorts alike (version, then the address, then the length, in their own bits):
+    an int compares in one step where a tuple compares item by item (the router sorts 10,000 services by it)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_hash", hash((self.prefix,)))
-        object.__setattr__(self, "sort_key", (self.prefix.version, int(self.prefix.network_address),
-                                              self.prefix.prefixlen))
+        version, address, length = self.prefix.version, int(self.prefix.network_address), self.prefix.prefixlen
+        object.__setattr__(self, "sort_key", (version, address, length))
+        object.__setattr__(self, "order", (version << 136) | (address << 8) | length)
 
     def __hash__(self) -> int:
         return self._hash
@@ -151,6 +155,8 @@ class InstanceKey:
         return f"{self.service}@{self.binding}{suffix}"
 
 
+by_order = operator.attrgetter("order")
+"""A sort key function for :class:`ServiceId`: :attr:`ServiceId.order`, read in C (sorts as ``by_sort_key``)."""
 by_sort_key = operator.attrgetter("sort_key")
 """A sort key function for :class:`InstanceKey` and :class:`ServiceId` (and anything with ``sort_key``): read in C,
 where ``sorted()`` of the keys themselves calls their Python ``__lt__`` per comparison."""

@@ -36,7 +36,7 @@ from dyncast_bgp.engine.rib import Rib
 from dyncast_bgp.engine.rows import CandidateRows
 from dyncast_bgp.engine.trust import TrustPolicy
 from dyncast_bgp.engine.views import KeyedValues
-from dyncast_bgp.model import Decision, InstanceKey, IPAddress, PathMetrics, ServiceId, StateFlag, by_sort_key
+from dyncast_bgp.model import Decision, InstanceKey, IPAddress, PathMetrics, ServiceId, StateFlag, by_order, by_sort_key
 from dyncast_bgp.ops.steer import RESET as STEER_RESET
 from dyncast_bgp.ops.steer import VersionSteer, steer_candidates, without_new_version
 from dyncast_bgp.router.forwarding import forwarding_for
@@ -114,7 +114,7 @@ class RouterEngine:
         self.new_version: dict[ServiceId, frozenset[InstanceKey]] = {}  # per steered service: its new instances
         self._forwardings: IdentityMemo[IPAddress, Forwarding] = IdentityMemo(MEMO_LIMIT)  # see _forwarding
         self._path_memo: IdentityMemo[IPAddress, PathMetrics] = IdentityMemo(MEMO_LIMIT)  # see path_of
-        self._cursor: tuple[int, int, int] | None = None  # where the last limited step stopped (see _slice)
+        self._cursor: int | None = None  # where the last limited step stopped (see _slice)
         self._queue: list[ServiceId] = []  # the round of limited steps under way, in order (see _slice)
         self._queued = 0  # how far into it
         self._next_review = math.inf  # no review in _review_at is earlier (see _review)
@@ -237,7 +237,7 @@ class RouterEngine:
         dirty = self._dirty
         if limit is None or len(dirty) <= limit:
             self._cursor, self._queue, self._queued = None, [], 0
-            return sorted(dirty, key=by_sort_key)
+            return sorted(dirty, key=by_order)
         chosen = [service for service in first if service in dirty][:limit]
         taken = set(chosen)
         ahead: list[ServiceId] = []
@@ -249,9 +249,9 @@ class RouterEngine:
                     break
                 cursor = self._cursor
                 # sorted() and a slice: a sort in C (the key read in C too) beats heapq.nsmallest's Python loop
-                self._queue = sorted(rest, key=by_sort_key) if cursor is None else (
-                    sorted([s for s in rest if s.sort_key > cursor], key=by_sort_key)
-                    + sorted([s for s in rest if s.sort_key <= cursor], key=by_sort_key))
+                self._queue = sorted(rest, key=by_order) if cursor is None else (
+                    sorted([s for s in rest if s.order > cursor], key=by_order)
+                    + sorted([s for s in rest if s.order <= cursor], key=by_order))
                 self._queued = 0
             queue, at = self._queue, self._queued
             while at < len(queue) and len(ahead) < wanted:
@@ -261,7 +261,7 @@ class RouterEngine:
                     ahead.append(service)
             self._queued = at
         if ahead:
-            self._cursor = ahead[-1].sort_key
+            self._cursor = ahead[-1].order
         return chosen + ahead
 
     def _candidates(self, services: list[ServiceId], now: float) -> Sequence[Sequence[Candidate]]:

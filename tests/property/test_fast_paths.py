@@ -295,6 +295,19 @@ def test_instance_keys_hash_and_order_as_their_fields_do(a: InstanceKey, b: Inst
     assert dataclasses.replace(a, path_id=b.path_id).sort_key == (*plain_order(a)[:3], b.path_id)
 
 
+any_services = st.builds(lambda version, n, length: ServiceId(
+    (ipaddress.IPv4Network if version == 4 else ipaddress.IPv6Network)(
+        (n % (1 << (32 if version == 4 else 128)), length % (33 if version == 4 else 129)), strict=False)),
+    st.sampled_from([4, 6]), st.integers(0, 2**128 - 1), st.integers(0, 128))
+
+
+@given(any_services, any_services)
+def test_a_service_orders_by_its_int_as_by_its_tuple(a: ServiceId, b: ServiceId) -> None:
+    """``order`` (one int, what the engine sorts a round of slices by) sorts as ``sort_key`` does, any lengths."""
+    assert (a.order < b.order) == (a.sort_key < b.sort_key) and (a.order == b.order) == (a.sort_key == b.sort_key)
+    assert pickle.loads(pickle.dumps(a)).order == a.order and copy.copy(a).order == a.order
+
+
 @given(st.lists(instance_keys, unique=True, max_size=6), st.data())
 def test_keyed_values_same_as_equals_comparing_dicts(keys: list[InstanceKey], data: st.DataObject) -> None:
     weights = st.sampled_from([0.0, 0.25, 0.5, 1.0])
