@@ -137,7 +137,8 @@ class ServiceTarget:
     """One D-SID: how new flows are spread over its instances and how flows stick.
 
     Immutable, with the fields of a frozen dataclass (``service``, ``instances``, ``affinity``,
-    ``affinity_timeout``, ``audience``): equality, hash and repr are theirs. The instances are held as
+    ``affinity_timeout``, ``audience``): equality, hash and repr are theirs (it is not a dataclass: setting a
+    field raises ``AttributeError``, and :meth:`replace` stands for ``dataclasses.replace``). The instances are held as
     :class:`InstanceTarget` tuples, as :class:`TargetColumns`, or both, each form made from the other when first
     read. The router's usual new target (:meth:`reweighted`) holds columns only: it shares the key, forwarding and
     name columns of the target before and brings a weight column, where 16 instance tuples per service (160,000
@@ -209,8 +210,9 @@ class ServiceTarget:
         columns = self.columns
         return dict(zip(columns.keys, columns.weights, strict=True))
 
-    def __len__(self) -> int:
-        """How many instances."""
+    @property
+    def size(self) -> int:
+        """How many instances (no ``__len__``: a target without instances is still a target, and true)."""
         held = self._instances
         return len(held) if held is not None else len(self.columns.keys)
 

@@ -77,7 +77,7 @@ def validate(desired: DesiredState, layout: Layout, changes: Changes | None = No
     if changes is None or (changes.positions is None and any(
             t.service.prefix.prefixlen < t.service.prefix.max_prefixlen for t in changes.targets)):
         problems += _overlaps(desired)  # (with positions, the prefixes are those of a valid state)
-    count = sum(map(len, desired.services))
+    count = sum(target.size for target in desired.services)
     if count > MAX_SLOT:
         problems.append(f"{count} instances: at most {MAX_SLOT} fit the mark range")
     return problems

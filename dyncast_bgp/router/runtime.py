@@ -257,17 +257,17 @@ class RouterRuntime:
         self.book.record(changed, time.time())
         for outcome in changed:
             _log_outcome(outcome)
-        self._to_evict.update(self._shift.observe(
-            (outcome.decision for outcome in changed),
-            lambda service: self.config.router.policy_for(service).shift_on_failure))
-        self._to_evict.update(self._drained.observe(outcome.decision for outcome in changed))
+        failed = self._shift.observe((outcome.decision for outcome in changed),
+                                     lambda service: self.config.router.policy_for(service).shift_on_failure)
+        failed.update(self._drained.observe(outcome.decision for outcome in changed))
         # a hard rollback (`rollout abort --hard` arrives between steps) is decided by this step at the latest: its
         # services go first; only now is the state without the new version there for the applier to install
-        self._to_evict.update(self._rolled_back)
+        failed.update(self._rolled_back)
         self._rolled_back = {}
+        self._to_evict.update(failed)
         if changed and self._prober is not None:
             self._prober.set_targets(self.engine.bindings())
-        if changed or self._to_evict:
+        if changed or failed:  # not merely evictions still waiting: a refused apply is retried on a change
             self._apply_wanted.set()
 
     def _time_recompute(self, started: float, decided: int, steps: int) -> None:

@@ -229,7 +229,7 @@ def test_reweighted_targets_equal_the_constructed_ones(rows: list[tuple[int, flo
     assert again == reweighted and again.columns.keys is reweighted.columns.keys
     assert [type(t) for t in reweighted.instances] == [InstanceTarget] * len(rows)
     assert [tuple(t) for t in reweighted.instances] == list(zip(keys, weights, forwardings, names, strict=True))
-    assert reweighted.columns == plain.columns and len(reweighted) == len(plain) == len(rows)
+    assert reweighted.columns == plain.columns and reweighted.size == plain.size == len(rows)
     assert pickle.loads(pickle.dumps(again)) == plain and copy.deepcopy(again) == plain
     assert reweighted.weights == plain.weights
     # the dataplane's comparison: by shared columns (at once) as by the instances, one by one

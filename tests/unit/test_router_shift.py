@@ -8,11 +8,11 @@ import threading
 from collections.abc import AsyncIterator, Iterable
 
 from dyncast_bgp.config.loader import parse
-from dyncast_bgp.dataplane.desired import ApplyResult, DesiredState
+from dyncast_bgp.dataplane.desired import ApplyResult, DataplaneError, DesiredState
 from dyncast_bgp.model import Decision, InstanceKey, ServiceId
 from dyncast_bgp.router.runtime import RouterRuntime
 from dyncast_bgp.router.shift import ShiftTracker, failure_of
-from tests.unit.exabgp_lines import update, withdraw
+from tests.unit.exabgp_lines import end_of_rib, update, withdraw
 from tests.unit.test_router_runtime import SVC, A, B, CheckingDataplane, feed
 
 SID = ServiceId.parse(SVC)
@@ -158,3 +158,36 @@ def test_a_failure_decided_while_an_apply_runs_is_evicted_after_the_next_apply_n
             for state in dataplane.applied]
     assert on_b[0] == 0.5 and on_b[1] > 0.5 and on_b[2] == 0.0, on_b  # A's load moved flows to B, then B failed
     assert runtime.counters.shift_evictions == 1
+
+
+class RefusingDataplane(EvictingDataplane):
+    """Refuses every apply (counted)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    def apply(self, desired: DesiredState) -> ApplyResult:
+        self.attempts += 1
+        raise DataplaneError("refused on purpose")
+
+
+def test_evictions_waiting_on_a_refused_apply_do_not_retry_it_at_every_step() -> None:
+    """A refused apply is tried again on the next change, as without evictions waiting: inputs that change no
+    decision (End-of-RIB here) must not make the router retry it (and log an error) every apply interval."""
+    dataplane = RefusingDataplane()
+    metrics = {"cpu_utilization": 20.0, "capacity": 1000.0}
+    lines = [(0, update(1, "10.0.0.3", SVC, A, 1, metrics=metrics)),
+             (0, update(1, "10.0.0.3", SVC, B, 2, metrics=metrics)),
+             (0.3, withdraw(2, "10.0.0.3", SVC, 2)),  # B failed: its eviction waits for an apply that goes through
+             *[(0.1, end_of_rib(3, "10.0.0.3")) for _ in range(5)],
+             (0.2, "")]
+
+    async def go() -> RouterRuntime:
+        runtime = RouterRuntime(parse(CONFIG % (SVC, "true")), lines=feed(lines), dataplane=dataplane)
+        await asyncio.wait_for(runtime.run(), timeout=10)
+        return runtime
+
+    runtime = asyncio.run(go())
+    assert dataplane.attempts == 2 and runtime.counters.apply_errors == 2, dataplane.attempts
+    assert dataplane.evicted == []
