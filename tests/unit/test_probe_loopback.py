@@ -203,8 +203,11 @@ def _slow_echo_in_a_thread(port: int, delay: float) -> tuple[threading.Thread, t
 def test_replies_are_timed_when_they_arrive_not_when_a_held_loop_reads_them(
         stamps: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """The prober's loop is held 0.2 s at a time, 0.05-0.2 s apart (as by a router's decision slices); replies
-    take 60 ms. With kernel receive stamps (probe/rxtime.py) nothing is lost and the RTT stays about 60 ms; timed
-    at reading, as without them, replies read after the 80 ms timeout count as lost."""
+    take 60 ms. With kernel receive stamps (probe/rxtime.py) nothing is lost and the RTT stays about 60 ms (under
+    100 ms: a read-time stamp is up to 0.2 s later); timed at reading, as without them, replies read after the
+    120 ms timeout (probes 150 ms apart) count as lost. The timeout leaves 60 ms for the echo thread's own
+    lateness: with 20 ms (an 80 ms timeout) CI lost one reply in 30 twice, the responder's timer thread late on
+    a VM that stalls a vCPU for up to 20 ms (see tests/integration/test_probe_netns.py)."""
     if stamps and not rxtime.supported():
         pytest.skip("SO_TIMESTAMPNS is not known on this architecture")
     if not stamps:
@@ -218,7 +221,7 @@ def test_replies_are_timed_when_they_arrive_not_when_a_held_loop_reads_them(
             while True:
                 await asyncio.sleep(rng.uniform(0.05, 0.2))
                 time.sleep(0.2)  # the whole loop waits (the echo thread does not)
-        config = Probes(port=port, interval=INTERVAL, timeout=0.08, window=30, unreachable_after=50)
+        config = Probes(port=port, interval=0.15, timeout=0.12, window=30, unreachable_after=50)
         async with Prober(config) as prober:
             prober.set_targets([LOOP4])
             holder = asyncio.create_task(hold())
@@ -234,6 +237,6 @@ def test_replies_are_timed_when_they_arrive_not_when_a_held_loop_reads_them(
     assert metrics.rtt_peak_us is not None and metrics.loss_mean is not None
     if stamps:
         assert metrics.loss_mean == 0.0, metrics
-        assert 60_000.0 <= metrics.rtt_peak_us < 80_000.0, metrics
+        assert 60_000.0 <= metrics.rtt_peak_us < 100_000.0, metrics
     else:
-        assert metrics.loss_mean > 0.0 or metrics.rtt_peak_us > 80_000.0, metrics
+        assert metrics.loss_mean > 0.0 or metrics.rtt_peak_us > 100_000.0, metrics
