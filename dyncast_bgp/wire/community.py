@@ -357,6 +357,12 @@ def decode(raw: bytes, *, metric_types: frozenset[int] | range = EXPERIMENTAL_TY
     return OpaqueCommunity(bytes(raw))
 
 
+def split_communities(blob: bytes) -> list[bytes]:
+    """``blob`` (communities packed back to back, as ``Route.ext_raw``) as one 8-octet extended community each;
+    the last one is shorter when the length is no multiple of 8, for :func:`decode` to refuse."""
+    return [blob[start:start + 8] for start in range(0, len(blob), 8)]
+
+
 def from_u64(value: int) -> bytes:
     """ExaBGP's JSON gives extended communities as an unsigned 64-bit integer."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 64:

@@ -96,7 +96,7 @@ from functools import lru_cache
 from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 from dyncast_bgp.model import IPAddress, IPNetwork
-from dyncast_bgp.wire.community import EXPERIMENTAL_TYPES, Community, decode, from_u64
+from dyncast_bgp.wire.community import EXPERIMENTAL_TYPES, Community, decode, from_u64, split_communities
 
 __all__ = [
     "FAMILIES",
@@ -212,8 +212,7 @@ class Route(NamedTuple):
     @property
     def ext_communities(self) -> tuple[bytes, ...]:
         """``ext_raw`` as one 8-octet extended community each."""
-        raw = self.ext_raw
-        return tuple([raw[start:start + 8] for start in range(0, len(raw), 8)])
+        return tuple(split_communities(self.ext_raw))
 
     @property
     def key(self) -> RouteKey:

@@ -43,6 +43,7 @@ from dyncast_bgp.wire.community import (
     Source,
     ValueFormat,
     decode,
+    split_communities,
 )
 from dyncast_bgp.wire.metrics import STATE, VERSION, DecodedMetrics, decode_metrics
 
@@ -224,7 +225,7 @@ def decode_quick(raws: bytes | Sequence[bytes], *,
         blob = raws
         count = len(blob) >> 3
         if len(blob) & 7:
-            return _general(split(blob), metric_types)  # a community cut short: the general decoder says so
+            return _general(split_communities(blob), metric_types)  # a community cut short: the general decoder says so
     else:
         count = len(raws)
         try:
@@ -236,7 +237,7 @@ def decode_quick(raws: bytes | Sequence[bytes], *,
     mask = _masks.get(count)
     if mask is None:
         if count > _MAX_PLANNED:
-            return _general(split(blob), metric_types)
+            return _general(split_communities(blob), metric_types)
         mask = _masks[count] = int.from_bytes(b"\xff\xff\xff\xff\0\0\0\0" * count, "big")
     key = (int.from_bytes(blob, "big") & mask) | count
     plans = _plans.get(metric_types)
@@ -246,19 +247,15 @@ def decode_quick(raws: bytes | Sequence[bytes], *,
     if plan is None and key not in plans:
         plan = _planned(plans, key, blob, metric_types)
     if plan is None:
-        return _general(split(blob), metric_types)
+        return _general(split_communities(blob), metric_types)
     read, carried, _ = plan
     metrics = read(blob)
     if metrics is None:
-        return _general(split(blob), metric_types)  # out of range or not finite: the general decoder words it
+        # out of range or not finite: the general decoder words it
+        return _general(split_communities(blob), metric_types)
     if carried:
-        return _with_carried(metrics, split(blob), plan, metric_types)
+        return _with_carried(metrics, split_communities(blob), plan, metric_types)
     return metrics
-
-
-def split(blob: bytes) -> list[bytes]:
-    """``blob`` as one 8-octet extended community each (the last one shorter when the length is no multiple of 8)."""
-    return [blob[start:start + 8] for start in range(0, len(blob), 8)]
 
 
 def _general(raws: Sequence[bytes], metric_types: MetricTypes) -> DecodedMetrics:

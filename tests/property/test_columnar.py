@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from dyncast_bgp.engine.trust import Rule, TrustPolicy, may_change, pass_as_announced, passes_as_announced
 from dyncast_bgp.model import ComputeMetrics, MetricsView, StateFlag
 from dyncast_bgp.wire.columnar import DISTINCT_LIMIT, NO_VERSION, decode_columns
-from dyncast_bgp.wire.community import EXPERIMENTAL_TYPES
-from dyncast_bgp.wire.fastdecode import decode_raw, kinds_of, split
+from dyncast_bgp.wire.community import EXPERIMENTAL_TYPES, split_communities
+from dyncast_bgp.wire.fastdecode import decode_raw, kinds_of
 from dyncast_bgp.wire.metrics import encode_metrics
 from tests.property.test_fastdecode import any_raw, metric_raw
 
@@ -42,14 +42,14 @@ def check(paths: list[tuple[bytes, ...]], metric_types: range | frozenset[int] =
     raws = [b"".join(path) for path in paths]
     columns = decode_columns(raws, metric_types=metric_types)
     assert len(columns.read) == len(raws)
-    heads = {tuple(raw[:4] for raw in split(blob)) for blob in raws if len(blob) % 8 == 0}
+    heads = {tuple(raw[:4] for raw in split_communities(blob)) for blob in raws if len(blob) % 8 == 0}
     for row, blob in enumerate(raws):
         try:
             expected = decode_raw(blob, metric_types=metric_types)
         except (TypeError, ValueError):
             assert not columns.read[row], f"row {row} read, but the general decoder raises"
             continue
-        path = split(blob)
+        path = split_communities(blob)
         if not columns.read[row]:
             planned = kinds_of(tuple(int.from_bytes(raw[:4], "big") for raw in path), metric_types)
             assert expected.problems or expected.unknown or planned is None or len(heads) > DISTINCT_LIMIT, \
