@@ -19,6 +19,7 @@ reason ``flap-damped (penalty P)`` until their penalty has decayed.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -247,11 +248,10 @@ class RouterEngine:
                 rest = dirty.difference(taken, ahead)
                 if not rest:
                     break
-                cursor = self._cursor
-                # sorted() and a slice: a sort in C (the key read in C too) beats heapq.nsmallest's Python loop
-                self._queue = sorted(rest, key=by_order) if cursor is None else (
-                    sorted([s for s in rest if s.order > cursor], key=by_order)
-                    + sorted([s for s in rest if s.order <= cursor], key=by_order))
+                # one sort in C (the key read in C too), rotated to start after the cursor
+                ordered = sorted(rest, key=by_order)
+                start = 0 if self._cursor is None else bisect.bisect_right(ordered, self._cursor, key=by_order)
+                self._queue = ordered[start:] + ordered[:start]
                 self._queued = 0
             queue, at = self._queue, self._queued
             while at < len(queue) and len(ahead) < wanted:
