@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from dyncast_bgp.lab.demo.kernel import live_flows
 from dyncast_bgp.lab.demo.routers import RouterSampler, instance_rows
 from dyncast_bgp.lab.demo.story import three_site_story
 from dyncast_bgp.lab.demo.tail import EventTail
@@ -123,3 +124,24 @@ def test_event_tail_reads_whole_lines_once_and_counts_the_rest(tmp_path: Path) -
     assert tail.skipped == 1 and tail.problem is not None and ":3:" in tail.problem
     assert tail.summary == {"requests": 2}
     assert tail.read() == []
+
+
+# ---------------------------------------------------------------- live flows per instance (conntrack)
+
+_CT = """\
+tcp      6 119 SYN_SENT src=10.100.2.2 dst=203.0.113.10 sport=40000 dport=8080 [UNREPLIED] src=203.0.113.10 \
+dst=10.100.2.2 sport=8080 dport=40000 mark=1145241601 use=1
+tcp      6 431999 ESTABLISHED src=10.100.2.2 dst=203.0.113.10 sport=40002 dport=8080 src=203.0.113.10 \
+dst=10.100.2.2 sport=8080 dport=40002 [ASSURED] mark=1145241602 use=1
+tcp      6 100 TIME_WAIT src=10.100.2.2 dst=203.0.113.10 sport=40004 dport=8080 src=203.0.113.10 \
+dst=10.100.2.2 sport=8080 dport=40004 [ASSURED] mark=1145241601 use=1
+"""
+
+
+def test_live_flows_count_a_session_from_its_syn_and_not_after_it_ended() -> None:
+    registry = {1: "203.0.113.10/32@10.1.1.2 s1a", 2: "203.0.113.10/32@10.2.1.2", 3: "203.0.113.10/32@10.3.1.2"}
+    flows = live_flows(registry, _CT)
+    # the SYN_SENT entry is a session whose first request has not even been sent: the client has no event for it
+    # yet, so only the kernel can say that s1a still has a session (the rolling maintenance test waits for 0)
+    assert flows == {"10.1.1.2": 1, "10.2.1.2": 1, "10.3.1.2": 0}
+    assert live_flows(registry, "") == {"10.1.1.2": 0, "10.2.1.2": 0, "10.3.1.2": 0}

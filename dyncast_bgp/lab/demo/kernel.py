@@ -1,7 +1,11 @@
-"""What an ingress's kernel steers: each instance's share of new flows, read from nftables in its namespace."""
+"""What an ingress's kernel steers: each instance's share of new flows, read from nftables in its namespace, and
+the flows it holds on each instance, read from conntrack there."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from dyncast_bgp.dataplane import conntrack
 from dyncast_bgp.dataplane.layout import Layout
 from dyncast_bgp.dataplane.readback import parse_key, parse_nft
 from dyncast_bgp.lab.demo.actions import LabControl
@@ -28,3 +32,35 @@ def kernel_shares(lab: LabControl, node: str, service: str, layout: Layout | Non
         return {binding_of[slot]: buckets / layout.resolution for slot, buckets in picks.items()
                 if slot in binding_of}
     return {}
+
+
+def live_flows(registry: Mapping[int, str], listing: str, layout: Layout | None = None) -> dict[str, int]:
+    """D-BID -> live conntrack entries steered to it (pure): ``registry`` is the nft registry (slot -> comment),
+    ``listing`` the ``conntrack -L`` output of our mark range.
+
+    Every flow the kernel pinned to an instance counts from its first packet (a SYN whose connection is not
+    even established yet) until it ends (TIME_WAIT and CLOSE do not count, see ``conntrack.count_marks``).
+    """
+    layout = layout or Layout()
+    counts = conntrack.count_marks(listing)
+    flows: dict[str, int] = {}
+    for slot, comment in registry.items():
+        if comment:
+            binding = str(parse_key(comment.split()[0]).binding)
+            flows[binding] = flows.get(binding, 0) + counts.get(layout.mark(slot), 0)
+    return flows
+
+
+def kernel_flows(lab: LabControl, node: str, layout: Layout | None = None) -> dict[str, int]:
+    """D-BID -> live flows ``node``'s kernel steers to it (IPv4 conntrack; empty when nothing is installed)."""
+    layout = layout or Layout()
+    done = lab.exec(node, ["nft", "-j", "list", "table", *TABLE], check=False, timeout=10.0)
+    if done.returncode != 0:
+        if "No such file or directory" in done.stderr:
+            return {}
+        raise LabError(f"{node}: nft -j list table {' '.join(TABLE)}: {done.stderr.strip()}")
+    registry = parse_nft(done.stdout, layout).registry
+    listed = lab.exec(node, conntrack.list_argv(4, layout), check=False, timeout=10.0)
+    if listed.returncode != 0:
+        raise LabError(f"{node}: {' '.join(conntrack.list_argv(4, layout))}: {listed.stderr.strip()}")
+    return live_flows(registry, listed.stdout, layout)
