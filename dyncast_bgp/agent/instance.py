@@ -91,6 +91,14 @@ class InstanceStatus:
             merged.update(source.usable_values(now))
         return MetricsView(merged)
 
+    def read_at(self, name: str, now: float) -> float | None:
+        """When the value :meth:`metrics` gives for ``name`` was read from its source (the last source holding
+        it, as there); None when it comes from the static values or none holds it."""
+        for source in reversed(self.sources):
+            if name in source.usable_values(now):
+                return source.good_at
+        return None
+
     def flags(self, metrics: MetricsView) -> StateFlag:
         flags = StateFlag.NONE
         if self.admin is Admin.DRAINING:

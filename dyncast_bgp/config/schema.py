@@ -276,6 +276,9 @@ class DrainPolicy(Strict):
     lead_time: NonNegative = Field(default=0.0, description="seconds between the drain request and the draining "
                                    "flag on the wire")
     threshold: NonNegative = Field(default=0.0, description="drained once active_sessions is at or below this")
+    settle: NonNegative = Field(default=3.0, description="seconds after draining began before a session count can "
+                                "end the drain: the draining flag must reach the routers (re-announce throttle, "
+                                "BGP, their apply) and a session pinned just before must show in the count")
 
 
 class ServiceConfig(Strict):

@@ -12,6 +12,7 @@ Endpoints (any method is accepted on the service path):
 - ``GET /metrics``: JSON whose keys are the project's metric names
   (``cpu_utilization``, ``active_sessions``, ``queued_requests``, ``service_delay``,
   ``capacity``) plus ``requests_total`` and ``errors_total``; see :meth:`Service.metrics`.
+  ``active_sessions`` counts the open connections but the one asking (a scrape is no session).
 - ``GET /health``: 200 ``ok``, 503 while failed.
 - ``POST /admin/errors?share=S``: answer that share of requests (evenly spread) with 500 after
   doing the work, while ``/health`` stays ok: a broken release that is still up (``error_rate``
@@ -481,8 +482,10 @@ class Service:
         path = request.path
         if path.startswith("/admin/"):
             return self._admin(request)
-        if path == "/metrics":
-            return 200, _json(self.metrics())
+        if path == "/metrics":  # asked over a connection of its own: that one is a scrape, not a session
+            document = self.metrics()
+            document["active_sessions"] = max(0, int(document["active_sessions"]) - 1)
+            return 200, _json(document)
         if path == "/health":
             return (503, b"failed\n") if self.failed else (200, b"ok\n")
         return await self._work()

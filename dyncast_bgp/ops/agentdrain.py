@@ -30,7 +30,8 @@ def facts(state: AgentState, now: float) -> dict[InstanceId, Fact]:
     for iid, _ in state.instances():
         status = state.status(iid)
         up = status.admin in _SERVING and status.withhold_reason(now) is None
-        result[iid] = Fact(iid.service, up, status.metrics(now).get(SESSIONS_METRIC))
+        result[iid] = Fact(iid.service, up, status.metrics(now).get(SESSIONS_METRIC),
+                           status.read_at(SESSIONS_METRIC, now))
     return result
 
 
@@ -42,7 +43,7 @@ def limits(state: AgentState) -> dict[str, Limits]:
             policy = state.drain_service(iid).drain
             found[iid.service] = Limits(min_available=policy.min_available, max_drained=policy.max_drained,
                                         deadline=policy.deadline, lead_time=policy.lead_time,
-                                        threshold=policy.threshold)
+                                        threshold=policy.threshold, settle=policy.settle)
     return found
 
 

@@ -11,9 +11,10 @@ an operator asked to drain; instances without a record are *serving*. Phases:
   stays pending, ``blocked`` with the reason, until it no longer would;
 - ``draining``: announced with the draining flag: no new flows, existing flows
   run on;
-- ``drained``: its live sessions (the ``active_sessions`` metric) fell to
-  ``threshold`` or below, or ``deadline`` seconds passed since draining began,
-  or the drain was ``hard`` (then at once). The agent adds the drained flag;
+- ``drained``: its live sessions (the ``active_sessions`` metric, read at least
+  ``settle`` seconds after draining began) fell to ``threshold`` or below, or
+  ``deadline`` seconds passed since draining began, or the drain was ``hard``
+  (then at once). The agent adds the drained flag;
   routers evict the flows still pinned to it (REL006 A.4.2: the rest are moved).
 
 Constraints per service (``drain`` in the service's agent config), checked when
@@ -66,6 +67,7 @@ class Limits:
     deadline: float = 600.0  # seconds from the start of draining to drained, whatever the sessions
     lead_time: float = 0.0
     threshold: float = 0.0  # drained once active_sessions <= threshold
+    settle: float = 3.0  # a session count read less than this long after draining began does not end it
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,7 @@ class Fact:
     service: str
     up: bool  # announced and healthy (admin withdrawn, unhealthy or not ready: False)
     sessions: float | None = None  # the active_sessions metric, None when unknown
+    sampled_at: float | None = None  # when ``sessions`` was read (None: a value that does not age, e.g. static)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,11 +263,20 @@ class DrainBook(Generic[K]):
                                         self.available(facts, fact.service, without=key)))
         return tuple(steps)
 
+    def _settled(self, drain: Drain, fact: Fact, now: float) -> bool:
+        """Whether ``fact``'s session count was read ``settle`` seconds or more after draining began. Earlier,
+        the draining flag may not have reached every router yet (the agent's re-announce throttle, BGP, the
+        router's apply), and a session a router pinned just before may not show in the count yet: ended on such
+        a count, the drain would have the routers evict a session that has just begun."""
+        started = drain.started_at if drain.started_at is not None else -math.inf
+        read = now if fact.sampled_at is None else fact.sampled_at
+        return read >= started + self.limits_for(fact.service).settle
+
     def _done(self, drain: Drain, fact: Fact, now: float) -> str | None:
         if drain.hard:
             return "hard"
         limits = self.limits_for(fact.service)
-        if fact.sessions is not None and fact.sessions <= limits.threshold:
+        if fact.sessions is not None and fact.sessions <= limits.threshold and self._settled(drain, fact, now):
             return "sessions"
         deadline_at = drain.deadline_at
         if deadline_at is not None and now >= deadline_at:

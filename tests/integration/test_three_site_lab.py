@@ -242,6 +242,7 @@ def test_rolling_maintenance_loses_no_request(site: ThreeSite) -> None:
     settled(site)
     start = time.time()
     figures = []
+    evicted_before = {router: _drain_evictions(site, router) for router in ROUTERS}
     for instance in ("s1a", "s2a", "s3a", "s3b"):
         def out_of_kernels(i: str = instance) -> bool:
             return all(site.kernel(r)[i] == 0.0 for r in ROUTERS)
@@ -252,6 +253,13 @@ def test_rolling_maintenance_loses_no_request(site: ThreeSite) -> None:
             it (CI once restarted s1a 12 ms after such a session's SYN: "closed by server"); conntrack has its
             flow from the SYN on, and with the instance out of the kernels no new one can start."""
             return _open_sessions_on(site, i, time.time()) == 0 and all(site.flows(r)[i] == 0 for r in ROUTERS)
+
+        def drained_on_sessions(i: str = instance) -> bool:
+            """The agent ended the drain on its session count (the service's own count without the agent's
+            scrape, read `drain.settle` after draining began), not at the deadline: the operator's signal
+            that the instance may go down."""
+            drain = site.agent_view(i).get("drain") or {}
+            return drain.get("phase") == "drained" and drain.get("why") == "sessions"
 
         def healthy(i: str = instance) -> bool:
             """The restarted service answers, and its agent says so (the agent may not even have seen it
@@ -266,17 +274,32 @@ def test_rolling_maintenance_loses_no_request(site: ThreeSite) -> None:
             t_drain = time.monotonic()
             wait_for(out_of_kernels, timeout=5, what=f"{instance} drained at both ingresses")
             idle = wait_for(sessions_ended, timeout=30, what=f"the sessions open on {instance} end", interval=0.2)
+            over = wait_for(drained_on_sessions, timeout=15, what=f"{instance}'s drain over (sessions ended)",
+                            interval=0.2)
             site.lab.restart_node(instance)
             wait_for(healthy, timeout=30, what=f"{instance} healthy again after its restart", interval=0.2)
         finally:
             site.act("undrain", instance)
         back = wait_for(in_kernels, timeout=15, what=f"{instance} takes new flows again", interval=0.1)
-        figures.append(f"{instance}: sessions gone {idle:.1f} s after the drain, back "
+        figures.append(f"{instance}: sessions gone {idle:.1f} s after the drain, drained {idle + over:.1f} s "
+                       f"after it, back "
                        f"{time.monotonic() - t_drain:.1f} s after it (undrain to share {back:.2f} s)")
+    # each drained instance was evicted at each ingress (nothing was left on it: the eviction finds no flow); once
+    # when it was drained, and usually again when it came back from its restart still drained (its agent withdrew
+    # it while its health check failed, so the router's decision had no instance to remember as drained)
+    wait_for(lambda: all(_drain_evictions(site, r) - evicted_before[r] >= 4 for r in ROUTERS), timeout=10,
+             what="each ingress evicted the four drained instances", interval=0.25)
+    evictions = {r: _drain_evictions(site, r) - evicted_before[r] for r in ROUTERS}
     failed = site.failures(start, time.time())
     print("\nrolling maintenance:\n  " + "\n  ".join(figures) +
-          f"\n  requests {site.requests(start, time.time())}, failed {len(failed)}")
+          f"\n  requests {site.requests(start, time.time())}, failed {len(failed)}; drain evictions {evictions}")
     assert not failed, failed[:5]
+
+
+def _drain_evictions(site: ThreeSite, router: str) -> int:
+    """The router's drain_evictions counter, from the status file it writes (0 before the first)."""
+    document = read_status(Path(site.story.status_files[router]))
+    return int(((document or {}).get("counters") or {}).get("drain_evictions", 0))
 
 
 def _router_pids(site: ThreeSite, node: str) -> list[int]:

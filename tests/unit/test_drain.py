@@ -17,7 +17,7 @@ from dyncast_bgp.ctl.commands import build_request
 from dyncast_bgp.ctl.protocol import Request, parse_request
 from dyncast_bgp.ctl.render import render
 from dyncast_bgp.dataplane.desired import ApplyResult, DesiredState
-from dyncast_bgp.model import InstanceKey, InstanceState, ServiceId, StateFlag, state_from_flags
+from dyncast_bgp.model import InstanceKey, InstanceState, MetricsView, ServiceId, StateFlag, state_from_flags
 from dyncast_bgp.ops import agentdrain
 from dyncast_bgp.ops.drain import Accepted, DrainBook, Fact, Limits, Phase, Refused
 from dyncast_bgp.ops.durations import parse_duration
@@ -51,6 +51,58 @@ def test_soft_drain_is_drained_when_sessions_reach_the_threshold() -> None:
     done = book.tick(facts(ALL_UP, {"a": 2}), 6.0)
     assert [(s.after, s.event, s.why) for s in done] == [(Phase.DRAINED, "instance_drained", "sessions")]
     assert book.get("a") is not None and book.get("a").finished_at == 6.0  # type: ignore[union-attr]
+
+
+def test_a_session_count_read_before_the_settle_time_does_not_end_a_drain() -> None:
+    """A count of 0 read as draining begins does not prove the sessions ended: the routers may not have the
+    draining flag yet, and a session one of them pinned just before may not be counted yet. Ended on it, the
+    routers would evict that session (CI's three-site lab: a restart 12 ms after a session's SYN)."""
+    book: DrainBook[str] = DrainBook({WEB: Limits(settle=3.0)})
+    steps = accepted(book.request("a", {"a": Fact(WEB, True, 0.0, sampled_at=9.5)}, 10.0)).transitions
+    assert [s.after for s in steps] == [Phase.PENDING, Phase.DRAINING]  # not drained at once
+    assert book.tick({"a": Fact(WEB, True, 0.0, sampled_at=12.9)}, 13.0) == []
+    assert book.tick({"a": Fact(WEB, True, 0.0, sampled_at=12.9)}, 60.0) == []  # late, but the same old count
+    done = book.tick({"a": Fact(WEB, True, 0.0, sampled_at=13.0)}, 13.5)
+    assert [(s.after, s.why) for s in done] == [(Phase.DRAINED, "sessions")]
+    instant: DrainBook[str] = DrainBook({WEB: Limits(settle=0.0)})  # settle 0: as soon as a count says so
+    steps = accepted(instant.request("a", {"a": Fact(WEB, True, 0.0, sampled_at=10.0)}, 10.0)).transitions
+    assert [s.after for s in steps] == [Phase.PENDING, Phase.DRAINING, Phase.DRAINED]
+
+
+SOURCED = """
+bgp: {router_id: 192.0.2.1, local_as: 65001}
+services:
+  - name: web
+    dsid: 203.0.113.10/32
+    drain: {settle: 2}
+    instances:
+      - name: a
+        binding: 198.51.100.11
+        metrics:
+          - {type: http, url: "http://198.51.100.11:8080/metrics", interval: 1, timeout: 0.5}
+          - {type: http, url: "http://198.51.100.11:8080/load", interval: 1, timeout: 0.5}
+"""
+
+
+def test_the_agent_ends_a_drain_on_a_session_count_read_after_the_settle_time() -> None:
+    state = AgentState(parse(SOURCED))
+    a = InstanceId("web", "a")
+    state.record_health(a, True, "")
+    sessions, cpu = MetricsView({"active_sessions": 0.0}), MetricsView({"cpu_utilization": 9.0})
+    state.record_metrics(a, 0, sessions, None, 9.0)
+    state.record_metrics(a, 1, cpu, None, 9.0)
+    state.plan(9.0)
+    assert state.status(a).read_at("active_sessions", 10.0) == 9.0
+    assert agentdrain.facts(state, 10.0)[a] == Fact("web", True, 0.0, 9.0)
+    book: DrainBook[InstanceId] = DrainBook()
+    assert control.apply(state, drain("drain", "web/a"), book, now=10.0).drains[-1].after is Phase.DRAINING
+    state.record_metrics(a, 1, cpu, None, 12.5)  # the other source's newer read does not date the count
+    assert agentdrain.tick(state, book, 12.5) == []
+    state.record_metrics(a, 0, sessions, None, 11.9)  # read before 10 + 2
+    assert agentdrain.tick(state, book, 12.6) == []
+    state.record_metrics(a, 0, sessions, None, 12.7)
+    assert [(s.event, s.why) for s in agentdrain.tick(state, book, 12.8)] == [("instance_drained", "sessions")]
+    assert state.status(a).drained
 
 
 def test_soft_drain_without_sessions_ends_at_its_deadline() -> None:
@@ -187,17 +239,19 @@ def test_agent_soft_drain_waits_for_sessions_then_announces_drained() -> None:
 
 def test_agent_refuses_a_second_drain_with_the_reason_and_undrain_returns_the_instance() -> None:
     state, book = agent()
-    assert control.apply(state, drain("drain", "b"), book, now=0.0).drains[-1].after is Phase.DRAINED  # 0 sessions
-    refused = control.apply(state, drain("drain", "c"), book, now=0.0)
+    assert control.apply(state, drain("drain", "b"), book, now=0.0).drains[-1].after is Phase.DRAINING
+    assert agentdrain.tick(state, book, 2.9) == []  # 0 sessions, but the drain's settle time (3 s) is not over
+    assert [(s.event, s.why) for s in agentdrain.tick(state, book, 3.0)] == [("instance_drained", "sessions")]
+    refused = control.apply(state, drain("drain", "c"), book, now=3.0)
     assert refused.error == "drain of web/c refused: max_drained 1 reached for service web: web/b (drained); " \
                             "undrain one first"
-    answer = control.answer(state, drain("drain", "c"), refused, 0.0, {})
+    answer = control.answer(state, drain("drain", "c"), refused, 3.0, {})
     assert answer == {"ok": False, "error": refused.error}
-    undrained = control.apply(state, drain("undrain", "b"), book, now=1.0)
+    undrained = control.apply(state, drain("undrain", "b"), book, now=4.0)
     assert undrained.transition is not None and undrained.transition.changed
     assert state.status(InstanceId("web", "b")).admin is Admin.ACTIVE
     assert not state.status(InstanceId("web", "b")).drained
-    back = control.apply(state, drain("undrain", "d"), book, now=1.0)  # not draining: nothing to do
+    back = control.apply(state, drain("undrain", "d"), book, now=4.0)  # not draining: nothing to do
     assert back.transition is not None and not back.transition.changed
 
 

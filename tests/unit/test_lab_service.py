@@ -266,7 +266,7 @@ def test_metrics_use_the_project_metric_names_and_pass_the_agent_checks() -> Non
                                   "error_rate", "capacity"}
             assert taken["error_rate"] == 0.0
             assert taken["capacity"] == 80
-            assert taken["active_sessions"] == 1  # the /metrics connection itself
+            assert taken["active_sessions"] == 0  # the /metrics connection is a scrape, not a session
             assert 50_000 <= taken["service_delay"] < 200_000
             assert document["requests_total"] == 1 and document["errors_total"] == 0
         finally:
@@ -376,9 +376,11 @@ def test_active_sessions_count_open_connections_and_stop_closes_them() -> None:
         clients = [await Client.open(port) for _ in range(3)]
         for client in clients:
             await client.call("GET", "/")
-        assert (await metrics(port))["active_sessions"] == 4  # three idle keep-alive sessions and this one
+        # three idle keep-alive sessions; the scrape's own connection is none (counted, a drain waiting for 0
+        # sessions could never end: the agent's own scrape would always be one)
+        assert (await metrics(port))["active_sessions"] == 3
         await clients[0].close()
-        await eventually(lambda: metrics(port), lambda m: m["active_sessions"] == 3)
+        await eventually(lambda: metrics(port), lambda m: m["active_sessions"] == 2)
         await service.stop()
         assert await clients[1].reader.read() == b""
         with pytest.raises(OSError):
