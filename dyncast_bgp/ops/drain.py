@@ -90,6 +90,7 @@ class Drain:
     effective_at: float  # when the lead time ends
     deadline: float  # seconds from draining to drained at the latest
     started_at: float | None = None  # when draining began
+    settle_at: float | None = None  # while draining: when the settle time ends, until a tick has seen it end
     finished_at: float | None = None
     why: str = ""  # why drained: "sessions", "deadline", "hard"; why blocked while pending
     blocked: str | None = None
@@ -167,9 +168,10 @@ class DrainBook(Generic[K]):
         return [key for key in self._drains if key in facts and facts[key].service == service]
 
     def next_due(self) -> float | None:
-        """The next time :meth:`tick` has something to do (a lead time or a deadline ends)."""
+        """The next time :meth:`tick` has something to do (a lead time, a settle time or a deadline ends)."""
         times = [d.effective_at for d in self._drains.values() if d.phase is Phase.PENDING and d.blocked is None]
         times += [at for d in self._drains.values() if d.phase is Phase.DRAINING and (at := d.deadline_at) is not None]
+        times += [at for d in self._drains.values() if d.phase is Phase.DRAINING and (at := d.settle_at) is not None]
         return min(times, default=None)
 
     # ------------------------------------------------------------ requests
@@ -252,10 +254,13 @@ class DrainBook(Generic[K]):
                     self._drains[key] = replace(drain, blocked=reason)
                     steps.append(Transition(key, Phase.PENDING, Phase.PENDING, "drain_blocked", reason, left))
                 return tuple(steps)
-            drain = self._drains[key] = replace(drain, phase=Phase.DRAINING, started_at=now, blocked=None)
+            drain = self._drains[key] = replace(drain, phase=Phase.DRAINING, started_at=now, blocked=None,
+                                                settle_at=now + limits.settle)
             steps.append(Transition(key, Phase.PENDING, Phase.DRAINING, EVENTS[Phase.DRAINING],
                                     "hard drain" if drain.hard else "lead time over", left))
         if drain.phase is Phase.DRAINING:
+            if drain.settle_at is not None and now >= drain.settle_at:  # a timer for it no longer (next_due)
+                drain = self._drains[key] = replace(drain, settle_at=None)
             why = self._done(drain, fact, now)
             if why is not None:
                 self._drains[key] = replace(drain, phase=Phase.DRAINED, finished_at=now, why=why)

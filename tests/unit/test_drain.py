@@ -108,7 +108,9 @@ def test_the_agent_ends_a_drain_on_a_session_count_read_after_the_settle_time() 
 def test_soft_drain_without_sessions_ends_at_its_deadline() -> None:
     book: DrainBook[str] = DrainBook({WEB: Limits(deadline=600)})
     accepted(book.request("a", facts(ALL_UP), 10.0, deadline=60))
-    assert book.next_due() == 70.0
+    assert book.next_due() == 13.0  # the settle time (3 s) ends: a static count would end the drain then
+    assert book.tick(facts(ALL_UP), 13.0) == []  # without a count, nothing
+    assert book.next_due() == 70.0  # the settle timer is gone once a tick saw it end
     assert book.tick(facts(ALL_UP), 69.9) == []
     assert [s.why for s in book.tick(facts(ALL_UP), 70.0)] == ["deadline"]
 
