@@ -224,8 +224,8 @@ class Registrations:
         self._configured = {InstanceId(s.name, i.name) for s in config.services for i in s.instances}
         self.registered: dict[InstanceId, Registration] = {}
         self.leaving: dict[InstanceId, float] = {}  # graceful deregistrations: iid -> deadline
-        self._leaving_since: dict[InstanceId, float] = {}  # ... and when each began (the drain's settle time)
-        self._settling: set[InstanceId] = set()  # ... whose settle time a tick has not yet seen end
+        self._settle_at: dict[InstanceId, float] = {}  # ... and when their settle time (drain.settle) ends
+        self._ticked = -math.inf  # the last tick's time: settle times at or before it need no timer (next_due)
         self.conflicts: list[Conflict] = [Conflict(c.name, None, c.message, "names") for c in self.names.conflicts]
         self.save_failures = 0
         for conflict in self.conflicts:
@@ -399,8 +399,7 @@ class Registrations:
             return Applied(200, None, extra={"removed": str(iid), "mode": "immediate"})
         if iid not in self.leaving:
             self.leaving[iid] = now + deadline
-            self._leaving_since[iid] = now
-            self._settling.add(iid)
+            self._settle_at[iid] = now + self._state.drain_settle(iid)
             before = self._state.set_admin(iid, Admin.DRAINING) if self._state.status(iid).admin \
                 is not Admin.WITHDRAWN else Admin.WITHDRAWN
             log.info("instance_deregistering", service=iid.service, instance=iid.instance, deadline=deadline,
@@ -413,8 +412,7 @@ class Registrations:
         self._state.remove_instance(iid)
         self.registered.pop(iid, None)
         self.leaving.pop(iid, None)
-        self._leaving_since.pop(iid, None)
-        self._settling.discard(iid)
+        self._settle_at.pop(iid, None)
         self._persist()
         log.info("instance_deregistered", service=iid.service, instance=iid.instance, why=why)
 
@@ -425,11 +423,8 @@ class Registrations:
         for iid, deadline in sorted(self.leaving.items()):
             if not self._state.has(iid):
                 self.leaving.pop(iid)
-                self._leaving_since.pop(iid, None)
-                self._settling.discard(iid)
+                self._settle_at.pop(iid, None)
                 continue
-            if now >= self._settled_at(iid):
-                self._settling.discard(iid)  # no timer for it any more (next_due)
             status = self._state.status(iid)
             sessions = status.metrics(now).get("active_sessions")
             if now >= deadline:
@@ -438,19 +433,17 @@ class Registrations:
                 self._remove(iid, tasks, why="sessions ended")
             elif self._state.published(iid, now) is None:
                 self._remove(iid, tasks, why="not announced")
+        self._ticked = max(self._ticked, now)
 
     def _settled(self, iid: InstanceId, status: InstanceStatus, now: float) -> bool:
         """Whether the session count was read the service's ``drain.settle`` after the deregistration began, as
         for a drain (ops/drain.py, decision 0011): before, a router may still pin a new session on it."""
         read = status.read_at("active_sessions", now)
-        return (now if read is None else read) >= self._settled_at(iid)
-
-    def _settled_at(self, iid: InstanceId) -> float:
-        return self._leaving_since.get(iid, -math.inf) + self._state.drain_service(iid).drain.settle
+        return (now if read is None else read) >= self._settle_at.get(iid, -math.inf)
 
     def next_due(self) -> float | None:
         """The next time :meth:`tick` has something to do: a deadline, or a settle time, ends."""
-        due = [self._settled_at(iid) for iid in self._settling if self._state.has(iid)]
+        due = [at for at in self._settle_at.values() if at > self._ticked]
         return min([*self.leaving.values(), *due], default=None)
 
     # ------------------------------------------------------------ answers

@@ -40,7 +40,7 @@ class SourceStatus:
     on_failure: OnFailure
     max_age: float
     values: MetricsView = field(default_factory=MetricsView)
-    good_at: float | None = None  # when ``values`` were read
+    good_at: float | None = None  # when the source was asked for ``values`` (they are no older)
     error: str | None = None  # the last failure, None after a success
     reported: bool = False
 

@@ -71,6 +71,7 @@ class MetricResult:
     source: int
     values: MetricsView | None
     error: str | None
+    asked_at: float | None = None  # when the source was asked: the values are no older (drain.settle reads it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +343,8 @@ class AgentRuntime:
                 event.reply.set_result(1.0)
             return
         if isinstance(event, MetricResult):
-            self.state.record_metrics(event.iid, event.source, event.values, event.error, now)
+            self.state.record_metrics(event.iid, event.source, event.values, event.error,
+                                      now if event.asked_at is None else min(event.asked_at, now))
             return
         flipped = self.state.record_health(event.iid, event.ok, event.detail)
         machine = self.state.health_machine(event.iid)
@@ -389,6 +391,7 @@ class AgentRuntime:
         while True:
             values: MetricsView | None = None
             error: str | None = None
+            asked = self._clock()
             try:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the task's cancellation when the
                 # inner call finishes at the same moment (CPython gh-86296), and the agent then never stops.
@@ -406,7 +409,7 @@ class AgentRuntime:
             elif was_failing:
                 log.info("metric_source_recovered", instance=str(iid), source=collector.description)
             was_failing = error is not None
-            await self._queue.put(MetricResult(iid, index, values, error))
+            await self._queue.put(MetricResult(iid, index, values, error, asked))
             await self._sleep(source.interval)
 
     async def _check(self, iid: InstanceId, health: HealthCheck) -> None:

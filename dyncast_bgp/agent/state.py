@@ -262,6 +262,10 @@ class AgentState:
         """The config of the instance's service (its ``drain`` constraints)."""
         return self._services[iid.service].config
 
+    def drain_settle(self, iid: InstanceId) -> float:
+        """The settle time of the instance's service's drains (``Config.settle_for``)."""
+        return self._config.settle_for(self._services[iid.service].config)
+
     def configured_admin(self, iid: InstanceId) -> Admin:
         """The operator state the config file gives the instance (what it started with)."""
         entry = self._services[iid.service]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -264,6 +264,10 @@ class InstanceConfig(Strict):
 
 
 
+SETTLE_MARGIN: Final = 2.0
+"""Seconds a drain's default settle time adds to the re-announce throttle (BGP, the routers' apply, a metrics read)."""
+
+
 class DrainPolicy(Strict):
     """Drain constraints and defaults of one service at this agent (docs/agent.md#drain); counted per agent."""
 
@@ -276,9 +280,10 @@ class DrainPolicy(Strict):
     lead_time: NonNegative = Field(default=0.0, description="seconds between the drain request and the draining "
                                    "flag on the wire")
     threshold: NonNegative = Field(default=0.0, description="drained once active_sessions is at or below this")
-    settle: NonNegative = Field(default=3.0, description="seconds after draining began before a session count can "
-                                "end the drain: the draining flag must reach the routers (re-announce throttle, "
-                                "BGP, their apply) and a session pinned just before must show in the count")
+    settle: NonNegative | None = Field(
+        default=None, description="seconds after draining began before a session count can end the drain: the "
+        "draining flag must reach the routers (re-announce throttle, BGP, their apply) and a session pinned just "
+        "before must show in the count; default publish.min_interval + 2 (3 with the default throttle); 0: off")
 
 
 class ServiceConfig(Strict):
@@ -664,3 +669,20 @@ class Config(Strict):
 
     def publish_for(self, service: ServiceConfig) -> Publish:
         return service.publish or self.agent.publish
+
+    def settle_for(self, service: ServiceConfig) -> float:
+        """The service's drain settle time (decision 0011): as configured, else its throttle + 2 s."""
+        settle = service.drain.settle
+        return settle if settle is not None else self.publish_for(service).min_interval + SETTLE_MARGIN
+
+    @model_validator(mode="after")
+    def _settle_after_the_throttle(self) -> Config:
+        """A drain's settle time must outlast the re-announce throttle that can hold back the draining flag
+        (decision 0011); 0 turns the settle time off."""
+        for index, service in enumerate(self.services):
+            settle, throttle = self.settle_for(service), self.publish_for(service).min_interval
+            if 0 < settle <= throttle:
+                raise ValueError(f"services[{index}] ({service.name}): drain.settle ({settle:g} s) must exceed "
+                                 f"publish.min_interval ({throttle:g} s), which can hold the draining flag back "
+                                 "that long (or be 0 to end drains on any session count)")
+        return self

@@ -39,16 +39,18 @@ def instance_row(view: Mapping[str, Any]) -> list[str]:
 
 
 def _drain(drain: Mapping[str, Any]) -> str:
-    """A drain phase in a few words: ``pending 25s``, ``draining, deadline in 540s``, ``drained (sessions)``."""
+    """A drain phase in a few words: ``pending 25s``, ``draining, settling 2s, deadline in 540s``,
+    ``drained (sessions)``."""
     phase = str(drain.get("phase"))
     hard = " hard" if drain.get("hard") else ""
     if phase == "pending":
         blocked = drain.get("blocked")
         return f"pending{hard}: {blocked}" if blocked else f"pending{hard} {max(0.0, drain.get('effective') or 0):.0f}s"
     if phase == "draining":
-        deadline = drain.get("deadline")
-        return f"draining{hard}" + (f", deadline in {max(0.0, deadline):.0f}s" if isinstance(deadline, int | float)
-                                    else "")
+        deadline, settles = drain.get("deadline"), drain.get("settles")
+        settling = f", settling {settles:.0f}s" if isinstance(settles, int | float) and settles > 0 else ""
+        return f"draining{hard}{settling}" + (f", deadline in {max(0.0, deadline):.0f}s"
+                                              if isinstance(deadline, int | float) else "")
     return f"{phase}{hard} ({drain.get('why') or '-'})"
 
 

@@ -12,7 +12,8 @@ Endpoints (any method is accepted on the service path):
 - ``GET /metrics``: JSON whose keys are the project's metric names
   (``cpu_utilization``, ``active_sessions``, ``queued_requests``, ``service_delay``,
   ``capacity``) plus ``requests_total`` and ``errors_total``; see :meth:`Service.metrics`.
-  ``active_sessions`` counts the open connections but the one asking (a scrape is no session).
+  ``active_sessions`` counts the open connections but the one asking (a scrape is no session; another
+  scraper's connection open at that moment still counts, which can only delay a drain's end).
 - ``GET /health``: 200 ``ok``, 503 while failed.
 - ``POST /admin/errors?share=S``: answer that share of requests (evenly spread) with 500 after
   doing the work, while ``/health`` stays ok: a broken release that is still up (``error_rate``

@@ -43,7 +43,7 @@ def limits(state: AgentState) -> dict[str, Limits]:
             policy = state.drain_service(iid).drain
             found[iid.service] = Limits(min_available=policy.min_available, max_drained=policy.max_drained,
                                         deadline=policy.deadline, lead_time=policy.lead_time,
-                                        threshold=policy.threshold, settle=policy.settle)
+                                        threshold=policy.threshold, settle=state.drain_settle(iid))
     return found
 
 

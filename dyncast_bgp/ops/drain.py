@@ -90,7 +90,7 @@ class Drain:
     effective_at: float  # when the lead time ends
     deadline: float  # seconds from draining to drained at the latest
     started_at: float | None = None  # when draining began
-    settle_at: float | None = None  # while draining: when the settle time ends, until a tick has seen it end
+    settle_at: float | None = None  # from draining on: a session count read before this does not end it
     finished_at: float | None = None
     why: str = ""  # why drained: "sessions", "deadline", "hard"; why blocked while pending
     blocked: str | None = None
@@ -106,7 +106,8 @@ class Drain:
 
         return {"phase": str(self.phase), "hard": self.hard, "requested": rel(self.requested_at),
                 "effective": rel(self.effective_at), "deadline": rel(self.deadline_at),
-                "finished": rel(self.finished_at), "why": self.why or None, "blocked": self.blocked}
+                "settles": rel(self.settle_at), "finished": rel(self.finished_at), "why": self.why or None,
+                "blocked": self.blocked}
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,7 @@ class DrainBook(Generic[K]):
     def __init__(self, limits: Mapping[str, Limits] | None = None) -> None:
         self.limits: dict[str, Limits] = dict(limits or {})
         self._drains: dict[K, Drain] = {}
+        self._ticked = -math.inf  # the last tick's time: timers at or before it are done (next_due)
 
     # ------------------------------------------------------------ reading
 
@@ -171,7 +173,8 @@ class DrainBook(Generic[K]):
         """The next time :meth:`tick` has something to do (a lead time, a settle time or a deadline ends)."""
         times = [d.effective_at for d in self._drains.values() if d.phase is Phase.PENDING and d.blocked is None]
         times += [at for d in self._drains.values() if d.phase is Phase.DRAINING and (at := d.deadline_at) is not None]
-        times += [at for d in self._drains.values() if d.phase is Phase.DRAINING and (at := d.settle_at) is not None]
+        times += [at for d in self._drains.values()
+                  if d.phase is Phase.DRAINING and (at := d.settle_at) is not None and at > self._ticked]
         return min(times, default=None)
 
     # ------------------------------------------------------------ requests
@@ -236,6 +239,7 @@ class DrainBook(Generic[K]):
         transitions: list[Transition[K]] = []
         for key in sorted(self._drains, key=str):
             transitions.extend(self._advance(key, facts, now))
+        self._ticked = max(self._ticked, now)
         return transitions
 
     def _advance(self, key: K, facts: Mapping[K, Fact], now: float) -> tuple[Transition[K], ...]:
@@ -259,8 +263,6 @@ class DrainBook(Generic[K]):
             steps.append(Transition(key, Phase.PENDING, Phase.DRAINING, EVENTS[Phase.DRAINING],
                                     "hard drain" if drain.hard else "lead time over", left))
         if drain.phase is Phase.DRAINING:
-            if drain.settle_at is not None and now >= drain.settle_at:  # a timer for it no longer (next_due)
-                drain = self._drains[key] = replace(drain, settle_at=None)
             why = self._done(drain, fact, now)
             if why is not None:
                 self._drains[key] = replace(drain, phase=Phase.DRAINED, finished_at=now, why=why)
@@ -273,9 +275,8 @@ class DrainBook(Generic[K]):
         the draining flag may not have reached every router yet (the agent's re-announce throttle, BGP, the
         router's apply), and a session a router pinned just before may not show in the count yet: ended on such
         a count, the drain would have the routers evict a session that has just begun."""
-        started = drain.started_at if drain.started_at is not None else -math.inf
         read = now if fact.sampled_at is None else fact.sampled_at
-        return read >= started + self.limits_for(fact.service).settle
+        return drain.settle_at is None or read >= drain.settle_at
 
     def _done(self, drain: Drain, fact: Fact, now: float) -> str | None:
         if drain.hard:

@@ -12,7 +12,7 @@ from dyncast_bgp.agent import control
 from dyncast_bgp.agent.instance import Admin
 from dyncast_bgp.agent.state import AgentState, InstanceId
 from dyncast_bgp.cli import build_parser
-from dyncast_bgp.config.loader import parse
+from dyncast_bgp.config.loader import ConfigError, parse
 from dyncast_bgp.ctl.commands import build_request
 from dyncast_bgp.ctl.protocol import Request, parse_request
 from dyncast_bgp.ctl.render import render
@@ -103,6 +103,20 @@ def test_the_agent_ends_a_drain_on_a_session_count_read_after_the_settle_time() 
     state.record_metrics(a, 0, sessions, None, 12.7)
     assert [(s.event, s.why) for s in agentdrain.tick(state, book, 12.8)] == [("instance_drained", "sessions")]
     assert state.status(a).drained
+
+
+def test_the_settle_time_outlasts_the_re_announce_throttle() -> None:
+    """The draining flag can be held back up to publish.min_interval: the default settle time is that + 2 s, and
+    a shorter one is refused where it is configured (0 turns it off)."""
+    slow = SOURCED.replace("bgp: {router_id: 192.0.2.1, local_as: 65001}",
+                           "bgp: {router_id: 192.0.2.1, local_as: 65001}\nagent: {publish: {min_interval: 5}}")
+    config = parse(slow.replace("    drain: {settle: 2}\n", ""))
+    assert config.settle_for(config.services[0]) == 7.0
+    assert agentdrain.limits(AgentState(config))["web"].settle == 7.0
+    with pytest.raises(ConfigError, match=r"services\[0\] \(web\): drain.settle \(2 s\) must exceed "
+                                          r"publish.min_interval \(5 s\)"):
+        parse(slow)
+    assert parse(slow.replace("settle: 2", "settle: 0")).services[0].drain.settle == 0.0
 
 
 def test_soft_drain_without_sessions_ends_at_its_deadline() -> None:
@@ -231,6 +245,8 @@ def test_agent_soft_drain_waits_for_sessions_then_announces_drained() -> None:
     assert state.status(a).admin is Admin.DRAINING
     assert state.status(a).flags(state.status(a).metrics(1.0)) == StateFlag.DRAINING
     assert agentdrain.tick(state, book, 2.0) == []  # 12 sessions
+    shown = render("instances", {"ok": True, "instances": [control.instance_view(state, a, 2.0, book)]})
+    assert "draining, settling 2s, deadline in 299s" in shown, shown
     steps = agentdrain.tick(state, book, 301.0)
     assert [(s.event, s.why) for s in steps] == [("instance_drained", "deadline")]
     assert state.status(a).flags(state.status(a).metrics(301.0)) == StateFlag.DRAINING | StateFlag.DRAINED

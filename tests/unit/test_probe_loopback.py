@@ -220,7 +220,9 @@ def test_replies_are_timed_when_they_arrive_not_when_a_held_loop_reads_them(
     as without them, replies are read up to 0.2 s late: past the timeout they count as lost.
 
     The bound is the responder's own measured hold, not a fixed 100 ms: the echo thread's timers run up to
-    47 ms late on this VM (it stalls a vCPU now and then), and with a fixed bound CI failed three times."""
+    47 ms late on this VM (it stalls a vCPU now and then), and with a fixed bound CI failed three times. A run
+    whose responder held a probe so long that its reply could be lost is skipped with its figure: there neither
+    loss nor the RTT can tell the two stampings apart."""
     if stamps and not rxtime.supported():
         pytest.skip("SO_TIMESTAMPNS is not known on this architecture")
     if not stamps:
@@ -251,11 +253,12 @@ def test_replies_are_timed_when_they_arrive_not_when_a_held_loop_reads_them(
     longest = max(held)
     assert longest >= 0.06, held
     if stamps:
+        if longest >= 0.12 - 0.025:  # its own reply could be lost: loss no longer tells the two stampings apart
+            pytest.skip(f"the echo thread itself held a probe {longest * 1e3:.0f} ms (a stalled VM): this run "
+                        "cannot tell kernel stamps from read time")
         # Stamped at arrival, an RTT is the responder's hold plus loopback transit: bounded by what the responder
-        # really did, not by the loop's holds (0.2 s). A reply is lost only if the responder itself held it
-        # past the timeout.
+        # really did, not by the loop's holds (0.2 s); and nothing is lost, every reply came within the timeout.
         assert 60_000.0 <= metrics.rtt_peak_us < (longest + 0.025) * 1e6, (metrics, longest)
-        if longest < 0.12 - 0.025:
-            assert metrics.loss_mean == 0.0, (metrics, longest)
+        assert metrics.loss_mean == 0.0, (metrics, longest)
     else:
         assert metrics.loss_mean > 0.0 or metrics.rtt_peak_us > (longest + 0.025) * 1e6, (metrics, longest)
