@@ -100,6 +100,9 @@ class RouterEngine:
     def __init__(self, config: RouterConfig, *, stale_time: float = 0.0,
                  static_paths: Callable[[IPAddress], PathMetrics] | None = None) -> None:
         self.config = config
+        self._shortest_half_life = min([config.defaults.flap_dampening.half_life] + [
+            policy.flap_dampening.half_life for policy in config.services.values()
+            if "flap_dampening" in policy.model_fields_set])  # of every service's flap dampening (flaps.forget)
         self.rib = Rib(stale_time=stale_time, trust=TrustPolicy.from_config(config.trust), track_instances=True)
         self.flaps = FlapTracker()
         self._forget_at = 0.0
@@ -207,7 +210,8 @@ class RouterEngine:
             self._track_flaps(now)
         if now >= self._forget_at:
             self._forget_at = now + FORGET_INTERVAL
-            self.flaps.forget(now, lambda key: self._policy(key.service).flap_dampening.half_life)
+            self.flaps.forget(now, lambda key: self._policy(key.service).flap_dampening.half_life,
+                              shortest=self._shortest_half_life)
         if now >= self._next_review:  # else none is due: a step in slices looks once, not in every slice
             self._dirty.update(self._due_reviews(now))
         if now >= self._next_linger:

@@ -80,3 +80,40 @@ def test_watching_only_changeable_entries_decides_as_watching_every_entry(
                 == [(o.decision.weights, o.decision.excluded) for o in every.outcomes()])
         assert ours.next_due() == every.next_due()
     assert ours.flaps.flaps == every.flaps.flaps
+
+
+half_lives = st.sampled_from([5.0, 15.0, 60.0])
+histories = st.lists(st.tuples(st.integers(0, 7), st.sampled_from(["vanish", "appear", "raise", "clear", "drain",
+                                                                   "undrain"]), st.floats(0.0, 2_000.0)),
+                     max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(histories, st.dictionaries(st.integers(0, 7), half_lives), st.floats(0.0, 5_000.0))
+def test_forget_with_the_shortest_half_life_drops_what_asking_each_entry_drops(
+        history: list[tuple[int, str, float]], own: dict[int, float], later: float) -> None:
+    """``forget(shortest=)`` skips asking the half-life of an entry touched recently by the shortest one: it
+    drops exactly the entries that asking each entry's half-life drops."""
+    keys = [InstanceKey(ServiceId(SERVICES[n % len(SERVICES)]), HOPS[n % len(HOPS)]) for n in range(8)]
+    half_life = {key: own.get(n, 15.0) for n, key in enumerate(keys)}
+    trackers = [FlapTracker(), FlapTracker()]
+    now = 0.0
+    for n, what, step in history:
+        now += step
+        params = FlapDampening(half_life=half_life[keys[n]], max_suppress=4 * half_life[keys[n]])
+        for tracker in trackers:
+            if what == "vanish":
+                tracker.vanished(keys[n], now)
+            elif what == "appear":
+                tracker.appeared(keys[n], params, now)
+            elif what in ("raise", "clear"):
+                tracker.flags(keys[n], what == "raise", params, now)
+            else:
+                tracker.draining(keys[n], what == "drain", now)
+    now += later
+    shortest = min([15.0, *own.values()])
+    asked = trackers[0].forget(now, half_life.__getitem__)
+    skipped = trackers[1].forget(now, half_life.__getitem__, shortest=shortest)
+    assert asked == skipped
+    assert {key for key in keys if trackers[0].known(key)} == {key for key in keys if trackers[1].known(key)}
+    trackers[1].check_invariants()
