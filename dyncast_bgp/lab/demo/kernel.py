@@ -7,24 +7,35 @@ from collections.abc import Mapping
 
 from dyncast_bgp.dataplane import conntrack
 from dyncast_bgp.dataplane.layout import Layout
-from dyncast_bgp.dataplane.readback import parse_key, parse_nft
+from dyncast_bgp.dataplane.readback import NftReadback, parse_key, parse_nft
 from dyncast_bgp.lab.demo.actions import LabControl
 from dyncast_bgp.lab.errors import LabError
 
 TABLE = ("inet", "dyncast")
 
 
-def kernel_shares(lab: LabControl, node: str, service: str, layout: Layout | None = None) -> dict[str, float]:
-    """D-BID -> share of ``service``'s new flows as installed in ``node``'s nftables (empty: not installed)."""
-    layout = layout or Layout()
+def _read_table(lab: LabControl, node: str, layout: Layout) -> NftReadback | None:
+    """Our nftables table in ``node``'s namespace; None when nothing is installed."""
     done = lab.exec(node, ["nft", "-j", "list", "table", *TABLE], check=False, timeout=10.0)
     if done.returncode != 0:
         if "No such file or directory" in done.stderr:
-            return {}
+            return None
         raise LabError(f"{node}: nft -j list table {' '.join(TABLE)}: {done.stderr.strip()}")
-    nft = parse_nft(done.stdout, layout)
-    binding_of = {slot: str(parse_key(comment.split()[0]).binding) for slot, comment in nft.registry.items()
-                  if comment}
+    return parse_nft(done.stdout, layout)
+
+
+def _binding(comment: str) -> str:
+    """The D-BID of a registry comment (``D-SID@D-BID [name]``)."""
+    return str(parse_key(comment.split(maxsplit=1)[0]).binding)
+
+
+def kernel_shares(lab: LabControl, node: str, service: str, layout: Layout | None = None) -> dict[str, float]:
+    """D-BID -> share of ``service``'s new flows as installed in ``node``'s nftables (empty: not installed)."""
+    layout = layout or Layout()
+    nft = _read_table(lab, node, layout)
+    if nft is None:
+        return {}
+    binding_of = {slot: _binding(comment) for slot, comment in nft.registry.items() if comment}
     for dsid, chain in nft.dispatch.items():
         if str(dsid) != service or chain not in nft.chains:
             continue
@@ -46,7 +57,7 @@ def live_flows(registry: Mapping[int, str], listing: str, layout: Layout | None 
     flows: dict[str, int] = {}
     for slot, comment in registry.items():
         if comment:
-            binding = str(parse_key(comment.split()[0]).binding)
+            binding = _binding(comment)
             flows[binding] = flows.get(binding, 0) + counts.get(layout.mark(slot), 0)
     return flows
 
@@ -54,13 +65,10 @@ def live_flows(registry: Mapping[int, str], listing: str, layout: Layout | None 
 def kernel_flows(lab: LabControl, node: str, layout: Layout | None = None) -> dict[str, int]:
     """D-BID -> live flows ``node``'s kernel steers to it (IPv4 conntrack; empty when nothing is installed)."""
     layout = layout or Layout()
-    done = lab.exec(node, ["nft", "-j", "list", "table", *TABLE], check=False, timeout=10.0)
-    if done.returncode != 0:
-        if "No such file or directory" in done.stderr:
-            return {}
-        raise LabError(f"{node}: nft -j list table {' '.join(TABLE)}: {done.stderr.strip()}")
-    registry = parse_nft(done.stdout, layout).registry
+    nft = _read_table(lab, node, layout)
+    if nft is None:
+        return {}
     listed = lab.exec(node, conntrack.list_argv(4, layout), check=False, timeout=10.0)
     if listed.returncode != 0:
         raise LabError(f"{node}: {' '.join(conntrack.list_argv(4, layout))}: {listed.stderr.strip()}")
-    return live_flows(registry, listed.stdout, layout)
+    return live_flows(nft.registry, listed.stdout, layout)
