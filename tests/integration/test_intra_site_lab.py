@@ -12,7 +12,9 @@ The lab is brought up in network namespaces (:class:`LabRun`, torn down on every
    p >= 0.001); the router's own mean free-capacity shares and weights over the same seconds are
    printed beside them;
 3. one instance, vnf-b, fails (``POST /admin/fail``): from one second later no new session goes to
-   it, while every request to the other two still succeeds and no open session changes instance.
+   it, while every request to the other two still succeeds and no open session changes instance; the
+   survivors' new sessions are not implausibly few for the router's mean weights over those seconds
+   (binomial lower tail, p >= 0.001).
 """
 
 from __future__ import annotations
@@ -176,8 +178,12 @@ def test_intra_site_spreads_by_free_capacity_and_avoids_a_failed_instance() -> N
             samples.append(decision(read_status(STATUS)))
             time.sleep(0.25)
         failed_at = fail_instance(run, FAILED)
-        expect(load.alive, lambda alive: not alive, timeout=AFTER + 15.0, wait=0.2, what="the end of the load",
-               diagnose=load.log_tail)
+        later: list[dict[str, dict[str, Any]]] = []  # the router's view from REACT after the failure on
+        while load.alive():
+            assert time.time() < failed_at + AFTER + 15.0, f"the load did not end\n{load.log_tail()}"
+            if time.time() >= failed_at + REACT:
+                later.append(decision(read_status(STATUS)))
+            time.sleep(0.2)
         events, summary = read_events(out)
         after = decision(read_status(STATUS))
     assert summary is not None, "the load generator wrote no summary"
@@ -212,7 +218,22 @@ def test_intra_site_spreads_by_free_capacity_and_avoids_a_failed_instance() -> N
           f"{len(broken)}; router afterwards: "
           + ", ".join(f"{n} {float(r.get('weight') or 0):.3f}" for n, r in sorted(after.items())))
     assert late[FAILED] == 0, f"{late[FAILED]} new sessions went to the failed {FAILED}: {dict(late)}"
-    assert sum(late.values()) >= 10 and set(late) == set(INSTANCES) - {FAILED}, dict(late)
+    assert sum(late.values()) >= 10 and set(late) <= set(INSTANCES) - {FAILED}, dict(late)
+    # Each survivor takes new sessions as the router weighs it meanwhile: its count is not implausibly low for
+    # its mean weight over the window (binomial lower tail). Requiring at least one each failed CI once: after
+    # the failure the small vnf-a carries more load and its weight swings (0.01-0.32 at the end of passing runs).
+    survivors = [name for name in INSTANCES if name != FAILED]
+    seen = [rows for rows in later if set(survivors) <= set(rows)]
+    assert seen, f"no router decision over the survivors after the failure: {later[-1:] or 'none read'}"
+    shares = mean_shares(seen, "weight")
+    total_late = sum(late.values())
+    for name in survivors:
+        tail = sum(math.comb(total_late, k) * shares[name] ** k * (1 - shares[name]) ** (total_late - k)
+                   for k in range(late[name] + 1))
+        print(f"  {name}: {late[name]} of {total_late} new sessions, mean router weight {shares[name]:.3f}, "
+              f"P(as few or fewer) = {tail:.3g}")
+        assert tail >= SPREAD_P_MIN, (f"{name} took {late[name]} of {total_late} new sessions after the failure "
+                                      f"where the router gave it {shares[name]:.3f} on average: p = {tail:.2g}")
     assert not broken, f"{len(broken)} failed requests to other instances, e.g. {broken[:3]}"
     moved = [key for key, fact in facts.items() if fact.moved_at is not None]
     assert not moved, f"{len(moved)} open sessions changed instance: {moved[:5]}"
