@@ -79,6 +79,13 @@ reads each NLRI once per next hop, so a global + link-local IPv6 next hop would
 print every NLRI under both (read from the 5.0 source, not captured); the copy
 under the link-local next hop is dropped when a global one is there.
 
+How: the usual UPDATE (one unicast family under one next hop, one AS_SEQUENCE,
+nothing withdrawn: nearly every line of a busy feed) is decoded in one call into
+the typed structures of :mod:`~dyncast_bgp.wire.exabgp_schema` (msgspec, in C) and
+read by :func:`_typed_update`; every other line, and any the schema refuses, is
+read by the standard library's scanner and :func:`_event`, which word the errors
+(decision 0012). Property tests hold both readers equal wherever the first answers.
+
 Addresses and prefixes are read strictly (``inet_pton``; host bits must be
 zero); an IPv6 scope id (``fe80::1%eth0``), which ExaBGP does not print, is an error.
 """
@@ -97,6 +104,8 @@ from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 from dyncast_bgp.model import IPAddress, IPNetwork
 from dyncast_bgp.wire.community import EXPERIMENTAL_TYPES, Community, decode, from_u64, split_communities
+from dyncast_bgp.wire.exabgp_schema import UNSET as _UNSET
+from dyncast_bgp.wire.exabgp_schema import decode_line as _decode_line
 
 __all__ = [
     "FAMILIES",
@@ -304,6 +313,12 @@ def parse_line(line: str) -> Event:
         if not text.startswith("{"):
             raise ExabgpJsonError("not a JSON object", _excerpt(line))
     try:
+        update = _typed_update(text)
+    except Exception:  # anything the schema refuses, or odd, is the general path's to read and word
+        update = None
+    if update is not None:
+        return update
+    try:
         data, end = _scan_once(text, 0)
     except StopIteration as stop:  # no JSON value at all, worded as json.loads words it
         return _invalid_json(line, json.JSONDecodeError("Expecting value", text, stop.value))
@@ -311,12 +326,6 @@ def parse_line(line: str) -> Event:
         return _invalid_json(line, exc)
     if end != len(text) and text[end:].strip(" \t\n\r"):
         return _invalid_json(line, ValueError(f"extra data after the object at offset {end}"))
-    try:
-        update = _common_update(data)
-    except Exception:  # anything odd is the general path's to word
-        update = None
-    if update is not None:
-        return update
     try:
         return _event(data)
     except _MalformedError as exc:
@@ -327,94 +336,72 @@ def parse_line(line: str) -> Event:
         raise ExabgpJsonError(f"unexpected value ({type(exc).__name__}: {exc})", _excerpt(line)) from None
 
 
-def _common_update(data: Any) -> RouteUpdate | None:
-    """The usual line, read in one go: a received UPDATE announcing routes of one unicast family under
-    one next hop, with the usual attributes (an AS path of one AS_SEQUENCE, 5.0 or 4.2 shape), and
-    nothing withdrawn. None for anything else, including everything malformed: the general path
-    (:func:`_event`) reads those and words the errors. Where this returns an update, the general path
-    returns an equal one (a hypothesis property holds them equal on generated and mutated lines); it
-    only saves that path's function calls, which cost as much as the work on a busy feed.
+def _typed_update(text: str) -> RouteUpdate | None:
+    """The usual line, read through the typed schema (:mod:`~dyncast_bgp.wire.exabgp_schema`, in C): a
+    received UPDATE announcing routes of one unicast family under one next hop, with the usual attributes
+    (an AS path of one AS_SEQUENCE, 5.0 or 4.2 shape), and nothing withdrawn. None for anything else, and
+    it raises for what the schema refuses (not JSON, another shape, a value of the wrong type or out of
+    range) or an address or prefix that does not parse: the general path (``json`` and :func:`_event`)
+    reads those lines and words the errors. Where this returns an update, the general path returns an
+    equal one (hypothesis properties hold them equal on generated, mutated and re-spaced lines).
     """
-    if data.__class__ is not dict or data.get("type") != "update" or "exabgp" not in data:
+    data = _decode_line(text)
+    if data.type != "update":
         return None
-    neighbor = data["neighbor"]
-    text = neighbor["address"]["peer"]
-    peer = _addresses.get(text)  # the memos inline (a miss: the general function, which fills them)
+    neighbor = data.neighbor
+    peer_text = neighbor.address.peer
+    peer = _addresses.get(peer_text)  # the memos inline (a miss: the general function, which fills them)
     if peer is None:
-        peer = _address(text)
-    if neighbor.get("direction", "receive") != "receive":
+        peer = _address(peer_text)
+    if neighbor.direction != "receive":
         return None
-    body = neighbor["message"]["update"]
-    if body.__class__ is not dict or "withdraw" in body:
+    body = neighbor.message.update
+    if body.withdraw is not _UNSET:
         return None
-    ((family, by_next_hop),) = body["announce"].items()  # exactly one family (else ValueError)
+    announce = body.announce
+    if len(announce) != 1:
+        return None
+    ((family, by_next_hop),) = announce.items()
     version = _FAMILY_VERSION.get(family)
-    if version is None or by_next_hop.__class__ is not dict:
+    if version is None or len(by_next_hop) != 1:
         return None
-    ((text, nlris),) = by_next_hop.items()  # and one next hop
-    next_hop = _addresses.get(text)
+    ((next_hop_text, nlris),) = by_next_hop.items()
+    if not nlris:
+        return None
+    next_hop = _addresses.get(next_hop_text)
     if next_hop is None:
-        next_hop = _address(text)
-    attrs = _common_attributes(body["attribute"])
-    if attrs is None or nlris.__class__ is not list or not nlris:
+        next_hop = _address(next_hop_text)
+    attribute = body.attribute
+    if attribute.as_set is not _UNSET:
         return None
+    value = attribute.as_path
+    if value is None:
+        as_path: tuple[int, ...] = ()
+    elif value.__class__ is dict:  # 5.0: {"0": {"element": "as-sequence", "value": [...]}}
+        if len(value) != 1:
+            return None
+        (segment,) = value.values()
+        if segment.element != "as-sequence":
+            return None
+        as_path = tuple(segment.value)
+    else:
+        as_path = tuple(value)  # type: ignore[arg-type]
+    communities = attribute.extended_community
+    raw = b"" if communities is None else _packer(len(communities))(*[item.value for item in communities])
+    attrs = (as_path, (), attribute.med, attribute.local_preference, attribute.origin, raw)
     routes = []
     for item in nlris:
-        text = item["nlri"]
-        network = _networks.get(text)
-        prefix, prefix_version = _network(text) if network is None else network
+        prefix_text = item.nlri
+        network = _networks.get(prefix_text)
+        prefix, prefix_version = _network(prefix_text) if network is None else network
         if prefix_version != version:
             return None
-        info = item.get("path-information")
-        path_id = 0 if info is None else _path_ids.get(info)  # None: not memoised yet, or not a string
+        info = item.path_information
+        path_id = 0 if info is None else _path_ids.get(info)  # type: ignore[arg-type]  # None: not memoised yet
         if path_id is None:
             path_id = _path_id(info)
         routes.append(_new(Route, (prefix, next_hop, path_id, *attrs)))
     return _new(RouteUpdate, (peer, tuple(routes), ()))
-
-
-def _common_attributes(attribute: Any) -> _Attributes | None:
-    """:func:`_attributes` for the usual attributes, at most one AS_SEQUENCE; None for anything else."""
-    if attribute.__class__ is not dict or "as-set" in attribute:
-        return None
-    get = attribute.get
-    value = get("as-path")
-    if value is None:
-        as_path: tuple[int, ...] = ()
-    else:
-        if value.__class__ is dict:  # 5.0: {"0": {"element": "as-sequence", "value": [...]}}
-            if len(value) != 1:
-                return None
-            for segment in value.values():
-                if segment["element"] != "as-sequence":
-                    return None
-                value = segment["value"]
-        if value.__class__ is not list:
-            return None
-        for asn in value:
-            if asn.__class__ is not int or not 0 <= asn < _UINT32:
-                return None
-        as_path = tuple(value)
-    med = get("med")
-    if med is not None and (med.__class__ is not int or not 0 <= med < _UINT32):
-        return None
-    local_pref = get("local-preference")
-    if local_pref is not None and (local_pref.__class__ is not int or not 0 <= local_pref < _UINT32):
-        return None
-    origin = get("origin")
-    if origin is not None and origin.__class__ is not str:
-        return None
-    communities = get("extended-community")
-    raw = b""
-    if communities is not None:
-        if communities.__class__ is not list:
-            return None
-        values = [item["value"] for item in communities]
-        for number in values:
-            if number.__class__ is not int:
-                return None
-        raw = _packer(len(values))(*values)  # struct.error out of range
-    return as_path, (), med, local_pref, origin, raw
 
 
 def _invalid_json(line: str, error: Exception) -> Ignored:
@@ -717,7 +704,7 @@ def _text(value: Any, what: str) -> str:
 # hops, service prefixes and path ids recur, so results are memoised by their
 # text (bounded: a full memo is emptied). Only strings are keys, so a hit is for
 # the very same text, never for an equal value of another type (True and 1).
-# Plain dicts, not lru_cache: _common_update reads them inline.
+# Plain dicts, not lru_cache: _typed_update reads them inline.
 _addresses: dict[str, IPAddress] = {}
 _networks: dict[str, tuple[IPNetwork, int]] = {}
 _path_ids: dict[str, int] = {}

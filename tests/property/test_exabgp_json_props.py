@@ -24,9 +24,9 @@ from dyncast_bgp.wire.exabgp_json import (
     Route,
     RouteKey,
     RouteUpdate,
-    _common_update,
     _event,
     _MalformedError,
+    _typed_update,
     parse_line,
 )
 from tests.fuzz.strategies import CAPTURED, DECODABLE, tree_positions
@@ -157,6 +157,19 @@ def updates(draw: st.DrawFn) -> tuple[list[Route], list[RouteKey], bool]:
     return list(routes.values()), sorted(withdrawn, key=_key_order), addpath
 
 
+@st.composite
+def usual_updates(draw: st.DrawFn) -> tuple[list[Route], bool]:
+    """Routes of one usual UPDATE (one unicast family under one next hop, no AS_SET), ADD-PATH or not: the
+    lines the typed path takes, before a test mutates them."""
+    routes, _, addpath = draw(updates())
+    if not routes:
+        routes = [Route(ipaddress.ip_network("203.0.113.0/24"), ipaddress.ip_address("192.0.2.1"))]
+    first = routes[0]
+    usual = [route._replace(next_hop=first.next_hop, as_set=()) for route in routes
+             if route.prefix.version == first.prefix.version]
+    return list({route.key: route for route in usual}.values()), addpath
+
+
 def _nlri(prefix: Any, path_id: int, addpath: bool, as_int: bool) -> dict[str, Any]:
     item: dict[str, Any] = {"nlri": str(prefix)}
     if addpath:
@@ -262,7 +275,7 @@ def test_next_hops_parse_as_ipaddress_does(text: str) -> None:
         assert outcome.announced[0].next_hop == ipaddress.ip_address(text)
 
 
-# ------------------------------------------------------------------ the common-shape path agrees with the general one
+# ------------------------------------------------------------------ the typed path agrees with the general one
 
 NASTY = st.sampled_from([None, True, False, 0, 1, -1, 1 << 32, 1 << 64, (1 << 64) - 1, 1.0, 1.5, "", "1",
                          "0.0.0.1", "as-sequence", "as-set", [], {}, [1], {"0": 1}]).map(copy.deepcopy)
@@ -270,49 +283,55 @@ NASTY = st.sampled_from([None, True, False, 0, 1, -1, 1 << 32, 1 << 64, (1 << 64
 and a later mutation inside an inserted ``[1]`` or ``{"0": 1}`` would change them for every later example
 (hypothesis then stops the test as FlakyStrategyDefinition: generation depending on external state)."""
 
+_GENERAL_FAILS = (_MalformedError, LookupError, TypeError, ValueError, AttributeError, OverflowError, RecursionError)
 
-def _fast_agrees(data: Any) -> Event | None:
-    """The common-shape path on a decoded line: None, or exactly what the general path gives.
 
-    Whatever the common path raises, parse_line hands the line to the general path, so only its
-    results need to agree; and it must not return a result where the general path raises.
+def _fast_agrees(line: str) -> Event | None:
+    """The typed path on a line: None, or exactly what the general path (``json`` + ``_event``) gives.
+
+    Whatever the typed path raises, parse_line hands the line to the general path, so only its results
+    need to agree; and it must not return a result where the general path finds no JSON or raises.
     """
     try:
-        fast = _common_update(data)
+        fast = _typed_update(line)
     except Exception:  # parse_line falls back to the general path on any exception
         fast = None
     try:
-        general: Event | None = _event(data)
-    except (_MalformedError, LookupError, TypeError, ValueError, AttributeError, OverflowError):
+        general: Event | None = _event(json.loads(line))
+    except _GENERAL_FAILS:  # json.JSONDecodeError is a ValueError
         general = None
     if fast is not None:
-        assert general == fast, (fast, general)
+        assert general == fast, (line, fast, general)
     return fast
 
 
 @settings(max_examples=400)
 @given(updates(), st.sampled_from(["5.0.0", "4.0.1"]), st.booleans())
-def test_common_path_equals_general_path_on_rendered_updates(update: tuple[list[Route], list[RouteKey], bool],
-                                                             version: str, as_int: bool) -> None:
+def test_typed_path_equals_general_path_on_rendered_updates(update: tuple[list[Route], list[RouteKey], bool],
+                                                            version: str, as_int: bool) -> None:
     routes, withdrawn, addpath = update
-    data = json.loads(render(version, routes, withdrawn, addpath, as_int))
-    fast = _fast_agrees(data)
+    line = render(version, routes, withdrawn, addpath, as_int)
+    fast = _fast_agrees(line)
     families = {_family(route.prefix) for route in routes}
     next_hops = {route.next_hop for route in routes}
     usual = len(families) == 1 and len(next_hops) == 1 and not withdrawn and not routes[0].as_set
-    if usual:  # the property is not vacuous: the usual UPDATE takes the common path
+    if usual:  # the property is not vacuous: the usual UPDATE takes the typed path
         assert fast is not None
+        assert _fast_agrees(_spaced(json.loads(line), ExabgpSpacing())) is not None  # ExaBGP's own spacing too
 
 
 @settings(max_examples=600)
-@given(updates(), st.sampled_from(["5.0.0", "4.0.1"]), st.data())
-def test_common_path_equals_general_path_on_mutated_updates(update: tuple[list[Route], list[RouteKey], bool],
-                                                            version: str, data: st.DataObject) -> None:
-    routes, _, addpath = update
+@given(usual_updates(), st.sampled_from(["5.0.0", "4.0.1"]), st.data())
+def test_typed_path_equals_general_path_on_mutated_updates(update: tuple[list[Route], bool], version: str,
+                                                           data: st.DataObject) -> None:
+    routes, addpath = update
     tree = json.loads(render(version, routes, [], addpath, data.draw(st.booleans())))
     for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
         positions = tree_positions(tree)[1:]
-        path = data.draw(st.sampled_from(positions))
+        inside = [path for path in positions if path[:3] == ("neighbor", "message", "update")]
+        # mostly inside the UPDATE, where the typed path reads most (else the header's keys come first)
+        mostly_inside = data.draw(st.integers(min_value=0, max_value=3)) > 0
+        path = data.draw(st.sampled_from(inside if inside and mostly_inside else positions))
         parent = tree
         for step in path[:-1]:
             parent = parent[step]
@@ -329,5 +348,122 @@ def test_common_path_equals_general_path_on_mutated_updates(update: tuple[list[R
             parent[data.draw(st.sampled_from(EXABGP_KEYS))] = data.draw(json_values | NASTY)
         else:
             parent.append(data.draw(json_values | NASTY))
-    _fast_agrees(tree)
-    _fast_agrees(json.loads(json.dumps(tree)))
+    _fast_agrees(json.dumps(tree))
+    _fast_agrees(_spaced(tree, ExabgpSpacing()))
+
+
+class ExabgpSpacing:
+    """How :func:`_spaced` writes a tree: ExaBGP's own spacing by default (``{ "a": 1, "b": [ 2 ] }``), or any
+    JSON whitespace, and duplicate keys (a drawn value written before or after the real one: JSON readers
+    keep the last)."""
+
+    def __init__(self, data: st.DataObject | None = None) -> None:
+        self.data = data
+
+    def space(self) -> str:
+        if self.data is None:
+            return " "
+        return self.data.draw(st.text(alphabet=" \t\r\n", max_size=2))
+
+    def duplicate(self, keys: list[str]) -> tuple[str, Any, bool] | None:
+        """A key to write twice, the other value, and whether that one goes last (and wins)."""
+        if self.data is None or not keys or self.data.draw(st.integers(0, 5)) != 0:  # one dict in six
+            return None
+        return (self.data.draw(st.sampled_from(keys)), self.data.draw(json_values | NASTY),
+                self.data.draw(st.booleans()))
+
+
+def _spaced(value: Any, how: ExabgpSpacing) -> str:
+    """``value`` as JSON text, spaced and with duplicate keys as ``how`` says."""
+    s = how.space
+    if isinstance(value, dict):
+        members = [(key, item) for key, item in value.items()]
+        twice = how.duplicate(list(value))
+        if twice is not None:
+            key, other, last = twice
+            members.insert(len(members) if last else 0, (key, other))
+        inner = ",".join(f"{s()}{json.dumps(key)}{s()}:{s()}{_spaced(item, how)}{s()}" for key, item in members)
+        return "{" + (inner or s()) + "}"
+    if isinstance(value, list):
+        inner = ",".join(f"{s()}{_spaced(item, how)}{s()}" for item in value)
+        return "[" + (inner or s()) + "]"
+    return json.dumps(value)
+
+
+@settings(max_examples=400)
+@given(usual_updates(), st.sampled_from(["5.0.0", "4.0.1"]), st.data())
+def test_typed_path_equals_general_path_on_respaced_and_duplicated_keys(
+        update: tuple[list[Route], bool], version: str, data: st.DataObject) -> None:
+    routes, addpath = update
+    tree = json.loads(render(version, routes, [], addpath, data.draw(st.booleans())))
+    _fast_agrees(_spaced(tree, ExabgpSpacing(data)))
+
+
+TEXT_NOISE = st.text(alphabet='"\\,:{}[] \t\x00\x1f\ud800e5.-0123456789truefalsnNaI/', min_size=1, max_size=6)
+
+
+@settings(max_examples=400)
+@given(usual_updates(), st.sampled_from(["5.0.0", "4.0.1"]), st.data())
+def test_typed_path_equals_general_path_on_spliced_text(update: tuple[list[Route], bool], version: str,
+                                                        data: st.DataObject) -> None:
+    """Text cut, overwritten or spliced anywhere (escapes, control characters, NaN, bare words, numbers):
+    the typed path never takes a line that is not JSON, or reads it otherwise than ``json`` does."""
+    routes, addpath = update
+    line = render(version, routes, [], addpath, data.draw(st.booleans()))
+    for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
+        at = data.draw(st.integers(min_value=0, max_value=len(line)))
+        cut = data.draw(st.integers(min_value=0, max_value=4))
+        line = line[:at] + data.draw(TEXT_NOISE | st.just("")) + line[at + cut:]
+    _fast_agrees(line)
+
+
+def test_captured_lines_take_the_typed_path_as_the_general_one_reads_them() -> None:
+    """Every captured line (ExaBGP 5.0 and 4.2, real output): the typed path agrees with the general one, and
+    every received UPDATE announcing one unicast family under one next hop, nothing withdrawn, no AS_SET,
+    takes it."""
+    taken = 0
+    for line in CAPTURED:
+        fast = _fast_agrees(line)
+        try:
+            tree = json.loads(line)
+        except ValueError:
+            continue
+        body = tree.get("neighbor", {}).get("message", {}).get("update") if tree.get("type") == "update" else None
+        if not isinstance(body, dict) or "withdraw" in body or len(body.get("announce", {})) != 1:
+            continue
+        ((family, by_next_hop),) = body["announce"].items()
+        attribute = body.get("attribute", {})
+        as_path = attribute.get("as-path")
+        one_sequence = not isinstance(as_path, dict) or [segment["element"] for segment in as_path.values()] == [
+            "as-sequence"]
+        if family.endswith(" unicast") and len(by_next_hop) == 1 and "as-set" not in attribute and one_sequence:
+            assert fast is not None, line
+            taken += 1
+    assert taken >= 10, taken
+
+
+EDGE_VALUES = [None, True, False, 0, -1, (1 << 32) - 1, 1 << 32, (1 << 64) - 1, 1 << 64, 1.0, 1.5, "", "1", "0.0.0.1",
+               "256.0.0.1", "2001:db8::/32", "2001:db8::1", "as-sequence", "as-set", "confed-sequence", "send",
+               "receive", "update", "igp", [], {}, [1], [-1], [1 << 32], {"0": 1}]
+"""Every value put at every position of the base lines below (a product, not a sample: the rare ones matter)."""
+
+
+def test_typed_path_equals_general_path_at_every_position_with_every_edge_value() -> None:
+    base = [Route(ipaddress.ip_network("203.0.113.0/24"), ipaddress.ip_address("192.0.2.1"), 7, (65001, 4200000001),
+                  (), 10, 100, "igp", bytes.fromhex("8301228042" "2a0000" "0000000000000000")),
+            Route(ipaddress.ip_network("203.0.113.1/32"), ipaddress.ip_address("192.0.2.1"), 8, (65001, 4200000001),
+                  (), 10, 100, "igp", bytes.fromhex("8301228042" "2a0000" "0000000000000000"))]
+    checked = taken = 0
+    for version in ("5.0.0", "4.0.1"):
+        original = json.loads(render(version, base, [], True, False))
+        assert _fast_agrees(json.dumps(original)) is not None
+        for path in tree_positions(original)[1:]:
+            for value in EDGE_VALUES:
+                tree = copy.deepcopy(original)
+                parent = tree
+                for step in path[:-1]:
+                    parent = parent[step]
+                parent[path[-1]] = copy.deepcopy(value)
+                checked += 1
+                taken += _fast_agrees(json.dumps(tree)) is not None
+    assert checked > 1000 and taken > 100, (checked, taken)
