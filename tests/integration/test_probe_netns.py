@@ -217,10 +217,50 @@ def delayed_window(snapshot: dict[str, Any], target: str, size: int) -> list[flo
     return samples
 
 
-def test_delay_is_measured_and_clean_paths_lose_nothing(probe_lab: ProbeLab) -> None:
+STALL_RETRIES = 3
+"""Windows a clean path may be measured again in, when every probe it lost came back late (see below)."""
+
+
+def clean_windows(probe_lab: ProbeLab) -> dict[str, Any]:
+    """The first snapshot whose full windows lost nothing on any of the four clean paths.
+
+    This VM sometimes stalls a vCPU for up to ~100 ms (CI saw a probe echo held 97 ms and, in the same run,
+    two probes of one window answered after the 80 ms timeout, 47.6 ms for the slowest one on time). A
+    probe that missed its timeout so still comes back, and the prober counts its reply as late. So a loss
+    on a clean path is excused only when the prober has counted as many late replies as losses on that
+    path (the counters start at 0: this is the module's first test), and then a fresh window is measured,
+    at most ``STALL_RETRIES`` times. A probe lost and never answered fails the test.
+    """
+    targets = (A4, A6, B4, B6)
     snapshot = expect(probe_lab.last_snapshot,
-                      lambda s: all(completed(s, t) >= WINDOW + 2 for t in (A4, A6, B4, B6)),
+                      lambda s: all(completed(s, t) >= WINDOW + 2 for t in targets),
                       what="a full window for every target", timeout=15.0, diagnose=probe_lab.diagnose)
+    for _ in range(STALL_RETRIES):
+        lossy = [t for t in targets if snapshot["targets"][t]["loss_mean"] != 0.0]
+        if not lossy:
+            return snapshot
+        print(f"losses on clean paths {[(t, snapshot['status'][t]) for t in lossy]}: waiting for their late replies")
+        snapshot = expect(probe_lab.last_snapshot,
+                          partial(_all_late, targets=lossy),
+                          what=f"a late reply for every probe lost on a clean path {lossy}", timeout=3.0,
+                          diagnose=probe_lab.diagnose)
+        done = {t: completed(snapshot, t) for t in targets}
+        snapshot = expect(probe_lab.last_snapshot,
+                          partial(_windows_after, done=done),
+                          what="a fresh full window for every target", timeout=15.0, diagnose=probe_lab.diagnose)
+    return snapshot  # still lossy: the assertions below say where
+
+
+def _all_late(snapshot: dict[str, Any], targets: list[str]) -> bool:
+    return all(snapshot["status"][t]["late"] >= snapshot["status"][t]["lost"] for t in targets)
+
+
+def _windows_after(snapshot: dict[str, Any], done: dict[str, int]) -> bool:
+    return all(completed(snapshot, t) >= count + WINDOW for t, count in done.items())
+
+
+def test_delay_is_measured_and_clean_paths_lose_nothing(probe_lab: ProbeLab) -> None:
+    snapshot = clean_windows(probe_lab)
     metrics = snapshot["targets"]
     for target in (A4, A6, B4, B6):
         assert metrics[target]["loss_mean"] == 0.0 and metrics[target]["reachable"], (target, metrics[target])

@@ -98,18 +98,39 @@ def test_udp_probes_measure_loopback(loop_name: str) -> None:
     RUNNERS[loop_name](scenario())
 
 
+async def loop_lag(total: list[float], step: float = 0.005) -> None:
+    """Add to ``total[0]`` how late this event loop wakes from each short sleep, until cancelled: how long a
+    stalled VM or process held the loop (timers fire that much later), measured in the prober's own loop."""
+    while True:
+        began = time.monotonic()
+        await asyncio.sleep(step)
+        total[0] += max(0.0, time.monotonic() - began - step)
+
+
 def test_targets_change_at_run_time_and_dead_targets_recover() -> None:
     port = free_port()
 
     async def scenario() -> None:
         config = Probes(port=port, interval=INTERVAL, timeout=0.05, window=5, unreachable_after=3)
-        async with Prober(config) as prober:
+        marked: list[float] = []
+
+        def sink(address: IPAddress, metrics: PathMetrics) -> None:
+            if address == LOOP4 and not metrics.reachable and not marked:
+                marked.append(time.monotonic())  # when the prober reported it, not when the test looked
+
+        lag = [0.0]
+        async with Prober(config, on_change=sink) as prober:
+            meter = asyncio.create_task(loop_lag(lag))
             prober.set_targets([LOOP4])
-            await until(lambda: not prober.snapshot()[LOOP4].reachable, timeout=2.0)  # no responder yet
+            await until(lambda: bool(marked), timeout=2.0)  # no responder yet
+            meter.cancel()
             status = prober.status(LOOP4)
             assert status is not None and status.lost == 3 and status.streak_started_at is not None
-            detected = time.monotonic() - status.streak_started_at
-            assert detected <= 3 * INTERVAL + 0.05, f"marked unreachable {detected:.3f}s after the first lost probe"
+            detected = marked[0] - status.streak_started_at
+            # 2 intervals and the timeout after the first lost probe (0.25 s) by design; the issue's bound is
+            # 3 intervals, plus whatever the loop was held meanwhile (a stall delays every timer: CI saw 0.367 s)
+            assert detected <= 3 * INTERVAL + lag[0], \
+                f"marked unreachable {detected:.3f}s after the first lost probe (loop held {lag[0]:.3f}s)"
             async with await serve_echo(EchoResponder(listen=(LOOP4, LOOP6), port=port)):
                 await until(lambda: prober.snapshot()[LOOP4].reachable, timeout=2 * INTERVAL + 0.2)
                 prober.set_targets([LOOP6])
