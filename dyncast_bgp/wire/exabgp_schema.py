@@ -10,15 +10,15 @@ reader (``json`` and ``exabgp_json._event``) reads it and words whatever is wron
 no error message depends on this module. Decision 0012 says why this parser and what
 it changed in the intake benchmark.
 
-What the schema accepts is a subset of what ``json.loads`` accepts, with one
-exception the caller guards: ``msgspec`` refuses ``NaN``/``Infinity``, lone
-surrogate escapes and control characters where ``json`` takes the first two and
-refuses the last; it reads duplicate keys as ``json`` does (the last one counts)
-and matches escaped keys (``"as\\u002dpath"``) to fields as ``json`` decodes them;
-integers are never read from ``true``, ``false`` or a float. The exception: an
-integer of more digits than Python's int-string limit (4,300 by default) in a key
-the schema skips, which ``msgspec`` skips and ``json`` refuses; ``_typed_update``
-leaves any line with such a digit run to the general reader. These behaviours
+What the schema accepts is a subset of what ``json.loads`` accepts, but for one
+case the caller guards. ``msgspec`` refuses ``NaN``/``Infinity`` and lone surrogate
+escapes, which ``json`` takes; both refuse control characters in strings; it reads
+duplicate keys as ``json`` does (the last one counts) and matches escaped keys
+(``"as\\u002dpath"``) to fields as ``json`` decodes them; integers are never read
+from ``true``, ``false`` or a float. The one case: an integer of more digits than
+Python's int-string limit (4,300 by default) in a key the schema skips, which
+``msgspec`` skips and ``json`` refuses; ``_typed_update`` leaves any line with such
+a digit run to the general reader. These behaviours
 were checked on msgspec 0.22. ``tests/property/test_exabgp_json_props.py`` holds
 the typed reader's results equal to the general reader's on generated, mutated,
 re-spaced and spliced lines, escaped keys and long integers.
