@@ -43,23 +43,26 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
-from dyncast_bgp.config.schema import RouterConfig
+from dyncast_bgp.config.loader import parse
 from dyncast_bgp.engine import owner
 from dyncast_bgp.engine.batch import Request, decide_many
 from dyncast_bgp.engine.owner import RouterEngine
 from dyncast_bgp.engine.rib import Rib
 from dyncast_bgp.model import StateFlag
-from dyncast_bgp.router.collector import Collector
-from dyncast_bgp.router.runtime import STEP_SLICE
+from dyncast_bgp.obs import log as obs_log
+from dyncast_bgp.router.audit import AUDIT_SLICE, audit_record
+from dyncast_bgp.router.runtime import RouterRuntime
 from dyncast_bgp.wire.exabgp_json import Route, RouteUpdate
 from dyncast_bgp.wire.metrics import encode_metrics
 
 PEER = ipaddress.IPv4Address("192.0.2.1")
+CONFIG = "bgp: {router_id: 192.0.2.1, local_as: 65000}\nrouter: {probes: {enabled: false}}\n"
+"""The router's configuration here: the defaults, no probes (path metrics are the RIB's business here)."""
 CAPACITIES = (100, 200, 400, 800)
 
 
@@ -92,6 +95,11 @@ def updates(services: int, instances: int, seed: int) -> Iterator[RouteUpdate]:
             yield RouteUpdate(PEER, (route,))
 
 
+async def _no_lines() -> AsyncIterator[str]:  # the runtime here reads no ExaBGP: its engine is fed directly
+    return
+    yield
+
+
 def cpu_timed(func: Callable[[], Any]) -> tuple[float, Any]:
     began = time.process_time()
     result = func()
@@ -118,6 +126,22 @@ class Meter:
         return timed
 
 
+def _audit_cost(engine: RouterEngine, args: argparse.Namespace, now: float, sample: int = 500) -> float:
+    """CPU microseconds to build one audit record of a full recompute: ``sample`` services' records, each
+    against the service's previous decision, whose explanation the previous record had read already."""
+    services = engine.rib.services()[:sample]
+    before = {service: engine.outcome(service) for service in services}
+    for outcome in before.values():
+        assert outcome is not None
+        _ = outcome.explain
+    for update in updates(args.services, args.instances, seed=10_000):
+        engine.on_event(update, now)
+    engine.step(now + 60.0)
+    seconds, _ = cpu_timed(lambda: [audit_record(before[service], engine.outcome(service), now)  # type: ignore[arg-type]
+                                    for service in services])
+    return seconds / len(services) * 1e6
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--services", type=int, default=10_000)
@@ -129,7 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, load average {load[0]:.2f} / {load[1]:.2f}; "
           f"{args.services:,} services x {args.instances} instances, {args.rounds} rounds")
 
-    engine = RouterEngine(RouterConfig())
+    obs_log.configure("info", stream=open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115  # as the router
+    now = 0.0  # logs by default, to nowhere (what writing the lines costs depends on where they go)
+    runtime = RouterRuntime(parse(CONFIG), lines=_no_lines(), dataplane=None, probes=False, clock=lambda: now)
+    engine = runtime.engine
+    step_meter = Meter(RouterEngine.step)
+    RouterEngine.step = step_meter.wrapper()  # type: ignore[method-assign]
     candidates_meter = Meter(Rib.candidates)
     rows_meter = Meter(Rib.rows)
     decide_meter = Meter(decide_many)
@@ -140,13 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     gc.callbacks.append(lambda phase, info: full_collections.append(1)
                         if phase == "start" and info["generation"] == 2 else None)
 
-    now = 0.0
     for update in updates(args.services, args.instances, seed=0):  # learn every path; the first decisions
         engine.on_event(update, now)
     engine.step(now)
     engine.desired()
 
-    collector = Collector(300.0)
+    collector = runtime.collector  # router.gc_full_interval: 300 s by default
 
     def paused(func: Callable[[], Any]) -> Any:
         with collector.paused():
@@ -162,33 +190,33 @@ def main(argv: list[str] | None = None) -> int:
             candidates_meter.seconds = rows_meter.seconds = decide_meter.seconds = 0.0
             full_collections.clear()
             longest = 0.0
-            if router:  # a slice of STEP_SLICE services at a time, as the runtime goes, each with the collector paused
-                step_s, changed = 0.0, []
+            step_meter.seconds = 0.0
+            before = engine.decisions_changed
+            if router:  # the runtime's owner turns (a slice of STEP_SLICE services and what follows it), as it
+                step_s = 0.0  # goes, each with the collector paused
                 while True:
-                    slice_s, part = cpu_timed(partial(paused, partial(engine.step, now, limit=STEP_SLICE)))
+                    slice_s, _ = cpu_timed(runtime._after_inputs)
                     step_s, longest = step_s + slice_s, max(longest, slice_s)
-                    changed += part
                     if not engine.pending:
                         break
                 collections = len(full_collections)
                 desired_s, desired = cpu_timed(partial(paused, engine.desired))
             else:
-                step_s, changed = cpu_timed(partial(engine.step, now))
+                step_s, _ = cpu_timed(partial(engine.step, now))
                 collections = len(full_collections)
                 desired_s, desired = cpu_timed(engine.desired)
-            assert len(changed) == args.services and len(desired.services) == args.services, "not a full recompute"
-            changed = []  # the router drops a step's list at once; kept, it would hold every old outcome through
-            # the next step (the desired state is kept, as the router keeps what it installed)
+            changed = engine.decisions_changed - before
+            assert changed == args.services and len(desired.services) == args.services, "not a full recompute"
             rows.append({"step_ms": step_s * 1e3, "desired_ms": desired_s * 1e3,
                          "total_ms": (step_s + desired_s) * 1e3,
                          "candidates_ms": (candidates_meter.seconds + rows_meter.seconds) * 1e3,
                          "decide_many_ms": decide_meter.seconds * 1e3, "full_collections": collections,
-                         "longest_slice_ms": longest * 1e3})
+                         "after_step_ms": (step_s - step_meter.seconds) * 1e3, "longest_slice_ms": longest * 1e3})
             row = rows[-1]
             print(f"{'router ' if router else 'default'} round {seed}: step {row['step_ms']:7.1f} ms (RIB candidates "
                   f"{row['candidates_ms']:6.1f}, decide_many {row['decide_many_ms']:6.1f}, {collections} full gc"
-                  + (f", longest slice {longest * 1e3:.1f}" if router else "") + ") "
-                  f"+ desired {row['desired_ms']:6.1f} ms = {row['total_ms']:7.1f} ms")
+                  + (f", after the step {row['after_step_ms']:.1f}, longest turn {longest * 1e3:.1f}" if router
+                     else "") + f") + desired {row['desired_ms']:6.1f} ms = {row['total_ms']:7.1f} ms")
         return rows
 
     with_gc: list[dict[str, float]] = []
@@ -204,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     gc.unfreeze()
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; before the baseline's copy
+    audit_us = _audit_cost(engine, args, now)
+    print(f"audit log (router.audit_log, off by default): one record {audit_us:.0f} us, so a full recompute's "
+          f"{args.services:,} records take {audit_us * args.services / 1e6:.1f} s of the router's loop, built "
+          f"{AUDIT_SLICE * 1e3:.0f} ms per turn (router/audit.py)")
+    RouterEngine.step = step_meter.func  # type: ignore[method-assign]
     Rib.candidates = candidates_meter.func  # type: ignore[method-assign]
     Rib.rows = rows_meter.func  # type: ignore[method-assign]
     owner.decide_many = decide_meter.func  # type: ignore[attr-defined]

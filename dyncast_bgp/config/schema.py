@@ -9,6 +9,7 @@ so that every problem is reported at once with its location.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 from typing import Annotated, Final, Literal
@@ -603,6 +604,11 @@ class RouterConfig(Strict):
         "sent End-of-RIB, or after this many seconds, so a restart never replaces the installed state with a "
         "half-learned RIB (instances missing from the desired state lose their flows)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    decision_log_lines: int = Field(
+        default=20, ge=0, description="changed decisions logged one line each at info (decision_changed) in each "
+        "recompute, the first ones in service order; the others at debug, counted in one decision_lines_limited "
+        "line. A fallback (service_fallback, warning) is always logged. Every change is in `dyncast ctl show "
+        "decisions`, the status file and the audit log")
     metrics_listen: str | None = None
     status_file: str | None = Field(
         default=None, description="write the status document (decisions and their reasons, JSON) here")
@@ -642,8 +648,13 @@ class RouterConfig(Strict):
     @field_validator("services")
     @classmethod
     def _dsids(cls, value: dict[str, ServicePolicy]) -> dict[str, ServicePolicy]:
+        seen: dict[ServiceId, str] = {}
         for dsid in value:
-            ServiceId.parse(with_length(dsid))
+            service = ServiceId.parse(with_length(dsid))
+            if service in seen:
+                raise ValueError(f"{seen[service]!r} and {dsid!r} name the same service {service}: "
+                                 "give its policy once")
+            seen[service] = dsid
         return value
 
     def stale_time(self, graceful_restart: int | None) -> float:
@@ -653,12 +664,20 @@ class RouterConfig(Strict):
         return float(graceful_restart or 0)
 
     def policy_for(self, service: ServiceId) -> ServicePolicy:
-        """The defaults with this service's explicitly given fields on top."""
-        for dsid, override in self.services.items():
-            if ServiceId.parse(with_length(dsid)) == service:
-                return self.defaults.model_copy(
-                    update={name: getattr(override, name) for name in override.model_fields_set})
-        return self.defaults
+        """The defaults with this service's explicitly given fields on top (one lookup: the router asks for every
+        service it decides, and for every changed decision)."""
+        source, base, policies = self._policies
+        if source is not self.services or base is not self.defaults:  # a copy carried the cache along
+            del self.__dict__["_policies"]  # (``model_copy(update=...)`` copies it with the fields)
+            source, base, policies = self._policies
+        return policies.get(service, base)
+
+    @functools.cached_property
+    def _policies(self) -> tuple[dict[str, ServicePolicy], ServicePolicy, dict[ServiceId, ServicePolicy]]:
+        """``services``, ``defaults`` and each service given there, parsed once, with its policy made once."""
+        return self.services, self.defaults, {ServiceId.parse(with_length(dsid)): self.defaults.model_copy(
+            update={name: getattr(override, name) for name in override.model_fields_set})
+            for dsid, override in self.services.items()}
 
 
 class Config(Strict):

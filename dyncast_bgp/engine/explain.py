@@ -174,23 +174,15 @@ class InstanceExplain:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable view (addresses as strings, floats rounded to 6 places)."""
-        path = self.path
         return {
             "instance": str(self.key.binding),
             "path_id": self.key.path_id,
             "name": self.name,
             "state": self.state.value,
-            "flags": [flag.name.lower() for flag in StateFlag if flag and flag in self.flags and flag.name],
-            "metrics": {name: _round(value) for name, value in self.metrics.items()},
+            "flags": self._flag_names(),
+            "metrics": self._metrics_dict(),
             "metrics_age": _round(self.metrics_age),
-            "path": {
-                "rtt_mean_us": _round(path.rtt_mean_us),
-                "rtt_peak_us": _round(path.rtt_peak_us),
-                "loss_mean": _round(path.loss_mean),
-                "loss_peak": _round(path.loss_peak),
-                "throughput_bps": _round(path.throughput_bps),
-                "reachable": path.reachable,
-            },
+            "path": self._path_dict(),
             "scores": {"compute": _round(self.compute), "network": _round(self.network),
                        "overall": _round(self.overall), "source": self.score_source},
             "factors": {name: _round(value) for name, value in self.factors},
@@ -207,6 +199,31 @@ class InstanceExplain:
             "reason": self.reason,
         }
 
+    def outline(self) -> dict[str, Any]:
+        """The entries of :meth:`to_dict` the audit log records (``instance``, ``state``, ``flags``,
+        ``metrics``, ``path``, ``weight``, ``excluded``, ``reason``), the same values, without the scores and
+        factors that cost most of ``to_dict``."""
+        return {"instance": str(self.key.binding), **self.inputs(), "weight": _round(self.weight),
+                "excluded": self.excluded, "reason": self.reason}
+
+    def inputs(self) -> dict[str, Any]:
+        """The entries of :meth:`to_dict` that are the decision's inputs: ``state``, ``flags``, ``metrics`` and
+        ``path`` (what the audit log compares with the next decision's)."""
+        return {"state": self.state.value, "flags": self._flag_names(), "metrics": self._metrics_dict(),
+                "path": self._path_dict()}
+
+    def _flag_names(self) -> list[str]:
+        flags = self.flags
+        return [flag.name.lower() for flag in StateFlag if flag and flag in flags and flag.name]
+
+    def _metrics_dict(self) -> dict[str, float | None]:
+        return {name: _round(value) for name, value in self.metrics.items()}
+
+    def _path_dict(self) -> dict[str, Any]:
+        path = self.path
+        return {"rtt_mean_us": _round(path.rtt_mean_us), "rtt_peak_us": _round(path.rtt_peak_us),
+                "loss_mean": _round(path.loss_mean), "loss_peak": _round(path.loss_peak),
+                "throughput_bps": _round(path.throughput_bps), "reachable": path.reachable}
 
 def explain(basis: Basis) -> tuple[InstanceExplain, ...]:
     """One :class:`InstanceExplain` per candidate, in canonical order."""

@@ -32,7 +32,12 @@ class DrainedTracker:
         """Instances newly excluded as drained in these decisions (to evict), with the reason ``drained``."""
         evict: dict[InstanceKey, str] = {}
         for decision in decisions:
-            now = frozenset(key for key, reason in decision.excluded.items() if reason == DRAINED_REASON)
+            excluded = decision.excluded
+            if DRAINED_REASON not in excluded.values():  # the usual decision: nothing drained (compared in C)
+                if self.drained:
+                    self.drained.pop(decision.service, None)
+                continue
+            now = frozenset(key for key, reason in excluded.items() if reason == DRAINED_REASON)
             before = self.drained.get(decision.service, frozenset())
             for key in now - before:
                 evict[key] = "drained"

@@ -17,16 +17,17 @@ made (``dyncast ctl show decisions``) and feeds the writer. Reading back is
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -37,6 +38,9 @@ log = structlog.get_logger(__name__)
 
 VERSION = 1
 QUEUE_LIMIT = 10_000
+"""Audit records at most waiting to be built (DecisionBook), and lines at most waiting to be written (AuditWriter)."""
+AUDIT_SLICE = 0.05
+"""Seconds of audit records the router builds per turn of its loop (about as long as a slice of a recompute)."""
 INPUTS = ("state", "flags", "metrics", "path")
 
 
@@ -50,10 +54,15 @@ def _weights(outcome: Outcome | None) -> dict[str, float]:
     return {str(key.binding): round(weight, 6) for key, weight in sorted(outcome.decision.weights.items())}
 
 
-def _instances(outcome: Outcome | None) -> dict[str, dict[str, Any]]:
+def _instances(outcome: Outcome) -> dict[str, dict[str, Any]]:
+    return {item["instance"]: item for item in (entry.outline() for entry in outcome.explain)}
+
+
+def _inputs(outcome: Outcome | None) -> dict[str, dict[str, Any]]:
+    """The inputs of each instance of the previous decision (its weights, reasons and exclusions are not read)."""
     if outcome is None:
         return {}
-    return {item["instance"]: item for item in (entry.to_dict() for entry in outcome.explain)}
+    return {str(entry.key.binding): entry.inputs() for entry in outcome.explain}
 
 
 def input_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -73,7 +82,7 @@ def input_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, A
 
 def audit_record(old: Outcome | None, new: Outcome, now: float) -> dict[str, Any]:
     """One audit line: what changed for ``new.decision.service`` since ``old``, and why (pure)."""
-    before, after = _instances(old), _instances(new)
+    before, after = _inputs(old), _instances(new)
     old_weights = _weights(old)
     instances: dict[str, Any] = {}
     for dbid, item in after.items():
@@ -196,27 +205,70 @@ class AuditWriter:
 # ---------------------------------------------------------------- the book of last decisions
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
+    """A service's last decision (a NamedTuple: made for every changed decision, 10,000 in a full recompute)."""
+
     outcome: Outcome
     at: float  # wall-clock time of the change (epoch seconds)
     changes: int  # decision changes of this service since the router started
 
 
 class DecisionBook:
-    """Each service's last decision and when it changed; writes the audit log when given a writer."""
+    """Each service's last decision and when it changed; writes the audit log when given a writer.
+
+    :meth:`record` keeps the decisions (cheap) and queues their audit records; :meth:`write_pending` builds the
+    queued records for at most a given time. Building one means reading both decisions' explanations, which
+    for a decision of the batch path is a per-service decision more (``engine/batch.py``): about a millisecond,
+    so the 10,000 records of a full recompute would hold the event loop for seconds. The router builds them a
+    slice of :data:`AUDIT_SLICE` seconds per turn of its loop instead, between its other tasks, as it decides a
+    large recompute (decision 0013). At most :data:`QUEUE_LIMIT` records wait; more are dropped and counted
+    in the writer's ``dropped``.
+    """
 
     def __init__(self, writer: AuditWriter | None = None) -> None:
         self.writer = writer
         self._entries: dict[ServiceId, Entry] = {}
+        self._backlog: collections.deque[tuple[Outcome | None, Outcome, float]] = collections.deque()
 
     def record(self, outcomes: Iterable[Outcome], now: float) -> None:
+        writer, backlog = self.writer, self._backlog
         for outcome in outcomes:
             service = outcome.decision.service
             previous = self._entries.get(service)
-            if self.writer is not None:
-                self.writer.write(audit_record(previous.outcome if previous else None, outcome, now))
+            if writer is not None:
+                if len(backlog) < QUEUE_LIMIT:
+                    backlog.append((previous.outcome if previous else None, outcome, now))
+                else:
+                    writer.dropped += 1
             self._entries[service] = Entry(outcome, now, (previous.changes if previous else 0) + 1)
+
+    @property
+    def backlog(self) -> int:
+        """Audit records waiting to be built (see :meth:`write_pending`)."""
+        return len(self._backlog)
+
+    def forget_pending(self) -> int:
+        """Drop the queued records (the router is stopping); return how many."""
+        count = len(self._backlog)
+        self._backlog.clear()
+        return count
+
+    def write_pending(self, seconds: float, clock: Callable[[], float] = time.perf_counter) -> int:
+        """Build queued audit records, oldest first, and hand them to the writer, until ``seconds`` have passed
+        (at least one record is built when any waits); return how many."""
+        backlog, writer = self._backlog, self.writer
+        if writer is None:
+            backlog.clear()
+            return 0
+        done = 0
+        until = clock() + seconds
+        while backlog:
+            old, new, at = backlog.popleft()
+            writer.write(audit_record(old, new, at))
+            done += 1
+            if clock() >= until:
+                break
+        return done
 
     def entries(self) -> Iterator[tuple[ServiceId, Entry]]:
         return iter(sorted(self._entries.items()))

@@ -32,8 +32,7 @@ from dyncast_bgp.config.schema import Config
 from dyncast_bgp.ctl.protocol import Request, Response, error
 from dyncast_bgp.ctl.server import ControlServer, ControlSocketError, serve_control
 from dyncast_bgp.dataplane.desired import Dataplane, DataplaneError, DesiredState
-from dyncast_bgp.engine.decide import Outcome
-from dyncast_bgp.engine.owner import RouterEngine, decision_line
+from dyncast_bgp.engine.owner import RouterEngine
 from dyncast_bgp.engine.trust import MALFORMED_LINE
 from dyncast_bgp.model import InstanceKey, IPAddress, PathMetrics, ServiceId, by_sort_key
 from dyncast_bgp.obs.metrics import (
@@ -54,8 +53,9 @@ from dyncast_bgp.ops.rolloutplan import PlanError, load_plan
 from dyncast_bgp.probe.prober import Prober, queue_sink
 from dyncast_bgp.probe.static import throughput_from_static
 from dyncast_bgp.router import control
-from dyncast_bgp.router.audit import AuditWriter, DecisionBook
+from dyncast_bgp.router.audit import AUDIT_SLICE, AuditWriter, DecisionBook
 from dyncast_bgp.router.collector import Collector
+from dyncast_bgp.router.decision_log import DecisionLog
 from dyncast_bgp.router.rejections import LogLimiter, log_rejections
 from dyncast_bgp.router.shift import ShiftTracker
 from dyncast_bgp.router.static import static_paths
@@ -67,6 +67,7 @@ _T = TypeVar("_T")
 
 ROLLOUT_SAVE_INTERVAL = 5.0  # seconds between saves of a running rollout's hold progress
 LEADING_DEBOUNCE = 0.005  # seconds: a change after a quiet spell waits this long for the rest of its burst
+STOP_AUDIT_SECONDS = 2.0  # at most this long building the queued audit records when the router stops
 STEP_SLICE = 1024
 """Services decided before the loop lets its other tasks run (ExaBGP input, probe replies, the control socket,
 the dataplane applier): a full recompute of 10,000 services goes in ten slices, so the loop is never held for
@@ -151,6 +152,7 @@ class RouterRuntime:
         self.sessions: dict[IPAddress, SessionState] = {}
         self.rejected: collections.Counter[str] = collections.Counter()  # ExaBGP lines, by reason
         self.book = DecisionBook()
+        self.decision_log = DecisionLog(log, router.decision_log_lines)  # bounded per recompute (decision_log.py)
         self.control_server: ControlServer | None = None
         self.histograms: RouterHistograms | None = None
         self.metrics_endpoint: MetricsEndpoint | None = None
@@ -213,8 +215,8 @@ class RouterRuntime:
 
     async def _own(self) -> None:
         while not self.stopping.is_set():
-            if self.engine.pending:  # the rest of a large recompute (STEP_SLICE): the other tasks go first
-                await asyncio.sleep(0)
+            if self.engine.pending or self.book.backlog:  # the rest of a large recompute (STEP_SLICE) or of its
+                await asyncio.sleep(0)  # audit records: the other tasks go first
             else:
                 due = min((t for t in (self.engine.next_due(), self.rollouts.next_due(), self.collector.next_due())
                            if t is not None), default=None)
@@ -255,8 +257,11 @@ class RouterRuntime:
             self.histograms.decision_seconds.observe(time.perf_counter() - started)
         self._time_recompute(started, decided, steps)
         self.book.record(changed, time.time())
-        for outcome in changed:
-            _log_outcome(outcome)
+        if self.book.backlog:  # a slice of the audit records (audit.py): their time is bounded per turn too
+            self.book.write_pending(AUDIT_SLICE)
+        self.decision_log.changed(changed)
+        if not self.engine.pending:
+            self.decision_log.finished()
         failed = self._shift.observe((outcome.decision for outcome in changed),
                                      lambda service: self.config.router.policy_for(service).shift_on_failure)
         failed.update(self._drained.observe(outcome.decision for outcome in changed))
@@ -552,6 +557,8 @@ class RouterRuntime:
         if self.metrics_endpoint is not None:
             await asyncio.to_thread(self.metrics_endpoint.close)
         if self.book.writer is not None:
+            self.book.write_pending(STOP_AUDIT_SECONDS)  # what is still queued then is dropped and counted
+            self.book.writer.dropped += self.book.forget_pending()
             await asyncio.to_thread(self.book.writer.close)
 
     def _locked(self, call: Callable[..., _T], *args: object) -> _T:
@@ -629,11 +636,3 @@ def _rollout_fields(rollout: Rollout) -> dict[str, object]:
 
 def _key_order(key: InstanceKey) -> tuple[object, ...]:
     return key.sort_key
-
-
-def _log_outcome(outcome: Outcome) -> None:
-    line = decision_line(outcome.decision)
-    if outcome.fallback is not None:
-        log.warning("service_fallback", fallback=outcome.fallback, status=outcome.status, **line)
-    else:
-        log.info("decision_changed", status=outcome.status, **line)

@@ -51,9 +51,11 @@ class ShiftTracker:
         """Instances of services with shift-on-failure that failed since the previous decision, with the failure."""
         failed: dict[InstanceKey, str] = {}
         for decision in decisions:
+            if not enabled(decision.service):  # a service's policy is fixed: its decisions need not be kept
+                continue
             before = self.last.get(decision.service)
             self.last[decision.service] = decision
-            if before is None or not enabled(decision.service):
+            if before is None:
                 continue
             for key in (*before.weights, *before.excluded):
                 earlier = before.excluded.get(key)

@@ -158,3 +158,79 @@ def test_times_and_selection() -> None:
     assert [r["ts"] for r in select(records, service="203.0.113.10", since=2.0)] == [3.0]
     assert {k: v["ts"] for k, v in in_force(records, 2.5).items()} == {"203.0.113.10/32": 1.0,
                                                                         "203.0.113.11/32": 2.0}
+
+
+def test_the_audit_outline_is_to_dict_without_the_scores() -> None:
+    first = decide(SVC, [candidate(A, 20), candidate(B, 95, rtt_ms=40)], POLICY, None, 0.0)
+    second = decide(SVC, [candidate(A, 20), candidate(B, 20, reachable=False)], POLICY, first.memory, 1.0)
+    for outcome in (first, second):
+        for item in outcome.explain:
+            whole = item.to_dict()
+            assert item.outline() == {name: whole[name] for name in item.outline()}
+            assert set(item.outline()) == {"instance", "state", "flags", "metrics", "path", "weight", "excluded",
+                                           "reason"}
+
+
+def test_the_book_queues_audit_records_and_builds_them_a_slice_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "audit.jsonl"
+    book = DecisionBook(AuditWriter(path, max_bytes=1 << 20, keep=1))
+    outcomes, memory = [], None
+    for step in range(5):
+        outcome = decide(SVC, [candidate(A, 20 + step), candidate(B, 30)], POLICY, memory, float(step))
+        outcomes.append(outcome)
+        memory = outcome.memory
+        book.record([outcome], 100.0 + step)
+    assert book.backlog == 5 and book.get(SVC) is not None and book.get(SVC).outcome is outcomes[-1]  # type: ignore[union-attr]
+    ticks = iter(range(100))
+    assert book.write_pending(2.5, clock=lambda: float(next(ticks))) == 3  # until, then 1, 2, 3 >= 2.5
+    assert book.backlog == 2
+    assert book.write_pending(0.0) == 1, "at least one record per call"
+    assert book.write_pending(60.0) == 1 and book.backlog == 0 and book.write_pending(60.0) == 0
+    assert book.writer is not None
+    book.writer.close()
+    records = [item for _, _, item in read_records([path])]
+    assert [r["ts"] for r in records if isinstance(r, dict)] == [100.0, 101.0, 102.0, 103.0, 104.0]
+    assert records[1] == audit_record(outcomes[0], outcomes[1], 101.0), "each against the decision before it"
+
+    monkeypatch.setattr("dyncast_bgp.router.audit.QUEUE_LIMIT", 2)
+    full = DecisionBook(AuditWriter(tmp_path / "full.jsonl", max_bytes=1 << 20, keep=1))
+    full.record(outcomes, 0.0)
+    assert full.backlog == 2 and full.writer is not None and full.writer.dropped == 3
+    assert full.forget_pending() == 2 and full.backlog == 0
+    full.writer.close()
+    quiet = DecisionBook()  # no audit log: nothing queued
+    quiet.record(outcomes, 0.0)
+    assert quiet.backlog == 0 and quiet.write_pending(1.0) == 0
+
+
+def test_the_router_writes_a_large_recompute_s_records_over_several_turns(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("dyncast_bgp.router.runtime.AUDIT_SLICE", 0.0)  # one record per turn of the loop
+    path = tmp_path / "audit.jsonl"
+    services = [f"203.0.113.{n}/32" for n in range(1, 41)]
+    lines = [update(1, "10.0.0.3", svc, A, 1, metrics={"cpu_utilization": 20, "capacity": 1000})
+             for svc in services]
+    seen: list[int] = []
+    runtimes: list[RouterRuntime] = []
+
+    async def feed() -> AsyncIterator[str]:
+        for line in lines:  # one burst: one step decides every service
+            yield line
+        book = runtimes[0].book
+        for _ in range(500):  # then watch the records being built; closing the input stops the router
+            await asyncio.sleep(0.01)
+            seen.append(book.backlog)
+            if book.get(ServiceId.parse(services[-1])) is not None and not book.backlog:
+                seen.append(-1)  # built while the router runs (stopping writes what is left, 2 s at most)
+                break
+
+    async def go() -> None:
+        runtimes.append(RouterRuntime(parse(CONFIG % {"path": path}), lines=feed(), dataplane=None))
+        await asyncio.wait_for(runtimes[0].run(), 10)
+
+    asyncio.run(go())
+    records = [item for _, _, item in read_records([path])]
+    assert sorted(r["service"] for r in records if isinstance(r, dict)) == sorted(services)
+    assert max(seen) > 0, "the records waited and were built over several turns"
+    assert seen[-1] == -1, f"the queued records were not built while the router ran: {seen[-5:]}"

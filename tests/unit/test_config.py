@@ -92,3 +92,34 @@ def test_stale_time_rule_is_one_for_live_router_and_replay() -> None:
     assert RouterConfig().stale_time(None) == 0.0
     assert RouterConfig(stale_routes_time=0).stale_time(120) == 0.0  # an explicit 0 is honoured
     assert RouterConfig(stale_routes_time=30).stale_time(120) == 30.0
+
+
+def test_a_service_policy_is_made_once_and_one_service_named_twice_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dyncast_bgp.model import ServiceId  # noqa: PLC0415
+
+    text = ("bgp: {router_id: 192.0.2.1, local_as: 65000}\nrouter:\n  defaults: {smoothing: 0.5}\n  services:\n"
+            + "".join(f"    203.0.113.{n}: {{max_step: 0.{n % 9 + 1}}}\n" for n in range(1, 201)))
+    router = parse(text).router
+    first = router.policy_for(ServiceId.parse("203.0.113.7/32"))
+    assert first.max_step == 0.8 and first.smoothing == 0.5  # the override on top of the defaults
+    parsed: list[str] = []
+    real = ServiceId.parse
+    def counted(text: str) -> ServiceId:
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(ServiceId, "parse", staticmethod(counted))
+    for n in range(1, 201):  # the router asks for every service it decides: a lookup, nothing parsed again
+        assert router.policy_for(real(f"203.0.113.{n}/32")).max_step == float(f"0.{n % 9 + 1}")
+    assert router.policy_for(real("203.0.113.7/32")) is first and parsed == []
+    assert router.policy_for(real("198.51.100.1/32")) is router.defaults
+    monkeypatch.undo()
+    # a copy with other services or defaults does not answer from the original's policies
+    copy = router.model_copy(update={"services": {}})
+    assert copy.policy_for(real("203.0.113.7/32")) is copy.defaults
+    other = router.model_copy(update={"defaults": router.defaults.model_copy(update={"smoothing": 0.9})})
+    assert other.policy_for(real("203.0.113.7/32")).smoothing == 0.9
+
+    with pytest.raises(ConfigError, match=r"'203.0.113.7' and '203.0.113.7/32' name the same service"):
+        parse("bgp: {router_id: 192.0.2.1, local_as: 65000}\n"
+              "router: {services: {203.0.113.7: {max_step: 0.5}, 203.0.113.7/32: {smoothing: 0.5}}}\n")
