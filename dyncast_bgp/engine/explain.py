@@ -206,6 +206,16 @@ class InstanceExplain:
         return {"instance": str(self.key.binding), **self.inputs(), "weight": _round(self.weight),
                 "excluded": self.excluded, "reason": self.reason}
 
+    def gauges(self) -> dict[str, Any]:
+        """The entries of :meth:`to_dict` the router's metrics endpoint exports (``instance``, ``metrics``,
+        ``metrics_age``, ``path``, ``scores``, ``weight``, ``eligible``), the same values, without the factors and
+        reason texts."""
+        return {"instance": str(self.key.binding), "metrics": self._metrics_dict(),
+                "metrics_age": _round(self.metrics_age), "path": self._path_dict(),
+                "scores": {"compute": _round(self.compute), "network": _round(self.network),
+                           "overall": _round(self.overall), "source": self.score_source},
+                "weight": _round(self.weight), "eligible": self.excluded is None and not self.shedding}
+
     def inputs(self) -> dict[str, Any]:
         """The entries of :meth:`to_dict` that are the decision's inputs: ``state``, ``flags``, ``metrics`` and
         ``path`` (what the audit log compares with the next decision's)."""

@@ -9,9 +9,11 @@ module-level registry). Two kinds of metric live in it:
   path RTT/loss, flows, counters), built at scrape time by a pure function of
   the process's state. The HTTP server runs in its own thread, while the state
   belongs to the event loop, so :class:`LoopCollector` runs that function *on
-  the loop* (``call_soon_threadsafe``) and waits for it. A loop too busy to
-  answer within ``timeout`` gets the previous scrape's families instead, so a
-  scrape never sees half-updated state and never blocks the loop.
+  the loop* (``call_soon_threadsafe``) and waits for it; the router's reads
+  every decision's explanation and runs a slice at a time (``router/slices.py``,
+  decision 0013), so it does not hold the loop either. A scrape that waits
+  longer than ``timeout`` gets the previous scrape's families instead, so a
+  scrape never sees half-updated state.
 
 Names and labels are listed in docs/operations.md. The builders here take plain
 values (mappings, counters, the engine's outcomes) so tests need no process.
@@ -21,8 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIServer
 
@@ -41,28 +44,53 @@ RECOMPUTE_BUCKETS = (*LATENCY_BUCKETS, 10.0, 30.0)
 
 
 class LoopCollector(Collector):
-    """Builds the state families on the event loop ``loop`` when scraped (see the module docstring)."""
+    """Builds the state families on the event loop ``loop`` when scraped (see the module docstring).
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, build: Callable[[], Families], *,
+    ``build`` returns the families, or an awaitable of them: the router's build reads every decision's
+    explanation and does so a slice at a time (``router/slices.py``), so the loop keeps turning while it runs.
+    One such build runs at a time: a scrape while one runs waits for it. A scrape that has waited ``timeout``
+    gets the last families built; the build runs on, and what it builds is what the next scrape gets.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, build: Callable[[], Families | Awaitable[Families]], *,
                  timeout: float = 2.0) -> None:
         self._loop = loop
         self._build = build
         self._timeout = timeout
         self._last: Families = []
+        self._running: asyncio.Future[Families] | None = None  # the build under way (on the loop)
         self.late = 0  # scrapes answered with the previous families
 
     def describe(self) -> Iterable[Metric]:
         return []  # nothing to reserve: the names are only known when built
 
     def collect(self) -> Iterable[Metric]:
-        if self._on_loop_thread():
-            self._last = self._safe_build()
+        if self._on_loop_thread():  # a scrape from the loop itself cannot wait for a build in slices
+            built = self._safe_build()
+            if inspect.isawaitable(built):
+                _close(built)
+            else:
+                self._last = built
             return list(self._last)
         future: concurrent.futures.Future[Families] = concurrent.futures.Future()
 
+        def answer(_: object = None) -> None:
+            if not future.done():
+                future.set_result(self._last)
+
         def run() -> None:
-            if future.set_running_or_notify_cancel():
-                future.set_result(self._safe_build())
+            if not future.set_running_or_notify_cancel():
+                return
+            running = self._running
+            if running is None or running.done():
+                built = self._safe_build()
+                if not inspect.isawaitable(built):
+                    self._last = built
+                    answer()
+                    return
+                running = self._running = asyncio.ensure_future(built)
+                running.add_done_callback(self._keep)  # first: the answer below reads what it kept
+            running.add_done_callback(answer)
 
         try:
             self._loop.call_soon_threadsafe(run)
@@ -78,12 +106,27 @@ class LoopCollector(Collector):
         except RuntimeError:
             return False
 
-    def _safe_build(self) -> Families:
+    def _safe_build(self) -> Families | Awaitable[Families]:
         try:
             return self._build()
         except Exception:  # a bug in a builder must not take the endpoint (or the loop) down
             log.exception("metrics_build_failed")
             return self._last
+
+    def _keep(self, running: asyncio.Future[Families]) -> None:
+        if running.cancelled():
+            return
+        problem = running.exception()
+        if problem is not None:  # the same as a builder that raises at once: the previous families stay
+            log.error("metrics_build_failed", error=f"{type(problem).__name__}: {problem}")
+            return
+        self._last = running.result()
+
+
+def _close(awaitable: Awaitable[Families]) -> None:
+    """Discard a build that will not run (a coroutine never awaited would warn)."""
+    if inspect.iscoroutine(awaitable):
+        awaitable.close()
 
 
 @dataclass(slots=True)
@@ -184,7 +227,7 @@ class RouterView:
 
     sessions: Mapping[str, str]  # peer -> "up" | "down" | "connected"
     routes: Mapping[str, int]  # service -> paths in the RIB
-    instances: Sequence[Mapping[str, object]]  # InstanceExplain.to_dict() plus "service"
+    instances: Sequence[Mapping[str, object]]  # InstanceExplain.gauges() (or to_dict()) plus "service"
     fallbacks: Mapping[str, str | None]  # service -> fallback in force
     paths: Mapping[str, Mapping[str, object]]  # D-BID -> path dict as in the explanation
     flows: Mapping[tuple[str, str], int] | None  # (service, D-BID) -> flows; None: not sampled

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -32,6 +32,7 @@ from dyncast_bgp.config.schema import Config
 from dyncast_bgp.ctl.protocol import Request, Response, error
 from dyncast_bgp.ctl.server import ControlServer, ControlSocketError, serve_control
 from dyncast_bgp.dataplane.desired import Dataplane, DataplaneError, DesiredState
+from dyncast_bgp.engine.decide import Outcome
 from dyncast_bgp.engine.owner import RouterEngine
 from dyncast_bgp.engine.trust import MALFORMED_LINE
 from dyncast_bgp.model import InstanceKey, IPAddress, PathMetrics, ServiceId, by_sort_key
@@ -58,8 +59,9 @@ from dyncast_bgp.router.collector import Collector
 from dyncast_bgp.router.decision_log import DecisionLog
 from dyncast_bgp.router.rejections import LogLimiter, log_rejections
 from dyncast_bgp.router.shift import ShiftTracker
+from dyncast_bgp.router.slices import in_slices
 from dyncast_bgp.router.static import static_paths
-from dyncast_bgp.router.status import status_document, write_status
+from dyncast_bgp.router.status import service_part, status_text, write_text
 from dyncast_bgp.wire.exabgp_json import EndOfRib, ExabgpJsonError, PeerState, SessionState, Shutdown, parse_line
 
 log = structlog.get_logger(__name__)
@@ -386,10 +388,12 @@ class RouterRuntime:
         """Rewrite the status document every ``status_interval`` (a failure is logged once per kind)."""
         failed: str | None = None
         while True:
-            document = status_document(self.engine.outcomes(), now=time.time(), synced=self._synced.is_set(),
-                                       counters=dataclasses.asdict(self.counters))
+            began = time.time()  # the services rendered a slice at a time (router/slices.py)
+            parts = await in_slices(list(self.engine.outcomes()), service_part)
+            text = status_text(parts, now=began, synced=self._synced.is_set(),
+                               counters=dataclasses.asdict(self.counters))
             try:
-                await asyncio.to_thread(write_status, path, document)
+                await asyncio.to_thread(write_text, path, text)
                 failed = None
             except OSError as exc:
                 if failed != type(exc).__name__:
@@ -599,10 +603,10 @@ class RouterRuntime:
                                                   "dropped": writer.dropped},
         }
 
-    def _metric_families(self) -> Families:
-        """The state families of the metrics endpoint (run on the event loop at scrape time)."""
-        instances = [{"service": str(outcome.decision.service), **item.to_dict()}
-                     for outcome in self.engine.outcomes() for item in outcome.explain]
+    async def _metric_families(self) -> Families:
+        """The state families of the metrics endpoint (run on the event loop at scrape time; the instances, which
+        cost, a slice at a time: router/slices.py)."""
+        instances = [item for items in await in_slices(list(self.engine.outcomes()), _gauges) for item in items]
         sample = self.flow_sample
         writer, served = self.book.writer, self.control_server
         counters = {
@@ -632,6 +636,12 @@ class RouterRuntime:
 def _rollout_fields(rollout: Rollout) -> dict[str, object]:
     return {"status": str(rollout.status), "stage": rollout.stage + 1, "stages": len(rollout.plan.stages),
             "cap": rollout.share, "version": rollout.plan.version, "plan": rollout.plan.name or None}
+
+
+def _gauges(outcome: Outcome) -> list[dict[str, Any]]:
+    """What the metrics endpoint exports of each instance of ``outcome``."""
+    service = str(outcome.decision.service)
+    return [{"service": service, **item.gauges()} for item in outcome.explain]
 
 
 def _key_order(key: InstanceKey) -> tuple[object, ...]:

@@ -23,23 +23,51 @@ VERSION = 1
 def status_document(outcomes: Iterable[Outcome], *, now: float, counters: Mapping[str, float | int],
                     synced: bool) -> dict[str, Any]:
     """Per service: status, fallback in force, weights and every instance's explanation."""
-    services: dict[str, Any] = {}
-    for outcome in outcomes:
-        decision = outcome.decision
-        services[str(decision.service)] = {
-            "status": outcome.status,
-            "fallback": outcome.fallback,
-            "weights": {str(key.binding): round(weight, 6) for key, weight in sorted(decision.weights.items())},
-            "instances": [item.to_dict() for item in outcome.explain],
-        }
+    return assemble([service_entry(outcome) for outcome in outcomes], now=now, counters=counters, synced=synced)
+
+
+def service_entry(outcome: Outcome) -> tuple[str, dict[str, Any]]:
+    """One service's part of the document (what costs: the explanation of every instance)."""
+    decision = outcome.decision
+    return str(decision.service), {
+        "status": outcome.status,
+        "fallback": outcome.fallback,
+        "weights": {str(key.binding): round(weight, 6) for key, weight in sorted(decision.weights.items())},
+        "instances": [item.to_dict() for item in outcome.explain],
+    }
+
+
+def assemble(entries: Iterable[tuple[str, dict[str, Any]]], *, now: float, counters: Mapping[str, float | int],
+             synced: bool) -> dict[str, Any]:
+    """The document around the services' parts (:func:`service_entry`, made a slice at a time by the router)."""
     return {"version": VERSION, "time": round(now, 3), "pid": os.getpid(), "synced": synced,
-            "counters": dict(counters), "services": services}
+            "counters": dict(counters), "services": dict(entries)}
+
+
+def service_part(outcome: Outcome) -> str:
+    """:func:`service_entry` as the document's JSON text holds it (``"SERVICE":{...}``)."""
+    name, entry = service_entry(outcome)
+    return f"{json.dumps(name)}:{json.dumps(entry, separators=(',', ':'))}"
+
+
+def status_text(parts: Iterable[str], *, now: float, counters: Mapping[str, float | int], synced: bool) -> str:
+    """The document's JSON text from its services' parts (:func:`service_part`): what :func:`write_status` writes
+    for :func:`status_document`, the services rendered one by one (the router renders them a slice at a time;
+    rendering the whole document in one call held the loop as long as building it)."""
+    head = json.dumps(assemble((), now=now, counters=counters, synced=synced), separators=(",", ":"))
+    assert head.endswith(',"services":{}}')
+    return head[:-2] + ",".join(parts) + "}}\n"
 
 
 def write_status(path: Path, document: Mapping[str, Any]) -> None:
     """Replace ``path`` with ``document`` in one rename (readers never see half a file)."""
+    write_text(path, json.dumps(document, separators=(",", ":")) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in one rename (readers never see half a file)."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(document, separators=(",", ":")) + "\n", encoding="utf-8")
+    temporary.write_text(text, encoding="utf-8")
     temporary.replace(path)
 
 
