@@ -33,6 +33,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from dyncast_bgp.config.schema import listen_address
 
@@ -236,10 +237,58 @@ class RouterView:
     rejected: Mapping[str, int]  # reason -> lines
     synced: bool
     input_rejected: Mapping[str, int] = field(default_factory=dict)  # reason -> announcements/metrics (RIB)
+    instance_samples: Mapping[str, Sequence[Sample]] | None = None  # made beforehand from ``instances``
 
 
 def _number(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+INSTANCE_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "dyncast_router_instance_metric": ("An instance's metric as received in its BGP communities",
+                                       ("service", "instance", "metric")),
+    "dyncast_router_instance_metrics_age_seconds": ("Seconds since the instance's route was last updated",
+                                                    ("service", "instance")),
+    "dyncast_router_weight": ("Share of new flows given to the instance (0-1)", ("service", "instance")),
+    "dyncast_router_instance_eligible": ("1 when the instance may take new flows", ("service", "instance")),
+    "dyncast_router_instance_score": ("The decision's scores: compute and network (L1), overall (L2), 0-10",
+                                      ("service", "instance", "score")),
+}
+"""The per-instance families: name -> (help, labels)."""
+_METRIC, _AGE, _WEIGHT, _ELIGIBLE, _SCORE = INSTANCE_FAMILIES
+
+
+def instance_samples(items: Iterable[Mapping[str, object]]) -> dict[str, list[Sample]]:
+    """The samples of the per-instance families (:data:`INSTANCE_FAMILIES`) for ``items`` (each an
+    ``InstanceExplain.gauges()`` or ``to_dict()`` plus ``service``), by family name. Made as samples, not rows, so
+    that the router can make them a slice at a time and join the slices' lists (``router/slices.py``)."""
+    metric: list[Sample] = []
+    age: list[Sample] = []
+    weight: list[Sample] = []
+    eligible: list[Sample] = []
+    score: list[Sample] = []
+    for item in items:
+        service, instance = str(item["service"]), str(item["instance"])
+        metrics = item.get("metrics")
+        if isinstance(metrics, Mapping):
+            for name, value in sorted(metrics.items()):
+                number = _number(value)
+                if number is not None:
+                    metric.append(Sample(_METRIC, {"service": service, "instance": instance, "metric": str(name)},
+                                         number))
+        number = _number(item.get("metrics_age"))
+        if number is not None:
+            age.append(Sample(_AGE, {"service": service, "instance": instance}, number))
+        weight.append(Sample(_WEIGHT, {"service": service, "instance": instance}, _number(item.get("weight")) or 0.0))
+        eligible.append(Sample(_ELIGIBLE, {"service": service, "instance": instance},
+                               1.0 if item.get("eligible") else 0.0))
+        scores = item.get("scores")
+        if isinstance(scores, Mapping):
+            for level in ("compute", "network", "overall"):
+                number = _number(scores.get(level))
+                if number is not None:
+                    score.append(Sample(_SCORE, {"service": service, "instance": instance, "score": level}, number))
+    return {_METRIC: metric, _AGE: age, _WEIGHT: weight, _ELIGIBLE: eligible, _SCORE: score}
 
 
 def router_families(view: RouterView) -> Families:
@@ -256,39 +305,11 @@ def router_families(view: RouterView) -> Families:
               "instance", ("service", "fallback"),
               [((service, fallback), 1.0) for service, fallback in sorted(view.fallbacks.items()) if fallback]),
     ]
-    metric_rows: list[tuple[Sequence[str], float]] = []
-    age_rows, weight_rows, eligible_rows, score_rows = [], [], [], []
-    for item in view.instances:
-        labels = (str(item["service"]), str(item["instance"]))
-        metrics = item.get("metrics")
-        if isinstance(metrics, Mapping):
-            for name, value in sorted(metrics.items()):
-                number = _number(value)
-                if number is not None:
-                    metric_rows.append(((*labels, str(name)), number))
-        age = _number(item.get("metrics_age"))
-        if age is not None:
-            age_rows.append((labels, age))
-        weight_rows.append((labels, _number(item.get("weight")) or 0.0))
-        eligible_rows.append((labels, 1.0 if item.get("eligible") else 0.0))
-        scores = item.get("scores")
-        if isinstance(scores, Mapping):
-            for level in ("compute", "network", "overall"):
-                number = _number(scores.get(level))
-                if number is not None:
-                    score_rows.append(((*labels, level), number))
-    families += [
-        gauge("dyncast_router_instance_metric", "An instance's metric as received in its BGP communities",
-              ("service", "instance", "metric"), metric_rows),
-        gauge("dyncast_router_instance_metrics_age_seconds", "Seconds since the instance's route was last updated",
-              ("service", "instance"), age_rows),
-        gauge("dyncast_router_weight", "Share of new flows given to the instance (0-1)", ("service", "instance"),
-              weight_rows),
-        gauge("dyncast_router_instance_eligible", "1 when the instance may take new flows", ("service", "instance"),
-              eligible_rows),
-        gauge("dyncast_router_instance_score", "The decision's scores: compute and network (L1), overall (L2), 0-10",
-              ("service", "instance", "score"), score_rows),
-    ]
+    samples = view.instance_samples if view.instance_samples is not None else instance_samples(view.instances)
+    for name, (text, labels) in INSTANCE_FAMILIES.items():
+        family = GaugeMetricFamily(name, text, labels=list(labels))
+        family.samples = list(samples.get(name, ()))
+        families.append(family)
     families += _path_families(view.paths)
     if view.flows is not None:
         families.append(gauge("dyncast_router_flows", "Live flows (conntrack entries) per instance, sampled",

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import structlog
 from prometheus_client import CollectorRegistry
+from prometheus_client.samples import Sample
 
 from dyncast_bgp import __version__
 from dyncast_bgp.config.schema import Config
@@ -43,6 +44,7 @@ from dyncast_bgp.obs.metrics import (
     MetricsListenError,
     RouterHistograms,
     RouterView,
+    instance_samples,
     rejection_reason,
     router_families,
     serve_metrics,
@@ -606,7 +608,12 @@ class RouterRuntime:
     async def _metric_families(self) -> Families:
         """The state families of the metrics endpoint (run on the event loop at scrape time; the instances, which
         cost, a slice at a time: router/slices.py)."""
-        instances = [item for items in await in_slices(list(self.engine.outcomes()), _gauges) for item in items]
+        parts = await in_slices(list(self.engine.outcomes()), _gauges)
+        instances = [item for items, _ in parts for item in items]
+        samples: dict[str, list[Sample]] = {}
+        for _, part in parts:
+            for name, rows in part.items():
+                samples.setdefault(name, []).extend(rows)
         sample = self.flow_sample
         writer, served = self.book.writer, self.control_server
         counters = {
@@ -630,7 +637,7 @@ class RouterRuntime:
                                                for key, count in sample[1].items()},
             flows_age=None if sample is None else round(self._clock() - sample[0], 3),
             counters=counters, rejected=dict(self.rejected), synced=self._synced.is_set(),
-            input_rejected=dict(self.counters.rejections)))
+            input_rejected=dict(self.counters.rejections), instance_samples=samples))
 
 
 def _rollout_fields(rollout: Rollout) -> dict[str, object]:
@@ -638,10 +645,11 @@ def _rollout_fields(rollout: Rollout) -> dict[str, object]:
             "cap": rollout.share, "version": rollout.plan.version, "plan": rollout.plan.name or None}
 
 
-def _gauges(outcome: Outcome) -> list[dict[str, Any]]:
-    """What the metrics endpoint exports of each instance of ``outcome``."""
+def _gauges(outcome: Outcome) -> tuple[list[dict[str, Any]], dict[str, list[Sample]]]:
+    """What the metrics endpoint exports of each instance of ``outcome``, and its samples."""
     service = str(outcome.decision.service)
-    return [{"service": service, **item.gauges()} for item in outcome.explain]
+    items = [{"service": service, **item.gauges()} for item in outcome.explain]
+    return items, instance_samples(items)
 
 
 def _key_order(key: InstanceKey) -> tuple[object, ...]:
