@@ -341,7 +341,8 @@ ROUTER_COUNTERS = {
     "control_requests": "Control socket requests",
     "control_rejected": "Control socket requests answered with an error",
     "audit_records": "Decision changes written to the audit log",
-    "audit_dropped": "Audit records dropped (writer queue full or write failed)",
+    "audit_dropped": "Audit records dropped (more than 10,000 waiting to be built or written, a failed write, or "
+                     "still waiting when the router stopped)",
     "flaps": "Instance flaps counted by the flap dampening",
     "gc_full_collections": "Periodic full garbage collections (between them the router's state is frozen)",
 }
