@@ -52,6 +52,7 @@ from dyncast_bgp.model import (
     IPNetwork,
     PathMetrics,
     ServiceId,
+    by_order,
     by_sort_key,
     state_from_flags,
 )
@@ -406,10 +407,14 @@ class Rib:
     # ------------------------------------------------------------ reads
 
     def services(self) -> list[ServiceId]:
-        return sorted(self._services.values())
+        return sorted(self._services.values(), key=by_order)  # the int key compares in C
 
     def paths(self, service: ServiceId) -> list[Path]:
         return [self._paths[key] for key in self._by_service.get(text_of(service.prefix), ())]
+
+    def path_count(self, service: ServiceId) -> int:
+        """``len(self.paths(service))`` without the list."""
+        return len(self._by_service.get(text_of(service.prefix), ()))
 
     def __len__(self) -> int:
         return len(self._paths)

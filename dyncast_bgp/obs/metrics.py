@@ -308,7 +308,7 @@ def router_families(view: RouterView) -> Families:
     samples = view.instance_samples if view.instance_samples is not None else instance_samples(view.instances)
     for name, (text, labels) in INSTANCE_FAMILIES.items():
         family = GaugeMetricFamily(name, text, labels=list(labels))
-        family.samples = list(samples.get(name, ()))
+        family.samples = list(samples.get(name, ()))  # a list of its own (the view may be read again)
         families.append(family)
     families += _path_families(view.paths)
     if view.flows is not None:
