@@ -50,3 +50,16 @@ def paused(*, freeze: bool = False) -> Iterator[None]:
 def depth() -> int:
     """Pauses in progress (for tests)."""
     return _pauses.depth
+
+
+@contextlib.contextmanager
+def frozen_after() -> Iterator[None]:
+    """Collect the young generations, run the block with the collector paused, then freeze what is alive.
+
+    The young generations hold only what was made since the last collection or freeze (a few thousand
+    objects), so cyclic garbage made before the block is not frozen with what the block builds; after it,
+    nothing the block built is left for a collection to walk (the router's decision steps, router/collector.py,
+    and its long reads a slice at a time, router/slices.py)."""
+    gc.collect(1)
+    with paused(freeze=True):
+        yield

@@ -93,9 +93,9 @@ class LoopCollector(Collector):
                 running.add_done_callback(self._keep)  # first: the answer below reads what it kept
             running.add_done_callback(answer)
 
-        try:
-            self._loop.call_soon_threadsafe(run)
-            self._last = future.result(timeout=self._timeout)
+        try:  # only the loop writes _last: a thread put off between reading and storing would put back an older
+            self._loop.call_soon_threadsafe(run)  # build than one already served (found in review)
+            return list(future.result(timeout=self._timeout))
         except (concurrent.futures.TimeoutError, RuntimeError):  # busy loop, or closed
             future.cancel()
             self.late += 1

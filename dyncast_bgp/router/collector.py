@@ -68,8 +68,7 @@ class Collector:
         a few thousand objects), so cyclic garbage made between steps is not frozen with the state. The pause
         nests with the dataplane's (:mod:`dyncast_bgp.gcpause`); a collector turned off stays off.
         """
-        gc.collect(1)
-        with gcpause.paused(freeze=True):
+        with gcpause.frozen_after():
             yield
 
     def next_due(self) -> float:

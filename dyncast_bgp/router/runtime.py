@@ -233,7 +233,7 @@ class RouterRuntime:
             self._after_inputs()
             if not self.engine.pending:
                 self._all_decided.set()
-            if self.collector.due(self._clock(), idle=not woken and not self.engine.pending):
+            if self.collector.due(self._clock(), idle=not woken and not self.engine.pending and not self.book.backlog):
                 self._collect()
 
     def _collect(self) -> None:
@@ -257,7 +257,7 @@ class RouterRuntime:
                 changed = [again.pop(o.decision.service, o) for o in changed] + list(again.values())
                 decided, steps = decided + self.engine.decided, 2
         self._account_rejections()
-        if self.histograms is not None:
+        if self.histograms is not None and decided:  # not the turns that only build audit records
             self.histograms.decision_seconds.observe(time.perf_counter() - started)
         self._time_recompute(started, decided, steps)
         self.book.record(changed, time.time())

@@ -157,3 +157,38 @@ def test_the_router_s_metrics_and_status_reads_let_the_loop_turn_between_service
     assert len(weights) == 60 and ticks >= 29, ticks
     parts, ticks = asyncio.run(ticking(lambda: in_slices(list(runtime.engine.outcomes()), service_part)))
     assert len(parts) == 30 and ticks >= 29
+
+
+def test_each_slice_is_frozen_and_the_collector_runs_between_slices() -> None:
+    import gc  # noqa: PLC0415
+
+    from dyncast_bgp import gcpause  # noqa: PLC0415
+
+    seen: list[tuple[bool, int, int]] = []
+
+    async def go() -> list[list[dict[str, int]]]:
+        done = asyncio.Event()
+
+        async def between() -> None:  # what another task sees while the read waits between its slices
+            while not done.is_set():
+                seen.append((gc.isenabled(), gcpause.depth(), gc.get_count()[0]))
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(between())
+        await asyncio.sleep(0)
+        built = await in_slices(list(range(40)), lambda n: [{"n": n, "m": m} for m in range(500)], seconds=0.0)
+        done.set()
+        await task
+        return built
+
+    enabled = gc.isenabled()
+    gc.enable()
+    try:
+        built = asyncio.run(go())
+    finally:
+        if not enabled:
+            gc.disable()
+    assert len(built) == 40 and built[39][499] == {"n": 39, "m": 499}
+    assert len(seen) >= 39 and all(on and depth == 0 for on, depth, _ in seen), seen[:5]
+    # what the slices built (20,000 dicts) is frozen: the young generation holds only what was made since
+    assert max(young for _, _, young in seen) < 2_000, seen
