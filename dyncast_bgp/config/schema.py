@@ -666,11 +666,20 @@ class RouterConfig(Strict):
     def policy_for(self, service: ServiceId) -> ServicePolicy:
         """The defaults with this service's explicitly given fields on top (one lookup: the router asks for every
         service it decides, and for every changed decision)."""
+        base, policies = self._merged()
+        return policies.get(service, base)
+
+    def policies(self) -> list[ServicePolicy]:
+        """Every policy in force: the defaults, then each given service's."""
+        base, policies = self._merged()
+        return [base, *policies.values()]
+
+    def _merged(self) -> tuple[ServicePolicy, dict[ServiceId, ServicePolicy]]:
         source, base, policies = self._policies
         if source is not self.services or base is not self.defaults:  # a copy carried the cache along
             del self.__dict__["_policies"]  # (``model_copy(update=...)`` copies it with the fields)
             source, base, policies = self._policies
-        return policies.get(service, base)
+        return base, policies
 
     @functools.cached_property
     def _policies(self) -> tuple[dict[str, ServicePolicy], ServicePolicy, dict[ServiceId, ServicePolicy]]:

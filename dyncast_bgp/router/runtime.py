@@ -164,6 +164,7 @@ class RouterRuntime:
         self._dataplane_lock = threading.Lock()  # apply and flow counts never run at once (worker threads)
         self._rejection_log = LogLimiter()  # hardening: one line per peer/instance/reason per minute
         self._shift = ShiftTracker()  # shift_on_failure: instances that failed, evicted after the next apply
+        self._shifting = any(policy.shift_on_failure for policy in router.policies())  # else nothing to look at
         self._to_evict: dict[InstanceKey, str] = {}  # decided out (failed, drained, rolled back): evict after an apply
         self._rolled_back: dict[InstanceKey, str] = {}  # a hard rollback's new version, until a step decides it out
         self._drained = DrainedTracker()  # drained instances: their flows are evicted (ops/evict.py)
@@ -267,7 +268,8 @@ class RouterRuntime:
         if not self.engine.pending:
             self.decision_log.finished()
         failed = self._shift.observe((outcome.decision for outcome in changed),
-                                     lambda service: self.config.router.policy_for(service).shift_on_failure)
+                                     lambda service: self.config.router.policy_for(service).shift_on_failure) \
+            if self._shifting else {}
         failed.update(self._drained.observe(outcome.decision for outcome in changed))
         # a hard rollback (`rollout abort --hard` arrives between steps) is decided by this step at the latest: its
         # services go first; only now is the state without the new version there for the applier to install

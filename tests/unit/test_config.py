@@ -120,6 +120,13 @@ def test_a_service_policy_is_made_once_and_one_service_named_twice_is_refused(mo
     other = router.model_copy(update={"defaults": router.defaults.model_copy(update={"smoothing": 0.9})})
     assert other.policy_for(real("203.0.113.7/32")).smoothing == 0.9
 
+    policies = router.policies()  # every policy in force (the runtime asks whether any shifts on failure)
+    assert policies[0] is router.defaults and len(policies) == 201 and first in policies
+    shifting = parse("bgp: {router_id: 192.0.2.1, local_as: 65000}\n"
+                     "router: {services: {203.0.113.7: {shift_on_failure: true}}}\n").router
+    assert [p.shift_on_failure for p in shifting.policies()] == [False, True]
+    assert not any(p.shift_on_failure for p in router.policies())
+
     with pytest.raises(ConfigError, match=r"'203.0.113.7' and '203.0.113.7/32' name the same service"):
         parse("bgp: {router_id: 192.0.2.1, local_as: 65000}\n"
               "router: {services: {203.0.113.7: {max_step: 0.5}, 203.0.113.7/32: {smoothing: 0.5}}}\n")
