@@ -57,7 +57,7 @@ class LoopCollector(Collector):
                  timeout: float = 2.0) -> None:
         self._loop = loop
         self._build = build
-        self._timeout = timeout
+        self.timeout = timeout  # seconds a scrape waits for a build before it takes the last families
         self._last: Families = []
         self._running: asyncio.Future[Families] | None = None  # the build under way (on the loop)
         self.late = 0  # scrapes answered with the previous families
@@ -95,7 +95,7 @@ class LoopCollector(Collector):
 
         try:  # only the loop writes _last: a thread put off between reading and storing would put back an older
             self._loop.call_soon_threadsafe(run)  # build than one already served (found in review)
-            return list(future.result(timeout=self._timeout))
+            return list(future.result(timeout=self.timeout))
         except (concurrent.futures.TimeoutError, RuntimeError):  # busy loop, or closed
             future.cancel()
             self.late += 1

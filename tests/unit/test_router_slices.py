@@ -84,42 +84,69 @@ def test_the_gauges_are_to_dict_without_the_factors() -> None:
         assert set(gauges) == {"instance", "metrics", "metrics_age", "path", "scores", "weight", "eligible"}
 
 
+class CountingLoop:
+    """The event loop, counting the callbacks other threads schedule on it (a scrape's request to build)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.scheduled = 0
+
+    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
+        self.loop.call_soon_threadsafe(callback)
+        self.scheduled += 1
+
+
+async def until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    """Wait on the loop until ``check()`` (no fixed sleeps: a stalling VM delays threads by 100s of ms)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, f"not within {timeout} s: {what}"
+        await asyncio.sleep(0.01)
+
+
 def test_a_build_in_slices_answers_scrapes_and_one_runs_at_a_time() -> None:
     async def go() -> list[float | int]:
-        builds = {"started": 0, "fail": False}
+        builds = {"started": 0, "finished": 0, "fail": False}
         gate = asyncio.Event()
 
         async def build() -> Families:
             builds["started"] += 1
             number = builds["started"]
             await gate.wait()
+            builds["finished"] += 1
             if builds["fail"]:
                 raise RuntimeError("bug in a slice")
             return [scalar("dyncast_test_value", "test", number)]
 
+        loop = CountingLoop(asyncio.get_running_loop())
         registry = CollectorRegistry()
-        collector = LoopCollector(asyncio.get_running_loop(), build, timeout=0.3)
+        collector = LoopCollector(loop, build, timeout=20.0)  # type: ignore[arg-type]  # the loop's one method used
         registry.register(collector)
         endpoint = serve_metrics("127.0.0.1:0", registry)
         try:
             first = asyncio.create_task(asyncio.to_thread(scrape, endpoint.port))
             second = asyncio.create_task(asyncio.to_thread(scrape, endpoint.port))  # while the first build runs
-            await asyncio.sleep(0.05)
+            await until(lambda: loop.scheduled == 2, "both scrapes asked for a build")
+            await asyncio.sleep(0.01)  # their requests run on the loop
+            started = builds["started"]
             gate.set()
             one, two = await first, await second
             gate.clear()
+            collector.timeout = 0.3
             late = await asyncio.to_thread(scrape, endpoint.port)  # the build waits past the timeout: last ones
+            collector.timeout = 20.0
             gate.set()
-            await asyncio.sleep(0.05)
-            after = await asyncio.to_thread(scrape, endpoint.port)  # the late build, finished, then a new one
+            await until(lambda: builds["finished"] == 2, "the late build finished")
+            await asyncio.sleep(0.01)  # and what it built is kept (a done callback)
+            after = await asyncio.to_thread(scrape, endpoint.port)  # the late build's, then a new one
             builds["fail"] = True
             failed = await asyncio.to_thread(scrape, endpoint.port)  # a build that raises: the previous ones
         finally:
             await asyncio.to_thread(endpoint.close)
-        return [value(s, "dyncast_test_value") for s in (one, two, late, after, failed)] + [collector.late]
+        return [started] + [value(s, "dyncast_test_value") for s in (one, two, late, after, failed)] + [collector.late]
 
-    one, two, late, after, failed, lates = asyncio.run(go())
-    assert (one, two) == (1.0, 1.0), "the second scrape waited for the build under way, no second build"
+    started, one, two, late, after, failed, lates = asyncio.run(go())
+    assert started == 1 and (one, two) == (1.0, 1.0), "the second scrape waited for the build under way"
     assert late == 1.0 and lates == 1
     assert after == 3.0, "the late build (2) finished and the next scrape built anew (3)"
     assert failed == 3.0
