@@ -153,6 +153,11 @@ class InstanceExplain:
         return self._index in self._basis.shedding
 
     @property
+    def eligible(self) -> bool:
+        """May take new flows: not excluded and not shedding."""
+        return self.excluded is None and not self.shedding
+
+    @property
     def reason(self) -> str:
         return self._basis.reason(self._index)
 
@@ -183,14 +188,13 @@ class InstanceExplain:
             "metrics": self._metrics_dict(),
             "metrics_age": _round(self.metrics_age),
             "path": self._path_dict(),
-            "scores": {"compute": _round(self.compute), "network": _round(self.network),
-                       "overall": _round(self.overall), "source": self.score_source},
+            "scores": self._scores_dict(),
             "factors": {name: _round(value) for name, value in self.factors},
             "unknown": list(self.unknown),
             "capacity": _round(self.capacity),
             "load": _round(self.load),
             "free": _round(self.free),
-            "eligible": self.excluded is None and not self.shedding,
+            "eligible": self.eligible,
             "target": _round(self.target),
             "smoothed": _round(self.smoothed),
             "weight": _round(self.weight),
@@ -212,15 +216,17 @@ class InstanceExplain:
         reason texts."""
         return {"instance": str(self.key.binding), "metrics": self._metrics_dict(),
                 "metrics_age": _round(self.metrics_age), "path": self._path_dict(),
-                "scores": {"compute": _round(self.compute), "network": _round(self.network),
-                           "overall": _round(self.overall), "source": self.score_source},
-                "weight": _round(self.weight), "eligible": self.excluded is None and not self.shedding}
+                "scores": self._scores_dict(), "weight": _round(self.weight), "eligible": self.eligible}
 
     def inputs(self) -> dict[str, Any]:
         """The entries of :meth:`to_dict` that are the decision's inputs: ``state``, ``flags``, ``metrics`` and
         ``path`` (what the audit log compares with the next decision's)."""
         return {"state": self.state.value, "flags": self._flag_names(), "metrics": self._metrics_dict(),
                 "path": self._path_dict()}
+
+    def _scores_dict(self) -> dict[str, Any]:
+        return {"compute": _round(self.compute), "network": _round(self.network), "overall": _round(self.overall),
+                "source": self.score_source}
 
     def _flag_names(self) -> list[str]:
         flags = self.flags
@@ -234,6 +240,7 @@ class InstanceExplain:
         return {"rtt_mean_us": _round(path.rtt_mean_us), "rtt_peak_us": _round(path.rtt_peak_us),
                 "loss_mean": _round(path.loss_mean), "loss_peak": _round(path.loss_peak),
                 "throughput_bps": _round(path.throughput_bps), "reachable": path.reachable}
+
 
 def explain(basis: Basis) -> tuple[InstanceExplain, ...]:
     """One :class:`InstanceExplain` per candidate, in canonical order."""

@@ -154,7 +154,7 @@ def services_view(engine: RouterEngine) -> list[dict[str, Any]]:
             "service": str(service), "policy": policy.policy, "fallback_policy": policy.fallback,
             "fallback": outcome.fallback, "status": outcome.status, "converging": outcome.converging,
             "affinity": policy.affinity, "instances": len(explain),
-            "eligible": sum(1 for item in explain if item.excluded is None and not item.shedding),
+            "eligible": sum(1 for item in explain if item.eligible),
             "weights": {str(key.binding): round(weight, 6)
                         for key, weight in sorted(outcome.decision.weights.items())},
             "lingering": lingering.get(service, []),
