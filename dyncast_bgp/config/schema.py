@@ -610,6 +610,12 @@ class RouterConfig(Strict):
         "line. A fallback (service_fallback, warning) is always logged. Every change is in `dyncast ctl show "
         "decisions`, the status file and the audit log")
     metrics_listen: str | None = None
+    metrics_instances: Literal["all", "weights", "none"] = Field(
+        default="all", description="the per-instance series of the metrics endpoint: all (metrics, metrics age, "
+        "scores, eligible and weight: about 10 series per instance, each scrape reading every instance's "
+        "explanation), weights (dyncast_router_weight only, read from the decisions: one series per instance), "
+        "none (the service and path series only). Every instance stays in `dyncast ctl explain` and the status "
+        "file")
     status_file: str | None = Field(
         default=None, description="write the status document (decisions and their reasons, JSON) here")
     status_interval: PositiveSeconds = Field(default=0.5, description="how often the status file is rewritten")

@@ -236,10 +236,14 @@ class InstanceExplain:
         return {name: _round(value) for name, value in self.metrics.items()}
 
     def _path_dict(self) -> dict[str, Any]:
-        path = self.path
-        return {"rtt_mean_us": _round(path.rtt_mean_us), "rtt_peak_us": _round(path.rtt_peak_us),
-                "loss_mean": _round(path.loss_mean), "loss_peak": _round(path.loss_peak),
-                "throughput_bps": _round(path.throughput_bps), "reachable": path.reachable}
+        return path_dict(self.path)
+
+
+def path_dict(path: PathMetrics) -> dict[str, Any]:
+    """A path's measurements as the explanation, the status file and the metrics endpoint show them."""
+    return {"rtt_mean_us": _round(path.rtt_mean_us), "rtt_peak_us": _round(path.rtt_peak_us),
+            "loss_mean": _round(path.loss_mean), "loss_peak": _round(path.loss_peak),
+            "throughput_bps": _round(path.throughput_bps), "reachable": path.reachable}
 
 
 def explain(basis: Basis) -> tuple[InstanceExplain, ...]:

@@ -237,7 +237,8 @@ class RouterView:
     rejected: Mapping[str, int]  # reason -> lines
     synced: bool
     input_rejected: Mapping[str, int] = field(default_factory=dict)  # reason -> announcements/metrics (RIB)
-    instance_samples: Mapping[str, Sequence[Sample]] | None = None  # made beforehand from ``instances``
+    instance_samples: Mapping[str, Sequence[Sample]] | None = None  # made beforehand from ``instances``; only
+    # the families named in it are exported (router.metrics_instances)
 
 
 def _number(value: object) -> float | None:
@@ -256,6 +257,12 @@ INSTANCE_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 """The per-instance families: name -> (help, labels)."""
 _METRIC, _AGE, _WEIGHT, _ELIGIBLE, _SCORE = INSTANCE_FAMILIES
+WEIGHT_FAMILY = _WEIGHT
+
+
+def weight_samples(service: str, weights: Iterable[tuple[str, float]]) -> list[Sample]:
+    """``dyncast_router_weight`` samples of one service: (instance, weight) pairs."""
+    return [Sample(_WEIGHT, {"service": service, "instance": instance}, weight) for instance, weight in weights]
 
 
 def instance_samples(items: Iterable[Mapping[str, object]]) -> dict[str, list[Sample]]:
@@ -307,6 +314,8 @@ def router_families(view: RouterView) -> Families:
     ]
     samples = view.instance_samples if view.instance_samples is not None else instance_samples(view.instances)
     for name, (text, labels) in INSTANCE_FAMILIES.items():
+        if name not in samples:  # not exported (router.metrics_instances)
+            continue
         family = GaugeMetricFamily(name, text, labels=list(labels))
         family.samples = list(samples.get(name, ()))  # a list of its own (the view may be read again)
         families.append(family)

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import TypeVar
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -33,7 +33,7 @@ from dyncast_bgp.config.schema import Config
 from dyncast_bgp.ctl.protocol import Request, Response, error
 from dyncast_bgp.ctl.server import ControlServer, ControlSocketError, serve_control
 from dyncast_bgp.dataplane.desired import Dataplane, DataplaneError, DesiredState
-from dyncast_bgp.engine.decide import Outcome
+from dyncast_bgp.engine.explain import path_dict
 from dyncast_bgp.engine.owner import RouterEngine
 from dyncast_bgp.engine.trust import MALFORMED_LINE
 from dyncast_bgp.model import InstanceKey, IPAddress, PathMetrics, ServiceId, by_sort_key
@@ -44,7 +44,6 @@ from dyncast_bgp.obs.metrics import (
     MetricsListenError,
     RouterHistograms,
     RouterView,
-    instance_samples,
     rejection_reason,
     router_families,
     serve_metrics,
@@ -59,11 +58,12 @@ from dyncast_bgp.router import control
 from dyncast_bgp.router.audit import AUDIT_SLICE, AuditWriter, DecisionBook
 from dyncast_bgp.router.collector import Collector
 from dyncast_bgp.router.decision_log import DecisionLog
+from dyncast_bgp.router.gauges import GAUGES
 from dyncast_bgp.router.rejections import LogLimiter, log_rejections
 from dyncast_bgp.router.shift import ShiftTracker
 from dyncast_bgp.router.slices import in_slices
 from dyncast_bgp.router.static import static_paths
-from dyncast_bgp.router.status import service_part, status_text, write_text
+from dyncast_bgp.router.status import StatusParts, status_text, write_text
 from dyncast_bgp.wire.exabgp_json import EndOfRib, ExabgpJsonError, PeerState, SessionState, Shutdown, parse_line
 
 log = structlog.get_logger(__name__)
@@ -391,9 +391,11 @@ class RouterRuntime:
     async def _status_writer(self, path: Path) -> None:
         """Rewrite the status document every ``status_interval`` (a failure is logged once per kind)."""
         failed: str | None = None
+        memo = StatusParts()  # a service whose outcome is the same object is not rendered again
         while True:
             began = time.time()  # the services rendered a slice at a time (router/slices.py)
-            parts = await in_slices(list(self.engine.outcomes()), service_part)
+            parts = await in_slices(list(self.engine.outcomes()), memo.part)
+            memo.done()
             text = status_text(parts, now=began, synced=self._synced.is_set(),
                                counters=dataclasses.asdict(self.counters))
             try:
@@ -610,17 +612,19 @@ class RouterRuntime:
     async def _metric_families(self) -> Families:
         """The state families of the metrics endpoint (run on the event loop at scrape time; the instances, which
         cost, a slice at a time: router/slices.py)."""
-        rib = self.engine.rib
+        engine = self.engine
+        rib = engine.rib
         routes = dict(await in_slices(rib.services(), lambda service: (str(service), rib.path_count(service))))
-        parts = await in_slices(list(self.engine.outcomes()), _gauges)
+        parts = await in_slices(list(engine.outcomes()), GAUGES[self.config.router.metrics_instances])
         samples: dict[str, list[Sample]] = {}
         fallbacks: dict[str, str | None] = {}
-        paths: dict[str, Any] = {}
         for part in parts:  # joins: a few list and dict operations per service
             for name, rows in part.samples.items():
                 samples.setdefault(name, []).extend(rows)
             fallbacks[part.service] = part.fallback
-            paths.update(part.paths)
+        # per D-BID, as measured now (the explanations hold the same measurement as of their decision)
+        paths = dict(await in_slices(list(engine.bindings()),
+                                     lambda binding: (str(binding), path_dict(engine.path_of(binding)))))
         sample = self.flow_sample
         writer, served = self.book.writer, self.control_server
         counters = {
@@ -647,24 +651,6 @@ class RouterRuntime:
 def _rollout_fields(rollout: Rollout) -> dict[str, object]:
     return {"status": str(rollout.status), "stage": rollout.stage + 1, "stages": len(rollout.plan.stages),
             "cap": rollout.share, "version": rollout.plan.version, "plan": rollout.plan.name or None}
-
-
-class _Gauges(NamedTuple):
-    """What the metrics endpoint exports of one service (made a slice of services at a time)."""
-
-    service: str
-    fallback: str | None
-    samples: dict[str, list[Sample]]  # its instances' samples (InstanceExplain.gauges()), by family
-    paths: dict[str, Any]  # D-BID -> path
-
-
-def _gauges(outcome: Outcome) -> _Gauges:
-    """The instances' gauges are dropped here, a service at a time: kept to the end of the read, freeing them
-    all at once held the loop (about 90 ms at 1,000 services)."""
-    service = str(outcome.decision.service)
-    items = [{"service": service, **item.gauges()} for item in outcome.explain]
-    return _Gauges(service, outcome.fallback, instance_samples(items),
-                   {str(item["instance"]): item["path"] for item in items})
 
 
 def _key_order(key: InstanceKey) -> tuple[object, ...]:

@@ -50,6 +50,40 @@ def service_part(outcome: Outcome) -> str:
     return f"{json.dumps(name)}:{json.dumps(entry, separators=(',', ':'))}"
 
 
+class StatusParts:
+    """:func:`service_part` of each outcome, made again only for the services whose outcome is a new object.
+
+    A service's part is a function of its :class:`Outcome` alone (the explanation's metrics age is the one its
+    decision saw), and the engine keeps an outcome until it decides that service again. So between recomputes
+    the status writer renders nothing again: at 1,000 services of 16 instances a document costs about 2 s of
+    CPU made anew (the explanations), and a lookup per service made from these. Each round of reads
+    (:meth:`part` for every current outcome, then :meth:`done`) keeps the parts of that round only, so a
+    replaced outcome is held one round at most.
+    """
+
+    __slots__ = ("_kept", "_next", "made")
+
+    def __init__(self) -> None:
+        self._kept: dict[object, tuple[Outcome, str]] = {}
+        self._next: dict[object, tuple[Outcome, str]] = {}
+        self.made = 0  # parts rendered (not found) so far
+
+    def part(self, outcome: Outcome) -> str:
+        service = outcome.decision.service
+        kept = self._kept.get(service)
+        if kept is not None and kept[0] is outcome:
+            text = kept[1]
+        else:
+            text = service_part(outcome)
+            self.made += 1
+        self._next[service] = (outcome, text)
+        return text
+
+    def done(self) -> None:
+        """The round is over: keep its parts, forget the others (services gone, outcomes replaced)."""
+        self._kept, self._next = self._next, {}
+
+
 def status_text(parts: Iterable[str], *, now: float, counters: Mapping[str, float | int], synced: bool) -> str:
     """The document's JSON text from its services' parts (:func:`service_part`): what :func:`write_status` writes
     for :func:`status_document`, the services rendered one by one (the router renders them a slice at a time;

@@ -67,7 +67,8 @@ class Dataplane:
         return 0
 
 
-def test_router_endpoint_shows_sessions_routes_metrics_weights_flows_and_latencies() -> None:
+def router_scrape(config: str) -> dict[str, list[Sample]]:
+    """One scrape of a router running ``config`` that learned A, B and an implausible instance of SVC."""
     async def go() -> dict[str, list[Sample]]:
         queue: asyncio.Queue[str | None] = asyncio.Queue()
 
@@ -75,7 +76,7 @@ def test_router_endpoint_shows_sessions_routes_metrics_weights_flows_and_latenci
             while (line := await queue.get()) is not None:
                 yield line
 
-        runtime = RouterRuntime(parse(ROUTER), lines=lines(), dataplane=Dataplane())
+        runtime = RouterRuntime(parse(config), lines=lines(), dataplane=Dataplane())
         task = asyncio.create_task(runtime.run())
         try:
             for line in (peer_up(1, "10.0.0.3"), peer_up(1, "10.0.0.4"),
@@ -95,7 +96,15 @@ def test_router_endpoint_shows_sessions_routes_metrics_weights_flows_and_latenci
             queue.put_nowait(None)
             await asyncio.wait_for(task, 10)
 
-    samples = asyncio.run(go())
+    return asyncio.run(go())
+
+
+INSTANCE_SERIES = ("dyncast_router_instance_metric", "dyncast_router_instance_metrics_age_seconds",
+                   "dyncast_router_instance_eligible", "dyncast_router_instance_score", "dyncast_router_weight")
+
+
+def test_router_endpoint_shows_sessions_routes_metrics_weights_flows_and_latencies() -> None:
+    samples = router_scrape(ROUTER)
     assert value(samples, "dyncast_router_bgp_sessions_up") == 2
     assert value(samples, "dyncast_router_bgp_session_up", peer="10.0.0.4") == 1
     assert value(samples, "dyncast_router_routes", service=SVC) == 3
@@ -116,6 +125,26 @@ def test_router_endpoint_shows_sessions_routes_metrics_weights_flows_and_latenci
     assert value(samples, "dyncast_router_apply_seconds_count") >= 1
     assert value(samples, "dyncast_router_instance_eligible", service=SVC, instance=A) == 1
     assert value(samples, "dyncast_router_rib_synced") == 1
+    assert all(samples.get(name) for name in INSTANCE_SERIES)
+
+
+def test_router_per_instance_series_can_be_only_the_weights_or_none() -> None:
+    """router.metrics_instances: the per-instance series shrink, the rest of the endpoint stays."""
+    every = router_scrape(ROUTER)
+    light = router_scrape(ROUTER + "  metrics_instances: weights\n")
+    bare = router_scrape(ROUTER + "  metrics_instances: none\n")
+    weights = {s.labels["instance"]: s.value for s in every["dyncast_router_weight"]}
+    assert {s.labels["instance"]: s.value for s in light["dyncast_router_weight"]} == weights
+    assert len(weights) == 3 and weights["198.51.100.99"] == 0  # the excluded instance too, at 0
+    assert [name for name in INSTANCE_SERIES if light.get(name)] == ["dyncast_router_weight"]
+    assert not [name for name in INSTANCE_SERIES if bare.get(name)]
+    for samples in (light, bare):  # per service and per D-BID series do not depend on it
+        assert value(samples, "dyncast_router_routes", service=SVC) == 3
+        assert value(samples, "dyncast_router_path_rtt_seconds", instance=A) == pytest.approx(0.005)
+        assert value(samples, "dyncast_router_path_reachable", instance=B) == 1
+        assert value(samples, "dyncast_router_flows", service=SVC, instance=A) == 3
+    with pytest.raises(ConfigError, match=r"router\.metrics_instances"):
+        parse(ROUTER + "  metrics_instances: some\n")
 
 
 AGENT = """

@@ -20,7 +20,7 @@ from dyncast_bgp.obs.metrics import Families, LoopCollector, scalar, serve_metri
 from dyncast_bgp.router import slices
 from dyncast_bgp.router.runtime import RouterRuntime
 from dyncast_bgp.router.slices import in_slices
-from dyncast_bgp.router.status import service_part, status_document, status_text
+from dyncast_bgp.router.status import StatusParts, service_part, status_document, status_text
 from dyncast_bgp.wire.exabgp_json import Route, RouteUpdate
 from dyncast_bgp.wire.metrics import encode_metrics
 from tests.unit.test_metrics import scrape, value
@@ -75,6 +75,19 @@ def test_the_status_text_is_the_status_document() -> None:
     assert text.endswith("}\n") and json.loads(text) == document
     assert list(json.loads(text)["services"]) == [f"203.0.113.{n}/32" for n in range(1, 6)]
     assert json.loads(status_text([], now=1.0, counters={}, synced=False))["services"] == {}
+
+
+def test_status_parts_are_made_again_only_for_new_outcomes() -> None:
+    memo = StatusParts()
+    first = [outcome(n) for n in range(1, 4)]
+    assert [memo.part(o) for o in first] == [service_part(o) for o in first] and memo.made == 3
+    memo.done()
+    second = [first[0], outcome(2), first[2]]  # service 2 decided again (a new, equal outcome); 3 the same
+    assert [memo.part(o) for o in second] == [service_part(o) for o in second] and memo.made == 4
+    memo.done()
+    assert [memo.part(o) for o in second[:1]] == [service_part(second[0])] and memo.made == 4
+    memo.done()  # services 2 and 3 gone: forgotten, so their outcomes are not held
+    assert memo.part(second[2]) == service_part(second[2]) and memo.made == 5
 
 
 def test_the_gauges_are_to_dict_without_the_factors() -> None:
