@@ -23,9 +23,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the router fed as bench_engine.py feeds it
 
-from benchmarks.bench_engine import CONFIG, _no_lines, updates
+from bench_engine import CONFIG, _no_lines, updates
+
 from dyncast_bgp.config.loader import parse
 from dyncast_bgp.obs import log as obs_log
 from dyncast_bgp.router.runtime import RouterRuntime
