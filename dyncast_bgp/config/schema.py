@@ -632,6 +632,11 @@ class RouterConfig(Strict):
     audit_max_bytes: int = Field(default=64 * 1024 * 1024, ge=4096,
                                  description="rotate the audit log when it would grow past this size")
     audit_keep: int = Field(default=3, ge=0, le=100, description="rotated audit files kept (FILE.1 ... FILE.N)")
+    audit_min_change: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="write a changed decision to the audit log only when a weight "
+        "moved by at least this much since the last decision written for its service, or its weighted or "
+        "excluded instances or its fallback changed; the others are counted (audit_skipped) and the next record "
+        "says how many it skipped. 0: every change")
     rollout_state: str | None = Field(
         default=None, min_length=1, description="canary rollouts are kept in this JSON file across restarts "
         "(docs/operations.md#canary-rollout); None: kept in memory only")

@@ -350,6 +350,7 @@ ROUTER_COUNTERS = {
     "control_requests": "Control socket requests",
     "control_rejected": "Control socket requests answered with an error",
     "audit_records": "Decision changes written to the audit log",
+    "audit_skipped": "Decision changes not written to the audit log: below router.audit_min_change",
     "audit_dropped": "Audit records dropped (more than 10,000 waiting to be built or written, a failed write, or "
                      "still waiting when the router stopped)",
     "flaps": "Instance flaps counted by the flap dampening",

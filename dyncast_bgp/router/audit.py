@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import structlog
 
 from dyncast_bgp.engine.decide import Outcome
-from dyncast_bgp.model import ServiceId
+from dyncast_bgp.model import InstanceKey, ServiceId
 
 log = structlog.get_logger(__name__)
 
@@ -80,8 +80,9 @@ def input_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, A
     return changes
 
 
-def audit_record(old: Outcome | None, new: Outcome, now: float) -> dict[str, Any]:
-    """One audit line: what changed for ``new.decision.service`` since ``old``, and why (pure)."""
+def audit_record(old: Outcome | None, new: Outcome, now: float, *, skipped: int = 0) -> dict[str, Any]:
+    """One audit line: what changed for ``new.decision.service`` since ``old``, and why (pure). ``skipped``: the
+    service's changes not written since its last record (``router.audit_min_change``), as ``"skipped"``."""
     before, after = _inputs(old), _instances(new)
     old_weights = _weights(old)
     instances: dict[str, Any] = {}
@@ -95,13 +96,46 @@ def audit_record(old: Outcome | None, new: Outcome, now: float) -> dict[str, Any
         else:
             entry["added"] = True
         instances[dbid] = entry
-    return {
+    record = {
         "v": VERSION, "time": iso(now), "ts": round(now, 3), "service": str(new.decision.service),
         "status": new.status, "fallback": new.fallback,
         "old": old_weights, "new": _weights(new),
         "instances": instances,
         "removed": sorted(set(before) - set(after)),
     }
+    if skipped:
+        record["skipped"] = skipped
+    return record
+
+
+class Written(NamedTuple):
+    """What the materiality test compares of the last decision written for a service (not the outcome: that
+    would hold its explanation, made to write the record, until the next record)."""
+
+    weights: dict[InstanceKey, float]
+    excluded: frozenset[InstanceKey]
+    fallback: str | None
+
+
+def written(outcome: Outcome) -> Written:
+    decision = outcome.decision
+    return Written(dict(decision.weights.items()), frozenset(decision.excluded), outcome.fallback)
+
+
+def material(last: Written, outcome: Outcome, min_change: float) -> bool:
+    """Whether ``outcome`` differs from the last decision written enough to be written (``router.audit_min_change``):
+    another set of weighted or of excluded instances, another fallback, or a weight that moved by at least
+    ``min_change`` since. A reason text alone (an excluded instance's utilisation, say) is not material."""
+    decision = outcome.decision
+    if outcome.fallback != last.fallback or len(decision.weights) != len(last.weights) \
+            or len(decision.excluded) != len(last.excluded) or not last.excluded.issuperset(decision.excluded):
+        return True
+    before = last.weights
+    for key, weight in decision.weights.items():
+        previous = before.get(key)
+        if previous is None or abs(weight - previous) >= min_change:
+            return True
+    return False
 
 
 # ---------------------------------------------------------------- the writer
@@ -223,21 +257,40 @@ class DecisionBook:
     slice of :data:`AUDIT_SLICE` seconds per turn of its loop instead, between its other tasks, as it decides a
     large recompute (decision 0013). At most :data:`QUEUE_LIMIT` records wait; more are dropped and counted
     in the writer's ``dropped``.
+
+    With ``min_change`` (``router.audit_min_change``) above 0, a change is written only when it is
+    :func:`material` against the last decision written for its service; the others are counted in
+    :attr:`skipped`, and the next record of that service says how many it skipped. Every change is still kept
+    here (``dyncast ctl show decisions``).
     """
 
-    def __init__(self, writer: AuditWriter | None = None) -> None:
+    def __init__(self, writer: AuditWriter | None = None, *, min_change: float = 0.0) -> None:
         self.writer = writer
+        self.min_change = min_change  # router.audit_min_change: 0 writes every change
+        self.skipped = 0  # changes not written, not material (see material)
         self._entries: dict[ServiceId, Entry] = {}
-        self._backlog: collections.deque[tuple[Outcome | None, Outcome, float]] = collections.deque()
+        self._backlog: collections.deque[tuple[Outcome | None, Outcome, float, int]] = collections.deque()
+        self._written: dict[ServiceId, Written] = {}  # with min_change: the last decision written, per service
+        self._unwritten: dict[ServiceId, int] = {}  # with min_change: changes skipped since, per service
 
     def record(self, outcomes: Iterable[Outcome], now: float) -> None:
-        writer, backlog = self.writer, self._backlog
+        writer, backlog, min_change = self.writer, self._backlog, self.min_change
         for outcome in outcomes:
             service = outcome.decision.service
             previous = self._entries.get(service)
             if writer is not None:
+                skipped = 0
+                if min_change > 0.0:
+                    last = self._written.get(service)
+                    if last is not None and not material(last, outcome, min_change):
+                        self.skipped += 1
+                        self._unwritten[service] = self._unwritten.get(service, 0) + 1
+                        self._entries[service] = Entry(outcome, now, (previous.changes if previous else 0) + 1)
+                        continue
+                    self._written[service] = written(outcome)
+                    skipped = self._unwritten.pop(service, 0)
                 if len(backlog) < QUEUE_LIMIT:
-                    backlog.append((previous.outcome if previous else None, outcome, now))
+                    backlog.append((previous.outcome if previous else None, outcome, now, skipped))
                 else:
                     writer.dropped += 1
             self._entries[service] = Entry(outcome, now, (previous.changes if previous else 0) + 1)
@@ -263,8 +316,8 @@ class DecisionBook:
         done = 0
         until = clock() + seconds
         while backlog:
-            old, new, at = backlog.popleft()
-            writer.write(audit_record(old, new, at))
+            old, new, at, skipped = backlog.popleft()
+            writer.write(audit_record(old, new, at, skipped=skipped))
             done += 1
             if clock() >= until:
                 break

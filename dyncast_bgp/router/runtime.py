@@ -540,6 +540,7 @@ class RouterRuntime:
         router = self.config.router
         if router.audit_log:
             self.book.writer = AuditWriter(router.audit_log, max_bytes=router.audit_max_bytes, keep=router.audit_keep)
+            self.book.min_change = router.audit_min_change
         if router.control_socket:
             handler = control.RouterControl(self.engine, self.book, clock=self._clock, wall=time.time,
                                             status=self.status,
@@ -606,7 +607,7 @@ class RouterRuntime:
             "control_requests": served.requests if served is not None else 0,
             "control_rejected": served.rejected if served is not None else 0,
             "audit": None if writer is None else {"path": str(writer.path), "written": writer.written,
-                                                  "dropped": writer.dropped},
+                                                  "dropped": writer.dropped, "skipped": self.book.skipped},
         }
 
     async def _metric_families(self) -> Families:
@@ -635,6 +636,7 @@ class RouterRuntime:
             "control_rejected": served.rejected if served is not None else 0,
             "audit_records": writer.written if writer is not None else 0,
             "audit_dropped": writer.dropped if writer is not None else 0,
+            "audit_skipped": self.book.skipped,
             "flaps": self.counters.flaps,
             "gc_full_collections": self.collector.collections,
         }

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dyncast_bgp.cli import main
-from dyncast_bgp.config.loader import parse
+from dyncast_bgp.config.loader import ConfigError, parse
 from dyncast_bgp.config.schema import ServicePolicy
 from dyncast_bgp.engine.candidate import Candidate
 from dyncast_bgp.engine.decide import decide
@@ -234,3 +234,58 @@ def test_the_router_writes_a_large_recompute_s_records_over_several_turns(
     assert sorted(r["service"] for r in records if isinstance(r, dict)) == sorted(services)
     assert max(seen) > 0, "the records waited and were built over several turns"
     assert seen[-1] == -1, f"the queued records were not built while the router ran: {seen[-5:]}"
+
+
+def test_with_a_minimum_change_only_material_changes_are_written_and_the_next_record_counts_the_rest(
+        tmp_path: Path) -> None:
+    writer = AuditWriter(tmp_path / "audit.jsonl", max_bytes=1 << 20, keep=1)
+    book = DecisionBook(writer, min_change=0.05)
+    outcomes = [decide(SVC, [candidate(A, 20), candidate(B, 20)], POLICY, None, 0.0)]  # 0.5 / 0.5: written
+    for step, cpu in enumerate((21.0, 22.0, 23.0, 40.0), 1):  # B a little busier each time, then much busier
+        outcomes.append(decide(SVC, [candidate(A, 20), candidate(B, cpu)], POLICY, outcomes[-1].memory, step))
+    drift = [max(o.decision.weights.values()) - 0.5 for o in outcomes[1:]]  # from the one written
+    assert max(drift[:-1]) < 0.05 <= drift[-1], drift  # the first steps below the minimum, the last above it
+    for at, outcome in enumerate(outcomes):
+        book.record([outcome], 100.0 + at)
+    assert book.write_pending(5.0) == 2
+    writer.close()
+    records = [item for _, _, item in read_records([tmp_path / "audit.jsonl"])]
+    assert [isinstance(r, dict) and r.get("skipped") for r in records] == [None, len(outcomes) - 2]
+    assert book.skipped == len(outcomes) - 2 and writer.dropped == 0
+    entry = book.get(SVC)  # every change is still the book's
+    assert entry is not None and entry.outcome is outcomes[-1] and entry.changes == len(outcomes)
+    excluded = decide(SVC, [candidate(A, 20), candidate(B, 40, reachable=False)], POLICY, outcomes[-1].memory, 9.0)
+    book.record([excluded], 200.0)  # another set of excluded instances: written whatever the weights did
+    assert book.backlog == 1 and book.skipped == len(outcomes) - 2
+
+
+def test_the_router_s_audit_min_change_is_applied_to_its_log(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    svc = str(SVC)
+    cpus = (20, 21, 22, 23, 60)  # B: small moves (not written), then a large one
+    lines = [update(1, "10.0.0.3", svc, A, 1, metrics={"cpu_utilization": 20, "capacity": 1000})]
+    lines += [update(n, "10.0.0.3", svc, B, 2, metrics={"cpu_utilization": cpu, "capacity": 1000})
+              for n, cpu in enumerate(cpus, 2)]
+    runtimes: list[RouterRuntime] = []
+
+    async def go() -> None:
+        async def feed() -> AsyncIterator[str]:
+            for line in lines:
+                yield line
+                await asyncio.sleep(0.05)
+
+        runtimes.append(RouterRuntime(parse(CONFIG % {"path": path} + "  audit_min_change: 0.05\n"), lines=feed(),
+                                      dataplane=None))
+        await asyncio.wait_for(runtimes[0].run(), 10)
+
+    asyncio.run(go())
+    records = [item for _, _, item in read_records([path])]
+    book = runtimes[0].book
+    entry = book.get(SVC)
+    assert entry is not None and entry.changes == len(records) + book.skipped
+    assert book.skipped >= 2 and records and isinstance(records[-1], dict)
+    assert records[-1]["skipped"] >= 1 and records[-1]["new"][B] < 0.45, records[-1]
+    audit = runtimes[0].status()["audit"]
+    assert isinstance(audit, dict) and audit["skipped"] == book.skipped
+    with pytest.raises(ConfigError, match=r"router\.audit_min_change"):
+        parse(CONFIG % {"path": path} + "  audit_min_change: 2\n")

@@ -126,6 +126,7 @@ def test_router_endpoint_shows_sessions_routes_metrics_weights_flows_and_latenci
     assert value(samples, "dyncast_router_instance_eligible", service=SVC, instance=A) == 1
     assert value(samples, "dyncast_router_rib_synced") == 1
     assert all(samples.get(name) for name in INSTANCE_SERIES)
+    assert value(samples, "dyncast_router_audit_skipped_total") == 0  # no audit log here
 
 
 def test_router_per_instance_series_can_be_only_the_weights_or_none() -> None:
