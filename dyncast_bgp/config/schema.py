@@ -633,10 +633,10 @@ class RouterConfig(Strict):
                                  description="rotate the audit log when it would grow past this size")
     audit_keep: int = Field(default=3, ge=0, le=100, description="rotated audit files kept (FILE.1 ... FILE.N)")
     audit_min_change: float = Field(
-        default=0.0, ge=0.0, le=1.0, description="write a changed decision to the audit log only when a weight "
-        "moved by at least this much since the last decision written for its service, or its weighted or "
-        "excluded instances or its fallback changed; the others are counted (audit_skipped) and the next record "
-        "says how many it skipped. 0: every change")
+        default=0.0, ge=0.0, le=1.0, allow_inf_nan=False, description="write a changed decision to the audit "
+        "log only when a weight moved by at least this much since the last decision written for its service, or "
+        "its weighted or excluded instances or its fallback changed; the others are counted (audit_skipped) and "
+        "the next record says how many it skipped. 0: every change. Needs audit_log")
     rollout_state: str | None = Field(
         default=None, min_length=1, description="canary rollouts are kept in this JSON file across restarts "
         "(docs/operations.md#canary-rollout); None: kept in memory only")
@@ -667,6 +667,13 @@ class RouterConfig(Strict):
                                  "give its policy once")
             seen[service] = dsid
         return value
+
+    @model_validator(mode="after")
+    def _audit_min_change_needs_a_log(self) -> RouterConfig:
+        if self.audit_min_change and not self.audit_log:
+            raise ValueError("audit_min_change is set but audit_log is not: there is no audit log to keep material "
+                             "changes in (set router.audit_log, or drop audit_min_change)")
+        return self
 
     def stale_time(self, graceful_restart: int | None) -> float:
         """How long a lost peer's paths are kept: ``stale_routes_time``, else the graceful-restart time."""

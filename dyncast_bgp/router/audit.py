@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import structlog
 
 from dyncast_bgp.engine.decide import Outcome
+from dyncast_bgp.engine.views import KeyedValues
 from dyncast_bgp.model import InstanceKey, ServiceId
 
 log = structlog.get_logger(__name__)
@@ -82,7 +83,8 @@ def input_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, A
 
 def audit_record(old: Outcome | None, new: Outcome, now: float, *, skipped: int = 0) -> dict[str, Any]:
     """One audit line: what changed for ``new.decision.service`` since ``old``, and why (pure). ``skipped``: the
-    service's changes not written since its last record (``router.audit_min_change``), as ``"skipped"``."""
+    service's changes not written since its last record (``router.audit_min_change``: not material, or dropped
+    with the queue full), as ``"skipped"``."""
     before, after = _inputs(old), _instances(new)
     old_weights = _weights(old)
     instances: dict[str, Any] = {}
@@ -109,33 +111,41 @@ def audit_record(old: Outcome | None, new: Outcome, now: float, *, skipped: int 
 
 
 class Written(NamedTuple):
-    """What the materiality test compares of the last decision written for a service (not the outcome: that
-    would hold its explanation, made to write the record, until the next record)."""
+    """What the materiality test compares of the last decision written for a service: the decision's own
+    weights and exclusions (the outcome would hold its explanation, made to write the record)."""
 
-    weights: dict[InstanceKey, float]
-    excluded: frozenset[InstanceKey]
+    weights: Mapping[InstanceKey, float]
+    excluded: Mapping[InstanceKey, str]
     fallback: str | None
 
 
 def written(outcome: Outcome) -> Written:
     decision = outcome.decision
-    return Written(dict(decision.weights.items()), frozenset(decision.excluded), outcome.fallback)
+    return Written(decision.weights, decision.excluded, outcome.fallback)
 
 
 def material(last: Written, outcome: Outcome, min_change: float) -> bool:
     """Whether ``outcome`` differs from the last decision written enough to be written (``router.audit_min_change``):
     another set of weighted or of excluded instances, another fallback, or a weight that moved by at least
-    ``min_change`` since. A reason text alone (an excluded instance's utilisation, say) is not material."""
+    ``min_change`` since. A reason text alone (an excluded instance's utilisation, say) is not material.
+
+    The usual case, the same instances in the same order, compares key sequences (in C); only then are the
+    weights' differences taken. An InstanceKey hashes in Python, so keys are hashed only when the layouts
+    differ or there are exclusions."""
     decision = outcome.decision
-    if outcome.fallback != last.fallback or len(decision.weights) != len(last.weights) \
-            or len(decision.excluded) != len(last.excluded) or not last.excluded.issuperset(decision.excluded):
+    weights, before = decision.weights, last.weights
+    if outcome.fallback != last.fallback or len(weights) != len(before) \
+            or len(decision.excluded) != len(last.excluded):
         return True
-    before = last.weights
-    for key, weight in decision.weights.items():
-        previous = before.get(key)
-        if previous is None or abs(weight - previous) >= min_change:
+    if decision.excluded and decision.excluded.keys() != last.excluded.keys():
+        return True
+    keys = list(weights)
+    old = before.aligned(keys) if type(before) is KeyedValues else None
+    if old is None:
+        if set(keys) != set(before):
             return True
-    return False
+        old = [before[key] for key in keys]
+    return any(abs(new - was) >= min_change for new, was in zip(weights.values(), old, strict=True))
 
 
 # ---------------------------------------------------------------- the writer
@@ -259,9 +269,11 @@ class DecisionBook:
     in the writer's ``dropped``.
 
     With ``min_change`` (``router.audit_min_change``) above 0, a change is written only when it is
-    :func:`material` against the last decision written for its service; the others are counted in
-    :attr:`skipped`, and the next record of that service says how many it skipped. Every change is still kept
-    here (``dyncast ctl show decisions``).
+    :func:`material` against the last decision queued for writing for its service; the others are counted in
+    :attr:`skipped`, and the next record of that service says how many of its changes were not written since
+    its previous one (skipped, or dropped here with the queue full). A line the writer drops afterwards (its
+    own queue full, a failed write) is not taken back as the baseline. Every change is still kept here
+    (``dyncast ctl show decisions``).
     """
 
     def __init__(self, writer: AuditWriter | None = None, *, min_change: float = 0.0) -> None:
@@ -278,22 +290,25 @@ class DecisionBook:
         for outcome in outcomes:
             service = outcome.decision.service
             previous = self._entries.get(service)
-            if writer is not None:
-                skipped = 0
-                if min_change > 0.0:
-                    last = self._written.get(service)
-                    if last is not None and not material(last, outcome, min_change):
-                        self.skipped += 1
-                        self._unwritten[service] = self._unwritten.get(service, 0) + 1
-                        self._entries[service] = Entry(outcome, now, (previous.changes if previous else 0) + 1)
-                        continue
-                    self._written[service] = written(outcome)
-                    skipped = self._unwritten.pop(service, 0)
-                if len(backlog) < QUEUE_LIMIT:
-                    backlog.append((previous.outcome if previous else None, outcome, now, skipped))
-                else:
-                    writer.dropped += 1
             self._entries[service] = Entry(outcome, now, (previous.changes if previous else 0) + 1)
+            if writer is None:
+                continue
+            if min_change > 0.0:
+                last = self._written.get(service)
+                if last is not None and not material(last, outcome, min_change):
+                    self.skipped += 1
+                    self._unwritten[service] = self._unwritten.get(service, 0) + 1
+                    continue
+            if len(backlog) >= QUEUE_LIMIT:
+                writer.dropped += 1
+                if min_change > 0.0:  # not the new baseline: the log never has it
+                    self._unwritten[service] = self._unwritten.get(service, 0) + 1
+                continue
+            skipped = 0
+            if min_change > 0.0:
+                self._written[service] = written(outcome)
+                skipped = self._unwritten.pop(service, 0)
+            backlog.append((previous.outcome if previous else None, outcome, now, skipped))
 
     @property
     def backlog(self) -> int:

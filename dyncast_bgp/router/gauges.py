@@ -21,7 +21,7 @@ from typing import Literal, NamedTuple
 from prometheus_client.samples import Sample
 
 from dyncast_bgp.engine.decide import Outcome
-from dyncast_bgp.obs.metrics import WEIGHT_FAMILY, instance_samples, weight_samples
+from dyncast_bgp.obs.metrics import INSTANCE_FAMILIES, WEIGHT_FAMILY, instance_samples, weight_samples
 
 Mode = Literal["all", "weights", "none"]
 
@@ -62,3 +62,5 @@ def fallback_only(outcome: Outcome) -> Gauges:
 GAUGES: dict[str, Callable[[Outcome], Gauges]] = {"all": every_gauge, "weights": weights_only,
                                                   "none": fallback_only}
 """The per-service builder of each ``router.metrics_instances`` value."""
+EXPORTED: dict[str, tuple[str, ...]] = {"all": tuple(INSTANCE_FAMILIES), "weights": (WEIGHT_FAMILY,), "none": ()}
+"""The per-instance families each ``router.metrics_instances`` value exports (declared even with no service)."""

@@ -58,7 +58,7 @@ from dyncast_bgp.router import control
 from dyncast_bgp.router.audit import AUDIT_SLICE, AuditWriter, DecisionBook
 from dyncast_bgp.router.collector import Collector
 from dyncast_bgp.router.decision_log import DecisionLog
-from dyncast_bgp.router.gauges import GAUGES
+from dyncast_bgp.router.gauges import EXPORTED, GAUGES
 from dyncast_bgp.router.rejections import LogLimiter, log_rejections
 from dyncast_bgp.router.shift import ShiftTracker
 from dyncast_bgp.router.slices import in_slices
@@ -616,8 +616,9 @@ class RouterRuntime:
         engine = self.engine
         rib = engine.rib
         routes = dict(await in_slices(rib.services(), lambda service: (str(service), rib.path_count(service))))
-        parts = await in_slices(list(engine.outcomes()), GAUGES[self.config.router.metrics_instances])
-        samples: dict[str, list[Sample]] = {}
+        mode = self.config.router.metrics_instances
+        parts = await in_slices(list(engine.outcomes()), GAUGES[mode])
+        samples: dict[str, list[Sample]] = {name: [] for name in EXPORTED[mode]}  # declared with no service too
         fallbacks: dict[str, str | None] = {}
         for part in parts:  # joins: a few list and dict operations per service
             for name, rows in part.samples.items():

@@ -43,7 +43,7 @@ def test_materiality(scenario: Scenario, low: float, high: float) -> None:
             if material(last, after, high):  # a smaller minimum never writes less
                 assert material(last, after, low)
             weights, old = after.decision.weights, last.weights
-            if set(weights) != set(old) or set(after.decision.excluded) != last.excluded \
+            if set(weights) != set(old) or set(after.decision.excluded) != set(last.excluded) \
                     or after.fallback != last.fallback:
                 assert material(last, after, 1.0)  # whatever the minimum
             elif max((abs(w - old[k]) for k, w in weights.items()), default=0.0) < low:

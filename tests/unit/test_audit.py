@@ -289,3 +289,30 @@ def test_the_router_s_audit_min_change_is_applied_to_its_log(tmp_path: Path) -> 
     assert isinstance(audit, dict) and audit["skipped"] == book.skipped
     with pytest.raises(ConfigError, match=r"router\.audit_min_change"):
         parse(CONFIG % {"path": path} + "  audit_min_change: 2\n")
+
+
+def test_a_record_dropped_with_the_queue_full_is_not_the_baseline_and_is_counted_on_the_next(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = AuditWriter(tmp_path / "audit.jsonl", max_bytes=1 << 20, keep=1)  # its own queue as usual
+    monkeypatch.setattr("dyncast_bgp.router.audit.QUEUE_LIMIT", 1)  # the book's backlog: one record
+    book = DecisionBook(writer, min_change=0.05)
+    first = decide(SVC, [candidate(A, 20), candidate(B, 20)], POLICY, None, 0.0)  # queued: the backlog is full
+    moved = decide(SVC, [candidate(A, 20), candidate(B, 80)], POLICY, first.memory, 1.0)  # dropped
+    again = decide(SVC, [candidate(A, 20), candidate(B, 81)], POLICY, moved.memory, 2.0)  # near the dropped one
+    book.record([first], 100.0)
+    book.record([moved], 101.0)
+    assert writer.dropped == 1 and book.write_pending(5.0) == 1
+    book.record([again], 102.0)  # material against the last written (first), not against the dropped one
+    assert book.write_pending(5.0) == 1 and book.skipped == 0
+    writer.close()
+    records = [item for _, _, item in read_records([tmp_path / "audit.jsonl"])]
+    assert [isinstance(r, dict) and r.get("skipped") for r in records] == [None, 1]
+
+
+def test_audit_min_change_needs_the_audit_log_and_a_finite_value(tmp_path: Path) -> None:
+    bare = CONFIG.replace("  audit_log: %(path)s\n", "")
+    with pytest.raises(ConfigError, match=r"audit_min_change is set but audit_log is not"):
+        parse(bare + "  audit_min_change: 0.05\n")
+    assert parse(bare + "  audit_min_change: 0\n").router.audit_min_change == 0
+    with pytest.raises(ConfigError, match=r"router\.audit_min_change: input should be a finite number"):
+        parse(CONFIG % {"path": tmp_path / "a.jsonl"} + "  audit_min_change: .nan\n")

@@ -144,6 +144,16 @@ def test_router_per_instance_series_can_be_only_the_weights_or_none() -> None:
         assert value(samples, "dyncast_router_path_rtt_seconds", instance=A) == pytest.approx(0.005)
         assert value(samples, "dyncast_router_path_reachable", instance=B) == 1
         assert value(samples, "dyncast_router_flows", service=SVC, instance=A) == 3
+    async def declared(mode: str) -> list[str]:  # with no service yet, the families are there, empty
+        runtime = RouterRuntime(parse(ROUTER + f"  metrics_instances: {mode}\n"), lines=lines(), dataplane=None)
+        return [f.name for f in await runtime._metric_families() if f.name in INSTANCE_SERIES]
+
+    async def lines() -> AsyncIterator[str]:
+        return
+        yield
+
+    assert sorted(asyncio.run(declared("all"))) == sorted(INSTANCE_SERIES)
+    assert asyncio.run(declared("weights")) == ["dyncast_router_weight"] and asyncio.run(declared("none")) == []
     with pytest.raises(ConfigError, match=r"router\.metrics_instances"):
         parse(ROUTER + "  metrics_instances: some\n")
 
