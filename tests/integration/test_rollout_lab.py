@@ -251,9 +251,10 @@ def test_canary_rolls_back_by_itself_on_a_kpi_breach_at_stage_2(lab: Lab) -> Non
     assert lab.rollout().get("status") == "rolled-back"
     done = lab.ctl("--socket", str(ROUTER_SOCK), "rollout", "clear", SERVICE)
     assert done.returncode == 0, (done.stdout, done.stderr)
-    back = expect(lab.shares, lambda s: s.get(NEW, 0.0) > 0.0, timeout=5.0, wait=0.1,
+    cleared = time.monotonic()  # what is checked: it comes back; how fast depends on a busy VM's scheduling
+    back = expect(lab.shares, lambda s: s.get(NEW, 0.0) > 0.0, timeout=15.0, wait=0.1,
                   what=f"{NEW} back after the clear", diagnose=lab.diagnose)
-    print(f"canary: after rollout clear {fmt(back)}")
+    print(f"canary: after rollout clear {fmt(back)}, {time.monotonic() - cleared:.2f} s after it")
 
 
 def watch(lab: Lab, done: Callable[[dict[str, float]], bool], limit: float) -> list[dict[str, float]]:
