@@ -142,6 +142,20 @@ def _audit_cost(engine: RouterEngine, args: argparse.Namespace, now: float, samp
     return seconds / len(services) * 1e6
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, total) ticks of all CPUs since boot, from /proc/stat's ``cpu`` line; (0, 0) where there is none.
+
+    Steal is the time the hypervisor ran something else while this VM wanted its CPUs: a share of it during the
+    rounds says the host was busy with other guests: one reason why the same code, and the baseline with it, runs
+    at different speeds from one minute to the next on this project's VM."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields = [int(value) for value in handle.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7], sum(fields)) if len(fields) == 8 else (0, 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--services", type=int, default=10_000)
@@ -150,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     load = os.getloadavg()
+    steal_at_start = cpu_ticks()
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, load average {load[0]:.2f} / {load[1]:.2f}; "
           f"{args.services:,} services x {args.instances} instances, {args.rounds} rounds")
 
@@ -260,11 +275,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak resident memory over the rounds (the RIB, every decision and desired state, the UPDATEs of a "
           f"round): {rss:.0f} MiB; after the baseline's second set of candidates: "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    steal, ticks = (end - start for end, start in zip(cpu_ticks(), steal_at_start, strict=True))
+    steal_share = steal / ticks if ticks > 0 else None
+    if steal_share is not None:
+        print(f"CPU stolen by the hypervisor during the run (/proc/stat steal, all CPUs): {steal_share:.1%}")
     verdict = "met" if float(figures["as the router runs"]["best_ms"]) < 500.0 else "MISSED"
     print(f"goal (full recompute < 500 ms, as the router runs): {verdict}")
     if args.json:
         args.json.write_text(json.dumps({"python": platform.python_version(), "services": args.services,
-                                         "instances": args.instances, "load_at_start": load, **figures,
+                                         "instances": args.instances, "load_at_start": load,
+                                         "steal_share": steal_share, **figures,
                                          "baseline_decide_many_ms": baseline, "goal": verdict, "rss_mib": rss,
                                          "router_over_default": ratios,
                                          "full_collection_ms": full_s * 1e3, "full_collection_unreachable":
