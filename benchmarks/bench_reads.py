@@ -4,7 +4,8 @@ The router (as in bench_engine.py: 16 instances per service, every metric new) d
 read runs on its event loop beside a ticker task that measures how long the loop was held at a time. Figures: CPU
 per read, the longest hold, the series (or bytes) it exports, and its ratio to the full recompute (step + desired)
 just before, measured in the same process. The status file is read after the recompute and again with nothing
-decided since (what the router's writer does every ``router.status_interval`` between recomputes).
+decided since (what the router's writer does every ``router.status_interval`` between recomputes), each
+written to a temporary file in a worker thread as the router writes it.
 
     .venv/bin/python benchmarks/bench_reads.py [--services 1000] [--instances 16] [--rounds 3] [--json OUT]
 """
@@ -18,6 +19,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -31,7 +33,7 @@ from dyncast_bgp.config.loader import parse
 from dyncast_bgp.obs import log as obs_log
 from dyncast_bgp.router.runtime import RouterRuntime
 from dyncast_bgp.router.slices import in_slices
-from dyncast_bgp.router.status import StatusParts, status_text
+from dyncast_bgp.router.status import StatusParts, status_frame, write_parts
 
 MODES = ("all", "weights", "none")
 
@@ -101,10 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         now += 60.0
         decided = recompute(runtimes["none"], seed + 100)
         memo = StatusParts()
-        for name in ("status", "status again"):  # after the recompute, then with nothing decided since
-            cpu, longest, text = asyncio.run(held(lambda: _status(runtimes["none"], memo)))  # noqa: B023
-            rows[name].append({"cpu_ms": cpu * 1e3, "longest_hold_ms": longest * 1e3, "bytes": len(text),
-                               "recompute_ms": decided * 1e3})
+        with tempfile.TemporaryDirectory() as directory:
+            for name in ("status", "status again"):  # after the recompute, then with nothing decided since
+                cpu, longest, size = asyncio.run(held(
+                    lambda: _status(runtimes["none"], memo, Path(directory) / "status.json")))  # noqa: B023
+                rows[name].append({"cpu_ms": cpu * 1e3, "longest_hold_ms": longest * 1e3, "bytes": size,
+                                   "recompute_ms": decided * 1e3})
         print(f"round {seed}: " + "; ".join(
             f"{name} {rows[name][-1]['cpu_ms']:.0f} ms (recompute {rows[name][-1]['recompute_ms']:.0f}, held "
             f"{rows[name][-1]['longest_hold_ms']:.0f})" for name in rows))
@@ -127,11 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-async def _status(runtime: RouterRuntime, memo: StatusParts) -> str:
-    """The status file's text, as the runtime's writer renders it (without writing it)."""
+async def _status(runtime: RouterRuntime, memo: StatusParts, path: Path) -> int:
+    """What the runtime's status writer does: the parts a slice at a time on the loop, then the file written in
+    a worker thread (its CPU is counted, it holds no loop); the file's size."""
     parts = await in_slices(list(runtime.engine.outcomes()), memo.part)
     memo.done()
-    return status_text(parts, now=0.0, counters={}, synced=True)
+    head, tail = status_frame(now=0.0, counters={}, synced=True)
+    await asyncio.to_thread(write_parts, path, head, parts, tail)
+    return path.stat().st_size
 
 
 if __name__ == "__main__":

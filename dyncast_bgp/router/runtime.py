@@ -63,7 +63,7 @@ from dyncast_bgp.router.rejections import LogLimiter, log_rejections
 from dyncast_bgp.router.shift import ShiftTracker
 from dyncast_bgp.router.slices import in_slices
 from dyncast_bgp.router.static import static_paths
-from dyncast_bgp.router.status import StatusParts, status_text, write_text
+from dyncast_bgp.router.status import StatusParts, status_frame, write_parts
 from dyncast_bgp.wire.exabgp_json import EndOfRib, ExabgpJsonError, PeerState, SessionState, Shutdown, parse_line
 
 log = structlog.get_logger(__name__)
@@ -396,10 +396,10 @@ class RouterRuntime:
             began = time.time()  # the services rendered a slice at a time (router/slices.py)
             parts = await in_slices(list(self.engine.outcomes()), memo.part)
             memo.done()
-            text = status_text(parts, now=began, synced=self._synced.is_set(),
-                               counters=dataclasses.asdict(self.counters))
-            try:
-                await asyncio.to_thread(write_text, path, text)
+            head, tail = status_frame(now=began, synced=self._synced.is_set(),
+                                      counters=dataclasses.asdict(self.counters))
+            try:  # joined and written in a worker thread (status.write_parts), not on the loop
+                await asyncio.to_thread(write_parts, path, head, parts, tail)
                 failed = None
             except OSError as exc:
                 if failed != type(exc).__name__:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,13 +84,19 @@ class StatusParts:
         self._kept, self._next = self._next, {}
 
 
+def status_frame(*, now: float, counters: Mapping[str, float | int], synced: bool) -> tuple[str, str]:
+    """The document's JSON text before and after its services' parts (:func:`service_part`, joined by commas)."""
+    head = json.dumps(assemble((), now=now, counters=counters, synced=synced), separators=(",", ":"))
+    assert head.endswith(',"services":{}}')
+    return head[:-2], "}}\n"
+
+
 def status_text(parts: Iterable[str], *, now: float, counters: Mapping[str, float | int], synced: bool) -> str:
     """The document's JSON text from its services' parts (:func:`service_part`): what :func:`write_status` writes
     for :func:`status_document`, the services rendered one by one (the router renders them a slice at a time;
     rendering the whole document in one call held the loop as long as building it)."""
-    head = json.dumps(assemble((), now=now, counters=counters, synced=synced), separators=(",", ":"))
-    assert head.endswith(',"services":{}}')
-    return head[:-2] + ",".join(parts) + "}}\n"
+    head, tail = status_frame(now=now, counters=counters, synced=synced)
+    return head + ",".join(parts) + tail
 
 
 def write_status(path: Path, document: Mapping[str, Any]) -> None:
@@ -100,9 +106,27 @@ def write_status(path: Path, document: Mapping[str, Any]) -> None:
 
 def write_text(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` in one rename (readers never see half a file)."""
+    write_parts(path, text, (), "")
+
+
+def write_parts(path: Path, head: str, parts: Sequence[str], tail: str) -> None:
+    """Replace ``path`` with ``head``, ``parts`` joined by commas and ``tail``, in one rename, written part by part:
+    the whole text is never one string. At 10,000 services the document is about 120 MB, and joining it took
+    about 0.3 s (mostly the memory's page faults, twice: the join and the concatenation), in one piece; the
+    router calls this in a worker thread, so its loop only renders the parts (:class:`StatusParts`)."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(head)
+            for index, part in enumerate(parts):
+                if index:
+                    handle.write(",")
+                handle.write(part)
+            handle.write(tail)
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a full disk, say: no half-written file left behind
+        raise
 
 
 def read_status(path: Path) -> dict[str, Any] | None:

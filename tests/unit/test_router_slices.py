@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,14 @@ from dyncast_bgp.obs.metrics import Families, LoopCollector, scalar, serve_metri
 from dyncast_bgp.router import slices
 from dyncast_bgp.router.runtime import RouterRuntime
 from dyncast_bgp.router.slices import in_slices
-from dyncast_bgp.router.status import StatusParts, service_part, status_document, status_text
+from dyncast_bgp.router.status import (
+    StatusParts,
+    service_part,
+    status_document,
+    status_frame,
+    status_text,
+    write_parts,
+)
 from dyncast_bgp.wire.exabgp_json import Route, RouteUpdate
 from dyncast_bgp.wire.metrics import encode_metrics
 from tests.unit.test_metrics import scrape, value
@@ -75,6 +83,26 @@ def test_the_status_text_is_the_status_document() -> None:
     assert text.endswith("}\n") and json.loads(text) == document
     assert list(json.loads(text)["services"]) == [f"203.0.113.{n}/32" for n in range(1, 6)]
     assert json.loads(status_text([], now=1.0, counters={}, synced=False))["services"] == {}
+
+
+def test_the_status_file_is_written_part_by_part_and_never_left_half_written(tmp_path: Path) -> None:
+    outcomes = [outcome(n) for n in range(1, 6)]
+    parts = [service_part(o) for o in outcomes]
+    head, tail = status_frame(now=3.0, counters={"applies": 1}, synced=True)
+    path = tmp_path / "status.json"
+    write_parts(path, head, parts, tail)
+    assert path.read_text() == status_text(parts, now=3.0, counters={"applies": 1}, synced=True)
+    assert json.loads(path.read_text()) == status_document(outcomes, now=3.0, counters={"applies": 1}, synced=True)
+
+    class Broken(list[str]):  # a write that fails half way (a full disk, say)
+        def __iter__(self) -> Iterator[str]:
+            yield self[0]
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        write_parts(path, head, Broken(parts), tail)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]  # the old file, no temporary left
+    assert json.loads(path.read_text())["time"] == 3.0
 
 
 def test_status_parts_are_made_again_only_for_new_outcomes() -> None:
