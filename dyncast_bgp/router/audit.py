@@ -297,18 +297,22 @@ class DecisionBook:
                 last = self._written.get(service)
                 if last is not None and not material(last, outcome, min_change):
                     self.skipped += 1
-                    self._unwritten[service] = self._unwritten.get(service, 0) + 1
+                    self._not_written(service)
                     continue
             if len(backlog) >= QUEUE_LIMIT:
                 writer.dropped += 1
                 if min_change > 0.0:  # not the new baseline: the log never has it
-                    self._unwritten[service] = self._unwritten.get(service, 0) + 1
+                    self._not_written(service)
                 continue
             skipped = 0
             if min_change > 0.0:
                 self._written[service] = written(outcome)
                 skipped = self._unwritten.pop(service, 0)
             backlog.append((previous.outcome if previous else None, outcome, now, skipped))
+
+    def _not_written(self, service: ServiceId) -> None:
+        """One more change of ``service`` that its next record counts as ``skipped``."""
+        self._unwritten[service] = self._unwritten.get(service, 0) + 1
 
     @property
     def backlog(self) -> int:

@@ -23,7 +23,7 @@ from prometheus_client.samples import Sample
 from dyncast_bgp.engine.decide import Outcome
 from dyncast_bgp.obs.metrics import INSTANCE_FAMILIES, WEIGHT_FAMILY, instance_samples, weight_samples
 
-Mode = Literal["all", "weights", "none"]
+Mode = Literal["all", "weights", "none"]  # router.metrics_instances
 
 
 class Gauges(NamedTuple):
@@ -59,8 +59,8 @@ def fallback_only(outcome: Outcome) -> Gauges:
     return Gauges(str(outcome.decision.service), outcome.fallback, {})
 
 
-GAUGES: dict[str, Callable[[Outcome], Gauges]] = {"all": every_gauge, "weights": weights_only,
-                                                  "none": fallback_only}
+GAUGES: dict[Mode, Callable[[Outcome], Gauges]] = {"all": every_gauge, "weights": weights_only,
+                                                   "none": fallback_only}
 """The per-service builder of each ``router.metrics_instances`` value."""
-EXPORTED: dict[str, tuple[str, ...]] = {"all": tuple(INSTANCE_FAMILIES), "weights": (WEIGHT_FAMILY,), "none": ()}
+EXPORTED: dict[Mode, tuple[str, ...]] = {"all": tuple(INSTANCE_FAMILIES), "weights": (WEIGHT_FAMILY,), "none": ()}
 """The per-instance families each ``router.metrics_instances`` value exports (declared even with no service)."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dyncast_bgp.engine.decide import Outcome
+from dyncast_bgp.model import ServiceId
 
 VERSION = 1
 
@@ -64,8 +65,8 @@ class StatusParts:
     __slots__ = ("_kept", "_next", "made")
 
     def __init__(self) -> None:
-        self._kept: dict[object, tuple[Outcome, str]] = {}
-        self._next: dict[object, tuple[Outcome, str]] = {}
+        self._kept: dict[ServiceId, tuple[Outcome, str]] = {}
+        self._next: dict[ServiceId, tuple[Outcome, str]] = {}
         self.made = 0  # parts rendered (not found) so far
 
     def part(self, outcome: Outcome) -> str:
