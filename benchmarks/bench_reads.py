@@ -5,7 +5,10 @@ read runs on its event loop beside a ticker task that measures how long the loop
 per read, the longest hold, the series (or bytes) it exports, and its ratio to the full recompute (step + desired)
 just before, measured in the same process. The status file is read after the recompute and again with nothing
 decided since (what the router's writer does every ``router.status_interval`` between recomputes), each
-written to a temporary file in a worker thread as the router writes it.
+written to a temporary file in a worker thread as the router writes it. A scrape with ``all`` is also made
+again through the endpoint's collector (``obs/metrics.py`` ``LoopCollector``, from a thread as the HTTP server
+calls it), until the build it replaces is freed: freed a chunk at a time as the router does, and at once as
+before (``REAP_CHUNK`` set above the samples' count), alternated in the same process.
 
     .venv/bin/python benchmarks/bench_reads.py [--services 1000] [--instances 16] [--rounds 3] [--json OUT]
 """
@@ -31,6 +34,8 @@ from bench_engine import CONFIG, _no_lines, updates
 
 from dyncast_bgp.config.loader import parse
 from dyncast_bgp.obs import log as obs_log
+from dyncast_bgp.obs import metrics
+from dyncast_bgp.obs.metrics import LoopCollector
 from dyncast_bgp.router.runtime import RouterRuntime
 from dyncast_bgp.router.slices import in_slices
 from dyncast_bgp.router.status import StatusParts, status_frame, write_parts
@@ -92,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     for runtime in runtimes.values():
         recompute(runtime, 0)
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in (*MODES, "status", "status again")}
+    again: dict[str, list[dict[str, float]]] = {"chunks": [], "at once": []}
     for seed in range(1, args.rounds + 1):
         for mode, runtime in runtimes.items():  # each reads freshly decided services (explanations: on first read)
             now += 60.0
@@ -105,10 +111,23 @@ def main(argv: list[str] | None = None) -> int:
         memo = StatusParts()
         with tempfile.TemporaryDirectory() as directory:
             for name in ("status", "status again"):  # after the recompute, then with nothing decided since
-                cpu, longest, size = asyncio.run(held(
+                _, longest, (size, loop_cpu, writer_cpu) = asyncio.run(held(
                     lambda: _status(runtimes["none"], memo, Path(directory) / "status.json")))  # noqa: B023
-                rows[name].append({"cpu_ms": cpu * 1e3, "longest_hold_ms": longest * 1e3, "bytes": size,
-                                   "recompute_ms": decided * 1e3})
+                rows[name].append({"cpu_ms": (loop_cpu + writer_cpu) * 1e3, "loop_cpu_ms": loop_cpu * 1e3,
+                                   "writer_cpu_ms": writer_cpu * 1e3, "longest_hold_ms": longest * 1e3,
+                                   "bytes": size, "recompute_ms": decided * 1e3})
+        chunk = metrics.REAP_CHUNK
+        for name, size in (("chunks", chunk), ("at once", 1 << 62)) if seed % 2 else (("at once", 1 << 62),
+                                                                                       ("chunks", chunk)):
+            metrics.REAP_CHUNK = size
+            try:
+                _, longest, _ = asyncio.run(held(lambda: _scrape_again(runtimes["all"])))
+            finally:
+                metrics.REAP_CHUNK = chunk
+            again[name].append({"longest_hold_ms": longest * 1e3})
+        print(f"round {seed}: all again, the previous build freed in chunks: loop held "
+              f"{again['chunks'][-1]['longest_hold_ms']:.0f} ms; at once: "
+              f"{again['at once'][-1]['longest_hold_ms']:.0f} ms")
         print(f"round {seed}: " + "; ".join(
             f"{name} {rows[name][-1]['cpu_ms']:.0f} ms (recompute {rows[name][-1]['recompute_ms']:.0f}, held "
             f"{rows[name][-1]['longest_hold_ms']:.0f})" for name in rows))
@@ -121,9 +140,16 @@ def main(argv: list[str] | None = None) -> int:
         label = f"metrics scrape, metrics_instances: {name}" if name in MODES else f"{name} file"
         if name == "status again":
             label = "status file again, nothing decided since (router/status.py StatusParts)"
-        print(f"{label}: CPU median {cpu:.0f} ms = {ratio:.2f}x the full recompute; loop held at most "
+        split = (f" (loop {statistics.median(row['loop_cpu_ms'] for row in got):.0f}, writer thread "
+                 f"{statistics.median(row['writer_cpu_ms'] for row in got):.0f})" if "loop_cpu_ms" in got[-1] else "")
+        print(f"{label}: CPU median {cpu:.0f} ms{split} = {ratio:.2f}x the full recompute; loop held at most "
               f"{longest:.0f} ms; {size}")
         figures[name] = {"cpu_median_ms": cpu, "over_recompute": ratio, "longest_hold_ms": longest, "rounds": got}
+    for name, got in again.items():
+        figures[f"all again, freed {name}"] = {"longest_hold_ms": max(row["longest_hold_ms"] for row in got),
+                                               "rounds": got}
+        print(f"metrics scrape with all again, through the endpoint's collector, the previous build freed {name}: "
+              f"loop held at most {max(row['longest_hold_ms'] for row in got):.0f} ms")
     if args.json:
         args.json.write_text(json.dumps({"python": platform.python_version(), "services": args.services,
                                          "instances": args.instances, "load_at_start": load, **figures,
@@ -131,14 +157,39 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-async def _status(runtime: RouterRuntime, memo: StatusParts, path: Path) -> int:
+async def _scrape_again(runtime: RouterRuntime) -> None:
+    """Two scrapes through a :class:`LoopCollector` from a thread, as the HTTP server makes them, the second until
+    the first build is freed. The hold measured (see :func:`held`) spans the second: where the freeing happens
+    depends on ``REAP_CHUNK``. (No CPU figure: the ticker spins on the loop while the thread waits.)"""
+    collector = LoopCollector(asyncio.get_running_loop(), runtime._metric_families, timeout=3600.0)
+    await asyncio.to_thread(collector.collect)
+    while collector._reaping:  # nothing replaced yet: none
+        await asyncio.sleep(0.01)
+    await asyncio.to_thread(collector.collect)
+    while collector._reaping:
+        await asyncio.sleep(0)
+
+
+async def _status(runtime: RouterRuntime, memo: StatusParts, path: Path) -> tuple[int, float, float]:
     """What the runtime's status writer does: the parts a slice at a time on the loop, then the file written in
-    a worker thread (its CPU is counted, it holds no loop); the file's size."""
+    a worker thread (it holds no loop); the file's size, the loop's CPU seconds and the writer thread's.
+
+    Each is counted in its own thread (``time.thread_time``): the process's CPU over the whole read would also
+    count the ticker of :func:`held`, which spins on the idle loop while the thread writes (at 10,000 services
+    that made a 0.2 s write look like 1 s)."""
+    started = time.thread_time()
     parts = await in_slices(list(runtime.engine.outcomes()), memo.part)
     memo.done()
     head, tail = status_frame(now=0.0, counters={}, synced=True)
-    await asyncio.to_thread(write_parts, path, head, parts, tail)
-    return path.stat().st_size
+    loop_cpu = time.thread_time() - started
+
+    def write() -> float:
+        began = time.thread_time()
+        write_parts(path, head, parts, tail)
+        return time.thread_time() - began
+
+    writer_cpu = await asyncio.to_thread(write)
+    return path.stat().st_size, loop_cpu, writer_cpu
 
 
 if __name__ == "__main__":

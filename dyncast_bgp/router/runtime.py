@@ -58,7 +58,7 @@ from dyncast_bgp.router import control
 from dyncast_bgp.router.audit import AUDIT_SLICE, AuditWriter, DecisionBook
 from dyncast_bgp.router.collector import Collector
 from dyncast_bgp.router.decision_log import DecisionLog
-from dyncast_bgp.router.gauges import EXPORTED, GAUGES
+from dyncast_bgp.router.gauges import EXPORTED, GAUGES, Gauges
 from dyncast_bgp.router.rejections import LogLimiter, log_rejections
 from dyncast_bgp.router.shift import ShiftTracker
 from dyncast_bgp.router.slices import in_slices
@@ -620,10 +620,13 @@ class RouterRuntime:
         parts = await in_slices(list(engine.outcomes()), GAUGES[mode])
         samples: dict[str, list[Sample]] = {name: [] for name in EXPORTED[mode]}  # declared with no service too
         fallbacks: dict[str, str | None] = {}
-        for part in parts:  # joins: a few list and dict operations per service
-            for name, rows in part.samples.items():
-                samples.setdefault(name, []).extend(rows)
+
+        def join(part: Gauges) -> None:  # a few list and dict operations per service; in slices too: at 10,000
+            for name, rows in part.samples.items():  # services of 16 instances, 1.6 million samples held the
+                samples.setdefault(name, []).extend(rows)  # loop 234-354 ms in one piece
             fallbacks[part.service] = part.fallback
+
+        await in_slices(parts, join)
         # per D-BID, as measured now (the explanations hold the same measurement as of their decision)
         paths = dict(await in_slices(list(engine.bindings()),
                                      lambda binding: (str(binding), path_dict(engine.path_of(binding)))))

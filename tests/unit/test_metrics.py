@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import urllib.request
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import SupportsIndex
 
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -16,6 +18,7 @@ from dyncast_bgp.agent.runtime import AgentRuntime
 from dyncast_bgp.config.loader import ConfigError, parse
 from dyncast_bgp.dataplane.desired import ApplyResult, DesiredState
 from dyncast_bgp.model import InstanceKey
+from dyncast_bgp.obs import metrics
 from dyncast_bgp.obs.metrics import Families, LoopCollector, MetricsListenError, rejection_reason, scalar, serve_metrics
 from dyncast_bgp.router.runtime import RouterRuntime
 from tests.unit.exabgp_lines import end_of_rib, peer_up, update
@@ -242,6 +245,79 @@ def test_a_busy_loop_gets_the_previous_scrape_and_a_failing_builder_does_not_bre
         return [str(value(s, "dyncast_test_value")) for s in (first, second, third)] + [str(collector.late > 0)]
 
     assert asyncio.run(go()) == ["1.0", "1.0", "1.0", "True"]
+
+
+class Recording(list[Sample]):
+    """A family's samples that note their length after every deletion (in ``cuts``, which holds no reference)."""
+
+    def __init__(self, samples: Iterable[Sample], cuts: list[int]) -> None:
+        super().__init__(samples)
+        self.cuts = cuts
+
+    def __delitem__(self, index: SupportsIndex | slice) -> None:
+        super().__delitem__(index)
+        self.cuts.append(len(self))
+
+
+def big_build(cuts: list[int]) -> Callable[[], Families]:
+    def build() -> Families:
+        family = GaugeMetricFamily("dyncast_test_big", "test", labels=["n"])
+        family.samples = Recording((Sample("dyncast_test_big", {"n": str(n)}, n)
+                                    for n in range(2 * metrics.REAP_CHUNK + 7)), cuts)
+        return [family, scalar("dyncast_test_small", "test", 1)]
+    return build
+
+
+async def reaped(collector: LoopCollector) -> int:
+    """Turns of the loop until the collector has freed what it replaced."""
+    turns = 0
+    while collector._reaping:
+        await asyncio.sleep(0)
+        turns += 1
+    return turns
+
+
+def test_replaced_families_are_freed_a_chunk_at_a_time_between_turns_of_the_loop() -> None:
+    cuts: list[int] = []
+
+    async def go() -> int:
+        collector = LoopCollector(asyncio.get_running_loop(), big_build(cuts))
+        collector.collect()
+        collector.collect()  # the second build replaces the first: its samples are freed in chunks
+        assert cuts == []  # none in the scrape itself
+        return await reaped(collector)
+
+    turns = asyncio.run(go())
+    assert cuts == [metrics.REAP_CHUNK + 7, 7, 0] and turns >= 3
+
+
+def test_families_a_scrape_still_renders_are_not_cut_and_are_dropped_whole_after_the_patience(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cuts: list[int] = []
+
+    async def go() -> list[int]:
+        collector = LoopCollector(asyncio.get_running_loop(), big_build(cuts))
+        rendering = collector.collect()  # what a scrape in the HTTP thread holds while it renders
+        collector.collect()
+        await asyncio.sleep(3 * metrics.REAP_WAIT)
+        while_held = list(cuts)
+        del rendering  # the scrape is done
+        await reaped(collector)
+        return while_held
+
+    assert asyncio.run(go()) == [] and cuts == [metrics.REAP_CHUNK + 7, 7, 0]
+
+    cuts.clear()
+    monkeypatch.setattr(metrics, "REAP_PATIENCE", 2 * metrics.REAP_WAIT)
+
+    async def held_on() -> Families:
+        collector = LoopCollector(asyncio.get_running_loop(), big_build(cuts))
+        rendering = list(collector.collect())
+        collector.collect()
+        await reaped(collector)  # gives up waiting: dropped, never cut
+        return rendering
+
+    assert len(asyncio.run(held_on())[0].samples) == 2 * metrics.REAP_CHUNK + 7 and cuts == []
 
 
 def test_listen_addresses_are_checked_in_the_config_and_at_bind() -> None:

@@ -40,7 +40,8 @@ def outcome(number: int) -> Outcome:
     service = ServiceId.parse(f"203.0.113.{number}/32")
     candidates = [Candidate(InstanceKey(service, ipaddress.ip_address(f"198.51.100.{n}")), InstanceState.ACTIVE,
                             ComputeMetrics(values=MetricsView({"cpu_utilization": 10.0 * n, "capacity": 1000.0})),
-                            PathMetrics(rtt_mean_us=1000 * n, reachable=n != 3)) for n in range(1, 5)]
+                            PathMetrics(rtt_mean_us=1000 * n, reachable=n != 3),
+                            name="caché-ü" if n == 2 else None) for n in range(1, 5)]  # a name not in ASCII
     return decide(service, candidates, POLICY, None, 0.0)
 
 
@@ -88,14 +89,15 @@ def test_the_status_text_is_the_status_document() -> None:
 def test_the_status_file_is_written_part_by_part_and_never_left_half_written(tmp_path: Path) -> None:
     outcomes = [outcome(n) for n in range(1, 6)]
     parts = [service_part(o) for o in outcomes]
+    assert all(type(part) is bytes and part.isascii() for part in parts)  # json.dumps escapes the rest
     head, tail = status_frame(now=3.0, counters={"applies": 1}, synced=True)
     path = tmp_path / "status.json"
     write_parts(path, head, parts, tail)
     assert path.read_text() == status_text(parts, now=3.0, counters={"applies": 1}, synced=True)
     assert json.loads(path.read_text()) == status_document(outcomes, now=3.0, counters={"applies": 1}, synced=True)
 
-    class Broken(list[str]):  # a write that fails half way (a full disk, say)
-        def __iter__(self) -> Iterator[str]:
+    class Broken(list[bytes]):  # a write that fails half way (a full disk, say)
+        def __iter__(self) -> Iterator[bytes]:
             yield self[0]
             raise OSError(28, "No space left on device")
 
