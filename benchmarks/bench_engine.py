@@ -156,13 +156,19 @@ def cpu_ticks() -> tuple[int, int]:
     return (fields[7], sum(fields)) if len(fields) == 8 else (0, 0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--services", type=int, default=10_000)
+def scale_arguments(doc: str | None, *, services: int, rounds: int) -> argparse.ArgumentParser:
+    """The command line of a benchmark of a router fed as here (this one, bench_reads.py): its docstring's first
+    paragraph, and --services, --instances, --rounds and --json OUT."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else None)
+    parser.add_argument("--services", type=int, default=services)
     parser.add_argument("--instances", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = scale_arguments(__doc__, services=10_000, rounds=5).parse_args(argv)
     load = os.getloadavg()
     steal_at_start = cpu_ticks()
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, load average {load[0]:.2f} / {load[1]:.2f}; "

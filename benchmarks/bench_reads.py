@@ -15,7 +15,6 @@ before (``REAP_CHUNK`` set above the samples' count), alternated in the same pro
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -30,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the router fed as bench_engine.py feeds it
 
-from bench_engine import CONFIG, _no_lines, updates
+from bench_engine import CONFIG, _no_lines, scale_arguments, updates
 
 from dyncast_bgp.config.loader import parse
 from dyncast_bgp.obs import log as obs_log
@@ -67,12 +66,7 @@ async def held(read: Callable[[], Awaitable[Any]]) -> tuple[float, float, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--services", type=int, default=1000)
-    parser.add_argument("--instances", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
+    args = scale_arguments(__doc__, services=1000, rounds=3).parse_args(argv)
     load = os.getloadavg()
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, load average {load[0]:.2f}; "
           f"{args.services:,} services x {args.instances} instances, {args.rounds} rounds")
