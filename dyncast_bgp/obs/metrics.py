@@ -161,7 +161,6 @@ class LoopCollector(Collector):
                 while samples:
                     del samples[-REAP_CHUNK:]
                     await asyncio.sleep(0)
-            del family, samples
 
 
 def _close(awaitable: Awaitable[Families]) -> None:
