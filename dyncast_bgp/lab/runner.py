@@ -19,6 +19,10 @@ Commands see the bind host paths where the file says container paths
 (:func:`dyncast_bgp.lab.clab.rewrite_paths`), and a ``PATH`` that starts with
 a per-node directory (``vtysh``/``birdc`` wrappers bound to the node's
 daemons) and the running Python's ``bin`` directory (``dyncast``, ``exabgp``).
+Each node has its own temporary directory in the lab's work directory
+(``TMPDIR``, unless the node's env sets it), as a container has its own
+``/tmp``: what a node's programs leave there (``dyncast exabgp-run``'s work
+directory, say) goes with the lab instead of piling up in the host's ``/tmp``.
 
 Impairment: ``tc ... netem`` exec lines run as written where the kernel has
 netem. Where it does not, a link with such a line (or named in
@@ -241,6 +245,7 @@ class LabRun:
         self._lock: IO[str] | None = None
         self._namespaces: dict[str, Namespace] = {}
         self._bins: dict[str, Path] = {}
+        self._tmps: dict[str, Path] = {}  # each node's TMPDIR (see _node_tmp)
         self._record: RunRecord | None = None
         self._record_path = record_path(topology, registry)
         self._process_nodes: dict[int, str | None] = {}
@@ -324,7 +329,7 @@ class LabRun:
     def env(self, node: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment commands of ``node`` run with."""
         self.namespace(node)
-        return node_env(self.plans[node], self._bins.get(node), extra)
+        return node_env(self.plans[node], self._bins.get(node), extra, tmp=self._tmps.get(node))
 
     def exec(self, node: str, command: str | Sequence[str], *, check: bool = True, timeout: float = 30.0,
              env: Mapping[str, str] | None = None, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -404,9 +409,11 @@ class LabRun:
         self._namespaces = {node.name: ns for node, ns in zip(topology.nodes, created, strict=False)}
         for node in topology.nodes:
             self._bins[node.name] = self._node_bin(node.name)
+            self._tmps[node.name] = self._node_tmp(node.name)
             plan = self.plans[node.name]
             self._record.nodes[node.name] = NodeRecord(self._namespaces[node.name].name, plan.daemon,
-                                                       node_env(plan, self._bins[node.name], None, base={}))
+                                                       node_env(plan, self._bins[node.name], None, base={},
+                                                                tmp=self._tmps[node.name]))
         self.save()
         self._sysctls()
         self._links(middle_roles)
@@ -582,6 +589,13 @@ class LabRun:
             _wrapper(path / "birdc", ["/usr/sbin/birdc", "-s", str(daemon_dir / "bird.ctl")])
         return path
 
+    def _node_tmp(self, node: str) -> Path:
+        """The node's temporary directory, writable by all with the sticky bit, as ``/tmp`` is."""
+        path = self._node_dir(node) / "tmp"
+        path.mkdir(exist_ok=True)
+        path.chmod(0o1777)
+        return path
+
     def _start_frr(self, plan: NodePlan) -> None:
         name = plan.node.name
         if plan.config is None or not plan.config.is_file():
@@ -656,11 +670,13 @@ def _wrapper(path: Path, argv: Sequence[str]) -> None:
 
 
 def node_env(plan: NodePlan, node_bin: Path | None, extra: Mapping[str, str] | None, *,
-             base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for a node's commands: ``base`` (default ``os.environ``), containerlab's
-    ``CLAB_LABEL_*`` variables, the node's env, ``extra``, and a ``PATH`` starting with the node's
-    wrapper directory and this Python's ``bin`` directory."""
+             base: Mapping[str, str] | None = None, tmp: Path | None = None) -> dict[str, str]:
+    """The environment for a node's commands: ``base`` (default ``os.environ``), ``TMPDIR`` set to ``tmp``
+    (the node's own temporary directory), containerlab's ``CLAB_LABEL_*`` variables, the node's env,
+    ``extra``, and a ``PATH`` starting with the node's wrapper directory and this Python's ``bin`` directory."""
     env = dict(os.environ if base is None else base)
+    if tmp is not None:
+        env["TMPDIR"] = str(tmp)
     labels = {"clab-node-name": plan.node.name, "clab-node-kind": plan.node.kind, **plan.node.labels}
     env.update({"CLAB_LABEL_" + re.sub(r"[^A-Za-z0-9]", "_", key).upper(): value for key, value in labels.items()})
     env.update(plan.env)

@@ -147,6 +147,24 @@ def test_exec_and_frr_from_the_integrated_config(run: LabRun) -> None:
     assert run.exec("h1", ["sh", "-c", "exit 3"], check=False).returncode == 3
 
 
+def test_each_node_has_its_own_temporary_directory(run: LabRun) -> None:
+    """As a container has its own /tmp: inside the lab's work directory, so it goes with the lab (what
+    ``dyncast exabgp-run`` writes by default was left in the host's /tmp after every lab run)."""
+    workdir = Path(run.record.workdir)
+    where = {node: Path(run.exec(node, [sys.executable, "-c", "import tempfile; print(tempfile.gettempdir())"]
+                                 ).stdout.strip()) for node in ("h1", "h2")}
+    assert where["h1"] != where["h2"]
+    for node, tmp in where.items():
+        assert tmp.is_relative_to(workdir) and tmp.is_dir(), (node, tmp)
+        assert tmp.stat().st_mode & 0o7777 == 0o1777
+    exabgp_dir = run.exec("h1", [sys.executable, "-c", "from pathlib import Path; from dyncast_bgp.exabgp.run "
+                                 "import default_workdir; print(default_workdir(Path('x.yml'), 'router'))"])
+    assert Path(exabgp_dir.stdout.strip()).parent == where["h1"]
+    detached = subprocess.run([sys.executable, "-m", "dyncast_bgp.lab.topology_cli", "exec", str(LINE), "h2", "--",
+                               "sh", "-c", "echo $TMPDIR"], capture_output=True, text=True, timeout=60, check=False)
+    assert detached.stdout.strip() == str(where["h2"]), detached.stdout + detached.stderr  # the record's env
+
+
 def test_the_command_line_sees_the_running_lab(run: LabRun) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "dyncast_bgp.lab.topology_cli", *args], capture_output=True,
