@@ -25,7 +25,9 @@ Python's collector left as it is by default (the number of full, generation 2, c
 is shown), and as the router runs (``router/collector.py``, decision 0008): the step a slice of
 ``STEP_SLICE`` services at a time (the longest slice is how long the router's loop is held) and ``desired()``,
 each with the collector paused and what they leave alive frozen afterwards (the freeze is timed with them). The
-router's periodic full collection, which the frozen state costs instead, is timed once at the end.
+router's periodic full collection, which the frozen state costs instead, is timed once at the end. What each
+recompute replaced (outcomes, decision-book entries) the router releases in the turns of its loop after it
+(``dyncast_bgp/deferred.py``, decision 0015); those turns are timed after each router round and shown apart.
 
     .venv/bin/python benchmarks/bench_engine.py [--services 10000] [--instances 16] [--rounds 5] [--json OUT]
 """
@@ -213,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             longest = 0.0
             step_meter.seconds = 0.0
             before = engine.decisions_changed
+            release_s = longest_release = 0.0
             if router:  # the runtime's owner turns (a slice of STEP_SLICE services and what follows it), as it
                 step_s = 0.0  # goes, each with the collector paused
                 while True:
@@ -222,22 +225,29 @@ def main(argv: list[str] | None = None) -> int:
                         break
                 collections = len(full_collections)
                 desired_s, desired = cpu_timed(partial(paused, engine.desired))
+                while runtime.deferred:  # the next turns: what the recompute replaced, a chunk per turn
+                    chunk_s, _ = cpu_timed(partial(paused, runtime._release))
+                    release_s, longest_release = release_s + chunk_s, max(longest_release, chunk_s)
             else:
                 step_s, _ = cpu_timed(partial(engine.step, now))
                 collections = len(full_collections)
                 desired_s, desired = cpu_timed(engine.desired)
+                runtime.deferred.clear()  # not timed: these rounds compare the collector's settings
             changed = engine.decisions_changed - before
             assert changed == args.services and len(desired.services) == args.services, "not a full recompute"
             rows.append({"step_ms": step_s * 1e3, "desired_ms": desired_s * 1e3,
                          "total_ms": (step_s + desired_s) * 1e3,
                          "candidates_ms": (candidates_meter.seconds + rows_meter.seconds) * 1e3,
                          "decide_many_ms": decide_meter.seconds * 1e3, "full_collections": collections,
-                         "after_step_ms": (step_s - step_meter.seconds) * 1e3, "longest_slice_ms": longest * 1e3})
+                         "after_step_ms": (step_s - step_meter.seconds) * 1e3, "longest_slice_ms": longest * 1e3,
+                         "released_after_ms": release_s * 1e3, "longest_release_ms": longest_release * 1e3})
             row = rows[-1]
             print(f"{'router ' if router else 'default'} round {seed}: step {row['step_ms']:7.1f} ms (RIB candidates "
                   f"{row['candidates_ms']:6.1f}, decide_many {row['decide_many_ms']:6.1f}, {collections} full gc"
                   + (f", after the step {row['after_step_ms']:.1f}, longest turn {longest * 1e3:.1f}" if router
-                     else "") + f") + desired {row['desired_ms']:6.1f} ms = {row['total_ms']:7.1f} ms")
+                     else "") + f") + desired {row['desired_ms']:6.1f} ms = {row['total_ms']:7.1f} ms"
+                  + (f"; then released {release_s * 1e3:.1f} ms (longest turn {longest_release * 1e3:.1f})"
+                     if router else ""))
         return rows
 
     with_gc: list[dict[str, float]] = []
@@ -276,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"full recompute (step + desired), {name}: best {min(totals):.1f} ms, median "
               f"{statistics.median(totals):.1f} ms = {min(totals) / baseline:.2f}x decide_many alone "
               f"({baseline:.1f} ms)")
+    released = [row["released_after_ms"] for row in as_router]
+    print(f"what each recompute replaced, released in the router's next turns (dyncast_bgp/deferred.py, not in the "
+          f"figures above): median {statistics.median(released):.1f} ms of CPU, longest turn "
+          f"{max(row['longest_release_ms'] for row in as_router):.1f} ms")
     print(f"as the router runs / gc default, round by round: {', '.join(f'{r:.2f}' for r in ratios)} "
           f"(median {statistics.median(ratios):.2f})")
     print(f"peak resident memory over the rounds (the RIB, every decision and desired state, the UPDATEs of a "

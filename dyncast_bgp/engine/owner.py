@@ -27,6 +27,7 @@ from typing import TypeVar
 
 from dyncast_bgp.config.schema import RouterConfig, ServicePolicy
 from dyncast_bgp.dataplane.desired import Affinity, Audience, DesiredState, Forwarding, InstanceTarget, ServiceTarget
+from dyncast_bgp.deferred import Deferred
 from dyncast_bgp.engine.batch import MIN_BATCH, Request, decide_many
 from dyncast_bgp.engine.candidate import Candidate, ident_of
 from dyncast_bgp.engine.decide import Outcome
@@ -98,8 +99,12 @@ class _Pending:
 
 class RouterEngine:
     def __init__(self, config: RouterConfig, *, stale_time: float = 0.0,
-                 static_paths: Callable[[IPAddress], PathMetrics] | None = None) -> None:
+                 static_paths: Callable[[IPAddress], PathMetrics] | None = None,
+                 deferred: Deferred | None = None) -> None:
+        """``deferred``: where each replaced outcome is held for a later release (:mod:`dyncast_bgp.deferred`);
+        None frees it where it is replaced."""
         self.config = config
+        self._deferred = deferred
         self._shortest_half_life = min([config.defaults.flap_dampening.half_life] + [
             policy.flap_dampening.half_life for policy in config.services.values()
             if "flap_dampening" in policy.model_fields_set])  # of every service's flap dampening (flaps.forget)
@@ -332,6 +337,8 @@ class RouterEngine:
             entry.target = None  # rebuilt on the next desired(); unchanged services pass the same object
         entry.lingering = lingering
         entry.outcome = outcome
+        if previous is not None and self._deferred is not None:
+            self._deferred.hold(previous)  # freed after the recompute, not inside it
         self._schedule_review(service, outcome, now)
         if pending.steered and any(c.hold is not None and c.hold.reason == STEER_RESET for c in candidates):
             self._review(service, now + REVIEW_INTERVAL)  # readmit the new version, below its cap

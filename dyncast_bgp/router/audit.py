@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import structlog
 
+from dyncast_bgp.deferred import Deferred
 from dyncast_bgp.engine.decide import Outcome
 from dyncast_bgp.engine.views import KeyedValues
 from dyncast_bgp.model import InstanceKey, ServiceId
@@ -276,8 +277,12 @@ class DecisionBook:
     (``dyncast ctl show decisions``).
     """
 
-    def __init__(self, writer: AuditWriter | None = None, *, min_change: float = 0.0) -> None:
+    def __init__(self, writer: AuditWriter | None = None, *, min_change: float = 0.0,
+                 deferred: Deferred | None = None) -> None:
+        """``deferred``: where each replaced entry is held for a later release (:mod:`dyncast_bgp.deferred`);
+        None frees it where it is replaced."""
         self.writer = writer
+        self._deferred = deferred
         self.min_change = min_change  # router.audit_min_change: 0 writes every change
         self.skipped = 0  # changes not written, not material (see material)
         self._entries: dict[ServiceId, Entry] = {}
@@ -287,10 +292,13 @@ class DecisionBook:
 
     def record(self, outcomes: Iterable[Outcome], now: float) -> None:
         writer, backlog, min_change = self.writer, self._backlog, self.min_change
+        hold = self._deferred.hold if self._deferred is not None else None
         for outcome in outcomes:
             service = outcome.decision.service
             previous = self._entries.get(service)
             self._entries[service] = Entry(outcome, now, (previous.changes if previous else 0) + 1)
+            if previous is not None and hold is not None:
+                hold(previous)  # the last reference to the outcome it replaces: freed after the recompute
             if writer is None:
                 continue
             if min_change > 0.0:

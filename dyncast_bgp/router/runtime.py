@@ -33,6 +33,7 @@ from dyncast_bgp.config.schema import Config
 from dyncast_bgp.ctl.protocol import Request, Response, error
 from dyncast_bgp.ctl.server import ControlServer, ControlSocketError, serve_control
 from dyncast_bgp.dataplane.desired import Dataplane, DataplaneError, DesiredState
+from dyncast_bgp.deferred import RELEASE_CHUNK, Deferred
 from dyncast_bgp.engine.explain import path_dict
 from dyncast_bgp.engine.owner import RouterEngine
 from dyncast_bgp.engine.trust import MALFORMED_LINE
@@ -129,8 +130,9 @@ class RouterRuntime:
                  commands: Callable[[str], None] | None = None) -> None:
         router = config.router
         self.config = config
+        self.deferred = Deferred()  # what a recompute replaced, released after it (dyncast_bgp/deferred.py)
         self.engine = RouterEngine(router, stale_time=router.stale_time(config.bgp.graceful_restart),
-                                   static_paths=static_paths(router.static_paths))
+                                   static_paths=static_paths(router.static_paths), deferred=self.deferred)
         self.counters = RouterCounters()
         self.stopping = asyncio.Event()
         self._lines = lines
@@ -155,7 +157,7 @@ class RouterRuntime:
         # observability (docs/operations.md): control socket, metrics endpoint, decision audit
         self.sessions: dict[IPAddress, SessionState] = {}
         self.rejected: collections.Counter[str] = collections.Counter()  # ExaBGP lines, by reason
-        self.book = DecisionBook()
+        self.book = DecisionBook(deferred=self.deferred)
         self.decision_log = DecisionLog(log, router.decision_log_lines)  # bounded per recompute (decision_log.py)
         self.control_server: ControlServer | None = None
         self.histograms: RouterHistograms | None = None
@@ -220,8 +222,8 @@ class RouterRuntime:
 
     async def _own(self) -> None:
         while not self.stopping.is_set():
-            if self.engine.pending or self.book.backlog:  # the rest of a large recompute (STEP_SLICE) or of its
-                await asyncio.sleep(0)  # audit records: the other tasks go first
+            if self.engine.pending or self.book.backlog or self.deferred:  # the rest of a large recompute
+                await asyncio.sleep(0)  # (STEP_SLICE), of its audit records or of its releases: others go first
             else:
                 due = min((t for t in (self.engine.next_due(), self.rollouts.next_due(), self.collector.next_due())
                            if t is not None), default=None)
@@ -234,8 +236,16 @@ class RouterRuntime:
             self._after_inputs()
             if not self.engine.pending:
                 self._all_decided.set()
-            if self.collector.due(self._clock(), idle=not woken and not self.engine.pending and not self.book.backlog):
+            self._release()
+            if self.collector.due(self._clock(), idle=not woken and not self.engine.pending and not self.book.backlog
+                                  and not self.deferred):
                 self._collect()
+
+    def _release(self) -> int:
+        """This turn's share of what the recomputes replaced (dyncast_bgp/deferred.py): a chunk once nothing is
+        pending, and at any time what is held beyond the limit (a router never idle stays bounded); how many."""
+        released = self.deferred.release(RELEASE_CHUNK) if not self.engine.pending else 0
+        return released + self.deferred.trim()
 
     def _collect(self) -> None:
         """The periodic full garbage collection (router/collector.py), counted and logged."""

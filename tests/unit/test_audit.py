@@ -12,6 +12,7 @@ import pytest
 from dyncast_bgp.cli import main
 from dyncast_bgp.config.loader import ConfigError, parse
 from dyncast_bgp.config.schema import ServicePolicy
+from dyncast_bgp.deferred import Deferred
 from dyncast_bgp.engine.candidate import Candidate
 from dyncast_bgp.engine.decide import decide
 from dyncast_bgp.model import ComputeMetrics, InstanceKey, InstanceState, MetricsView, PathMetrics, ServiceId
@@ -92,6 +93,19 @@ def test_the_book_keeps_the_last_decision_per_service() -> None:
     book.record([second], 11.0)
     entry = book.get(SVC)
     assert entry is not None and entry.outcome is second and entry.at == 11.0 and entry.changes == 2
+
+
+
+def test_the_book_holds_the_entry_it_replaces_for_a_deferred_release() -> None:
+    deferred = Deferred()
+    book = DecisionBook(deferred=deferred)
+    first = decide(SVC, [candidate(A, 20)], POLICY, None, 0.0)
+    book.record([first], 10.0)
+    assert not deferred  # nothing replaced
+    replaced = book.get(SVC)
+    second = decide(SVC, [candidate(A, 20), candidate(B, 20)], POLICY, first.memory, 1.0)
+    book.record([second], 11.0)
+    assert deferred._held == [replaced] and replaced is not None and replaced.outcome is first
 
 
 CONFIG = """

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from dyncast_bgp.config.schema import RouterConfig, ServicePolicy
+from dyncast_bgp.deferred import Deferred
 from dyncast_bgp.engine import batch, owner
 from dyncast_bgp.engine.batch import Request, decide_many
 from dyncast_bgp.engine.candidate import Candidate, ident_of
@@ -306,3 +307,23 @@ def test_identity_memo_remembers_per_object_within_its_limit() -> None:
     memo.clear()
     memo.get(BINDINGS[1], make)
     assert made[-1] is BINDINGS[1] and len(made) == 5
+
+
+def test_with_a_deferred_release_the_engine_holds_each_outcome_it_replaces() -> None:
+    """dyncast_bgp/deferred.py: the outcomes a step replaces are held, not freed inside it; none is lost."""
+    deferred = Deferred()
+    engine = RouterEngine(RouterConfig.model_validate({"defaults": {"min_dwell": 0}}), deferred=deferred)
+    rng = random.Random(11)
+    kept: list[dict[ServiceId, Outcome | None]] = []
+    for now in (0.0, 1.0):
+        routes = tuple(route._replace(prefix=service.prefix) for service in SERVICES
+                       for path_id, binding in enumerate(BINDINGS[:4], start=1)
+                       for route in [_route(binding, path_id, rng.uniform(5, 95))])
+        engine.on_event(RouteUpdate(PEER, routes), now)
+        engine.step(now)
+        kept.append({service: engine.outcome(service) for service in SERVICES})
+    held = deferred._held
+    assert len(held) == len(SERVICES)  # the first step replaced nothing; the second, every service's outcome
+    assert sorted(map(id, held)) == sorted(id(outcome) for outcome in kept[0].values())
+    assert all(kept[1][service] is not kept[0][service] for service in SERVICES)
+    assert deferred.clear() == len(SERVICES) and not deferred

@@ -13,10 +13,12 @@ import pytest
 
 from dyncast_bgp.config.loader import parse
 from dyncast_bgp.dataplane.desired import ApplyResult, DataplaneError, DesiredState
+from dyncast_bgp.deferred import RELEASE_CHUNK
 from dyncast_bgp.engine.decide import Outcome
 from dyncast_bgp.model import InstanceKey, ServiceId
 from dyncast_bgp.router import runtime as runtime_module
 from dyncast_bgp.router.runtime import RouterRuntime
+from dyncast_bgp.wire.exabgp_json import parse_line
 from tests.unit.exabgp_lines import end_of_rib, peer_up, update, withdraw
 
 CONFIG = """
@@ -257,3 +259,29 @@ def test_after_a_start_the_first_apply_waits_until_every_service_is_decided(monk
     asyncio.run(go())
     assert dataplane.applied, "nothing applied"
     assert sorted(str(s.service) for s in dataplane.applied[0].services) == sorted(services)
+
+
+def test_what_a_recompute_replaced_is_released_in_the_turns_after_it() -> None:
+    """dyncast_bgp/deferred.py in the runtime: the replaced outcome (the engine's) and book entry are held while
+    the router decides, then released by the loop's next turns; the decision reached the dataplane."""
+    dataplane = CheckingDataplane()
+    lines = [(0.0, update(1, "10.0.0.3", SVC, A, 1, metrics={"cpu_utilization": 20, "capacity": 1000})),
+             (0.0, update(2, "10.0.0.3", SVC, B, 2, metrics={"cpu_utilization": 20, "capacity": 1000})),
+             (0.2, update(3, "10.0.0.3", SVC, B, 2, metrics={"cpu_utilization": 90, "capacity": 1000})),
+             (0.3, "")]
+    runtime = run(lines, dataplane)
+    assert runtime.deferred.released >= 2 and not runtime.deferred
+    assert weights(dataplane.applied[-1])[A] > weights(dataplane.applied[-1])[B]
+
+
+def test_a_turn_releases_a_chunk_once_nothing_is_pending_and_the_excess_over_the_limit_always() -> None:
+    runtime = RouterRuntime(parse(CONFIG % {"hold": 0}), lines=feed([]), dataplane=None)
+    deferred = runtime.deferred
+    deferred.limit = 5
+    for _ in range(RELEASE_CHUNK + 20):
+        deferred.hold(object())
+    runtime.engine.on_event(parse_line(update(1, "10.0.0.3", SVC, A, 1, metrics={"cpu_utilization": 20})), 0.0)
+    assert runtime.engine.pending == 1
+    assert runtime._release() == RELEASE_CHUNK + 15 and len(deferred) == 5  # pending: the excess only
+    runtime.engine.step(0.0)
+    assert runtime._release() == 5 and not deferred  # nothing pending: a chunk (all that was left)
