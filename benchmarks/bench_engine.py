@@ -28,6 +28,9 @@ each with the collector paused and what they leave alive frozen afterwards (the 
 router's periodic full collection, which the frozen state costs instead, is timed once at the end. What each
 recompute replaced (outcomes, decision-book entries) the router releases in the turns of its loop after it
 (``dyncast_bgp/deferred.py``, decision 0015); those turns are timed after each router round and shown apart.
+A third kind of round, alternated with the router's in the same process, frees what each turn replaced before
+the turn ends ("in place", as the router did before decision 0015): the ratio of the two is that decision's
+figure.
 
     .venv/bin/python benchmarks/bench_engine.py [--services 10000] [--instances 16] [--rounds 5] [--json OUT]
 """
@@ -51,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from dyncast_bgp.config.loader import parse
+from dyncast_bgp.deferred import LIMIT
 from dyncast_bgp.engine import owner
 from dyncast_bgp.engine.batch import Request, decide_many
 from dyncast_bgp.engine.owner import RouterEngine
@@ -203,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         with collector.paused():
             return func()
 
-    def rounds(seeds: range, *, router: bool) -> list[dict[str, float]]:
+    def turn() -> None:  # a router round freeing in place: what each turn replaced, freed before its end
+        runtime._after_inputs()
+        runtime.deferred.trim()
+
+    def rounds(seeds: range, *, router: bool, in_place: bool = False) -> list[dict[str, float]]:
         nonlocal now
         rows = []
         for seed in seeds:
@@ -218,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             release_s = longest_release = 0.0
             if router:  # the runtime's owner turns (a slice of STEP_SLICE services and what follows it), as it
                 step_s = 0.0  # goes, each with the collector paused
+                runtime.deferred.limit = 0 if in_place else LIMIT
                 while True:
-                    slice_s, _ = cpu_timed(runtime._after_inputs)
+                    slice_s, _ = cpu_timed(turn if in_place else runtime._after_inputs)
                     step_s, longest = step_s + slice_s, max(longest, slice_s)
                     if not engine.pending:
                         break
@@ -242,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                          "after_step_ms": (step_s - step_meter.seconds) * 1e3, "longest_slice_ms": longest * 1e3,
                          "released_after_ms": release_s * 1e3, "longest_release_ms": longest_release * 1e3})
             row = rows[-1]
-            print(f"{'router ' if router else 'default'} round {seed}: step {row['step_ms']:7.1f} ms (RIB candidates "
+            kind = ("in place" if in_place else "router  ") if router else "default "
+            print(f"{kind} round {seed}: step {row['step_ms']:7.1f} ms (RIB candidates "
                   f"{row['candidates_ms']:6.1f}, decide_many {row['decide_many_ms']:6.1f}, {collections} full gc"
                   + (f", after the step {row['after_step_ms']:.1f}, longest turn {longest * 1e3:.1f}" if router
                      else "") + f") + desired {row['desired_ms']:6.1f} ms = {row['total_ms']:7.1f} ms"
@@ -252,10 +262,14 @@ def main(argv: list[str] | None = None) -> int:
 
     with_gc: list[dict[str, float]] = []
     as_router: list[dict[str, float]] = []
+    freed_in_place: list[dict[str, float]] = []
     for pair in range(args.rounds):  # alternated, so that a host whose speed drifts during the run (a shared VM)
         gc.unfreeze()  # drifts both alike; the default rounds walk everything, as without the router's freezes
-        with_gc += rounds(range(2 * pair + 1, 2 * pair + 2), router=False)
-        as_router += rounds(range(2 * pair + 2, 2 * pair + 3), router=True)
+        with_gc += rounds(range(3 * pair + 1, 3 * pair + 2), router=False)
+        first, second = (False, True) if pair % 2 else (True, False)  # deferred and in place, alternated
+        for seed, freeing in ((3 * pair + 2, first), (3 * pair + 3, second)):
+            (freed_in_place if freeing else as_router).extend(rounds(range(seed, seed + 1), router=True,
+                                                                     in_place=freeing))
     ratios = [r["total_ms"] / d["total_ms"] for d, r in zip(with_gc, as_router, strict=True)]
     full_s, full = cpu_timed(collector.full)
     print(f"the router's periodic full collection (every router.gc_full_interval, 300 s by default): "
@@ -280,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                    for _ in range(3)) * 1e3
 
     figures: dict[str, dict[str, Any]] = {}
-    for name, rows in (("gc default", with_gc), ("as the router runs", as_router)):
+    for name, rows in (("gc default", with_gc), ("as the router runs", as_router),
+                       ("as the router runs, freeing in place", freed_in_place)):
         totals = [row["total_ms"] for row in rows]
         figures[name] = {"best_ms": min(totals), "median_ms": statistics.median(totals), "rounds": rows}
         print(f"full recompute (step + desired), {name}: best {min(totals):.1f} ms, median "
@@ -290,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"what each recompute replaced, released in the router's next turns (dyncast_bgp/deferred.py, not in the "
           f"figures above): median {statistics.median(released):.1f} ms of CPU, longest turn "
           f"{max(row['longest_release_ms'] for row in as_router):.1f} ms")
+    deferral = [r["total_ms"] / f["total_ms"] for r, f in zip(as_router, freed_in_place, strict=True)]
+    print(f"as the router runs / freeing in place (decision 0015), round by round: "
+          f"{', '.join(f'{r:.2f}' for r in deferral)} (median {statistics.median(deferral):.2f})")
     print(f"as the router runs / gc default, round by round: {', '.join(f'{r:.2f}' for r in ratios)} "
           f"(median {statistics.median(ratios):.2f})")
     print(f"peak resident memory over the rounds (the RIB, every decision and desired state, the UPDATEs of a "
@@ -306,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                                          "instances": args.instances, "load_at_start": load,
                                          "steal_share": steal_share, **figures,
                                          "baseline_decide_many_ms": baseline, "goal": verdict, "rss_mib": rss,
-                                         "router_over_default": ratios,
+                                         "router_over_default": ratios, "router_over_in_place": deferral,
                                          "full_collection_ms": full_s * 1e3, "full_collection_unreachable":
                                          full.unreachable,
                                          "load_at_end": os.getloadavg()}, indent=2) + "\n", encoding="utf-8")

@@ -49,10 +49,11 @@ MEMO_LIMIT = 1 << 16  # D-BIDs whose path and forwarding are remembered (RouterE
 _NO_PATH = PathMetrics()
 STEP_BLOCK = 1024
 """Dirty services decided in one batch (``decide_many``). A step over more decides block by block, recording
-each block's outcomes before preparing the next: the candidates and outcomes being replaced are freed as the
-step goes, instead of two whole sets (every old and every new one) being alive at its end. At 10,000 services
-x 16 instances that is the difference between 530 and about 400 MiB resident (the allocator keeps the peak's
-memory); the batch's arrays are as efficient from about a thousand services on."""
+each block's outcomes before preparing the next, so the block's working state (its batch columns) goes
+as the step goes and, without a ``deferred`` release, the outcomes it replaces too (with the candidate rows
+their explanations read), instead of two whole sets being alive at its end. At 10,000 services x 16 instances
+that was the difference between 530 and about 400 MiB resident (the allocator keeps the peak's memory); the
+batch's arrays are as efficient from about a thousand services on."""
 ROWS_MIN = MIN_BATCH
 """A step's block of at least this many services reads its candidates as rows (see RouterEngine._candidates)."""
 FORGET_INTERVAL = 60.0  # seconds between sweeps of flap states that carry no information any more

@@ -233,17 +233,19 @@ class RouterRuntime:
                         await self._wake.wait()
             woken = self._wake.is_set()
             self._wake.clear()
+            self._release()  # before this turn's step: the last recompute's apply has had its turn since
             self._after_inputs()
             if not self.engine.pending:
                 self._all_decided.set()
-            self._release()
             if self.collector.due(self._clock(), idle=not woken and not self.engine.pending and not self.book.backlog
                                   and not self.deferred):
                 self._collect()
 
     def _release(self) -> int:
         """This turn's share of what the recomputes replaced (dyncast_bgp/deferred.py): a chunk once nothing is
-        pending, and at any time what is held beyond the limit (a router never idle stays bounded); how many."""
+        pending, and at any time what is held beyond the limit (a router never idle stays bounded); how many.
+        Called at the start of a turn, so what the previous turn's step replaced waits at least until the other
+        tasks (the dataplane's apply among them) have had theirs."""
         released = self.deferred.release(RELEASE_CHUNK) if not self.engine.pending else 0
         return released + self.deferred.trim()
 

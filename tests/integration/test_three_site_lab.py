@@ -339,6 +339,12 @@ def _router_pids(site: ThreeSite, node: str) -> list[int]:
     return found
 
 
+def _decisions(site: ThreeSite) -> dict[str, list[tuple[str, float, str, str]]]:
+    """Each ingress router's decision as its status file shows it: (instance, weight, state, reason)."""
+    return {router: [(row.instance, round(row.weight, 4), row.state, row.reason) for row in instance_rows(
+        read_status(Path(site.story.status_files[router])) or {}, site.names)] for router in ROUTERS}
+
+
 def _no_failures_across(site: ThreeSite, restart: Callable[[], None], *, hold: float, what: str) -> None:
     settled(site)
     shares = {router: site.kernel(router) for router in ROUTERS}
@@ -400,6 +406,9 @@ def test_route_reflector_restart_keeps_forwarding(site: ThreeSite) -> None:
     # that took longer than the 3 s after the restart (CI at 29c080d, and 7aa7c88 run again then: s3a and s3b
     # at 0 after the hold); every request still succeeded. What must hold: the same instances take new flows
     # again, soon.
-    back = wait_for(same_instances, timeout=20, what=f"the same instances take new flows again: before {before}, "
-                    f"just after the hold {during}", interval=0.25)
+    try:
+        back = wait_for(same_instances, timeout=20, what=f"the same instances take new flows again: before {before}, "
+                        f"just after the hold {during}", interval=0.25)
+    except AssertionError as failure:  # say why: each router's decision per instance (weight, state, reason)
+        raise AssertionError(f"{failure}; the routers' decisions now: {_decisions(site)}") from None
     print(f"route reflector restart: the same instances at both ingresses {back:.1f} s after the hold")

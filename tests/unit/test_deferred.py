@@ -16,7 +16,7 @@ OPS = st.lists(st.one_of(st.tuples(st.just("hold"), st.integers(0, 50)),
 
 
 class Token:
-    """A held object whose release is seen: the test keeps no reference, only the set of those alive."""
+    """A held object whose release is seen: the test keeps no reference, only the numbers of those alive."""
 
     alive: set[int] = set()
 
@@ -41,9 +41,13 @@ def test_release_frees_what_it_counts_and_trim_keeps_at_most_the_limit(ops: list
                 made += 1
             assert len(deferred) == before + count
             continue
+        oldest = {token.number for token in deferred._held[:max(0, before - limit if op == "trim" else count)]
+                  if isinstance(token, Token)}
         done = deferred.release(count) if op == "release" else deferred.trim() if op == "trim" else deferred.clear()
         wanted = {"release": max(0, min(count, before)), "trim": max(0, before - limit), "clear": before}[op]
         assert done == wanted and len(deferred) == before - done
+        if op != "clear":
+            assert not oldest & Token.alive  # the oldest go first
         released += done
         if op == "trim":
             assert len(deferred) <= limit

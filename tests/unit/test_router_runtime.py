@@ -277,11 +277,30 @@ def test_what_a_recompute_replaced_is_released_in_the_turns_after_it() -> None:
 def test_a_turn_releases_a_chunk_once_nothing_is_pending_and_the_excess_over_the_limit_always() -> None:
     runtime = RouterRuntime(parse(CONFIG % {"hold": 0}), lines=feed([]), dataplane=None)
     deferred = runtime.deferred
-    deferred.limit = 5
-    for _ in range(RELEASE_CHUNK + 20):
+    deferred.limit = 100
+    for _ in range(200):
         deferred.hold(object())
     runtime.engine.on_event(parse_line(update(1, "10.0.0.3", SVC, A, 1, metrics={"cpu_utilization": 20})), 0.0)
     assert runtime.engine.pending == 1
-    assert runtime._release() == RELEASE_CHUNK + 15 and len(deferred) == 5  # pending: the excess only
+    assert runtime._release() == 100 and len(deferred) == 100  # pending: the excess over the limit only
     runtime.engine.step(0.0)
-    assert runtime._release() == 5 and not deferred  # nothing pending: a chunk (all that was left)
+    deferred.limit = 10 * RELEASE_CHUNK
+    for _ in range(RELEASE_CHUNK):
+        deferred.hold(object())
+    assert runtime._release() == RELEASE_CHUNK and len(deferred) == 100  # nothing pending: a chunk, no more
+    assert runtime._release() == 100 and not deferred
+
+
+def test_the_loop_keeps_turning_until_everything_held_is_released() -> None:
+    """Held objects are released a chunk per turn without waiting for an input to wake the loop."""
+    async def go() -> RouterRuntime:
+        lines = [(0.0, update(1, "10.0.0.3", SVC, A, 1, metrics={"cpu_utilization": 20, "capacity": 1000})),
+                 (0.3, "")]
+        runtime = RouterRuntime(parse(CONFIG % {"hold": 0}), lines=feed(lines), dataplane=CheckingDataplane())
+        for _ in range(10 * RELEASE_CHUNK):
+            runtime.deferred.hold(object())
+        await asyncio.wait_for(runtime.run(), timeout=10)
+        return runtime
+
+    runtime = asyncio.run(go())
+    assert not runtime.deferred and runtime.deferred.released >= 10 * RELEASE_CHUNK
