@@ -152,11 +152,14 @@ class RouterEngine:
             self._track_flaps(now)
 
     def _track_flaps(self, now: float) -> None:
-        """Instances that vanished or came back (a comeback after a vanishing is a flap)."""
-        for service, binding, present in self.rib.take_transitions():
+        """Instances that vanished or came back (a comeback after a vanishing is a flap). A vanishing that a
+        peer's restart caused (``Transition.session``) is not the instance's: not tracked, so its comeback is
+        no flap (a route reflector's restart made every instance "flap" at every ingress)."""
+        for service, binding, present, session in self.rib.take_transitions():
             key = InstanceKey(service, binding)
             if not present:
-                self.flaps.vanished(key, now)
+                if not session:
+                    self.flaps.vanished(key, now)
             elif self.flaps.known(key):
                 params = self._policy(service).flap_dampening
                 if params.enabled:

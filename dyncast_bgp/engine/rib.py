@@ -12,7 +12,11 @@ enters; every refusal and discarded metric set is counted by reason and kept
 Peer down: with a stale-routes time (graceful restart, RFC 4724) the peer's
 paths are kept, marked stale, until that time passes or the peer's End-of-RIB
 after it comes back (then paths it did not re-announce go); without one they
-are removed at once. Pure apart from time, which is passed in.
+are removed at once. An instance that vanishes in a peer's restart (its stale
+path flushed at the peer's End-of-RIB or expiry, or its stale path id re-announced
+for another D-BID, as a route reflector numbering its ADD-PATH ids afresh does)
+is tagged as the session's doing in :attr:`Rib.transitions`: flap dampening does
+not count it against the instance. Pure apart from time, which is passed in.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -173,6 +178,18 @@ class RibCounters:
     """Rejections by reason (:data:`~dyncast_bgp.engine.trust.REASONS`)."""
 
 
+class Transition(NamedTuple):
+    """An instance that appeared (``present``) or vanished. ``session``: the change came from a peer's restart,
+    not from the instance's own announcements: its stale path flushed at the peer's End-of-RIB or stale-time
+    expiry, or its stale path's id re-announced for another D-BID (a restarted route reflector numbering its
+    ADD-PATH ids afresh; the instance's own path usually follows in a later UPDATE of the same refresh)."""
+
+    service: ServiceId
+    binding: IPAddress
+    present: bool
+    session: bool
+
+
 class Rib:
     """Paths indexed by service and by peer, all keyed by text (see :data:`PathKey`); the ``ipaddress``
     objects and :class:`ServiceId` come back out at the edges (``candidates``, ``services``, ``apply``'s
@@ -192,7 +209,8 @@ class Rib:
         self._peer_prefixes: dict[str, dict[str, int]] = {}  # peers with max_prefixes: D-SID -> paths
         self._track = track_instances
         self._instances: dict[tuple[str, IPAddress], int] = {}  # (D-SID, D-BID) -> paths, when tracking
-        self.transitions: list[tuple[ServiceId, IPAddress, bool]] = []  # (service, D-BID, now present)
+        self.transitions: list[Transition] = []
+        self._session = False  # transitions recorded now are a peer session's doing (see Transition)
         self._paths: dict[PathKey, Path] = {}
         self._by_service: dict[str, set[PathKey]] = {}
         self._by_peer: dict[str, set[PathKey]] = {}
@@ -245,8 +263,10 @@ class Rib:
             if path.next_hop is not next_hop:
                 self._tables.pop(prefix_text, None)
                 if self._track and path.next_hop != next_hop:
+                    self._session = path.stale_since is not None  # a restarted peer renumbering its path ids
                     self._count(prefix_text, path.service, path.next_hop, -1)
                     self._count(prefix_text, path.service, next_hop, +1)
+                    self._session = False
                 path.next_hop = next_hop
             path.received_at = now
             path.stale_since = None
@@ -321,9 +341,9 @@ class Rib:
         else:
             self._instances.pop(key, None)
         if count == (1 if delta > 0 else 0):
-            self.transitions.append((service, next_hop, delta > 0))
+            self.transitions.append(Transition(service, next_hop, delta > 0, self._session))
 
-    def take_transitions(self) -> list[tuple[ServiceId, IPAddress, bool]]:
+    def take_transitions(self) -> list[Transition]:
         """The instances that appeared (True) or vanished (False) since the last call, in order."""
         taken, self.transitions = self.transitions, []
         return taken
@@ -386,8 +406,12 @@ class Rib:
         """After a restart the peer has re-sent everything: what is still stale is gone."""
         stale = [key for key in self._by_peer.get(peer, ()) if self._paths[key].stale_since is not None]
         services = {self._paths[key].service for key in stale}
-        for key in stale:
-            self._remove(key)
+        self._session = True  # flushed by the peer's session, not withdrawn by the instance
+        try:
+            for key in stale:
+                self._remove(key)
+        finally:
+            self._session = False
         self.counters.stale_removed += len(stale)
         self._stale_until.pop(peer, None)
         return services

@@ -12,7 +12,7 @@ from dyncast_bgp.config.schema import FlapDampening, RouterConfig
 from dyncast_bgp.engine.flap import FlapState, FlapTracker, ceiling, decayed, flap, release_at, settle
 from dyncast_bgp.engine.owner import RouterEngine
 from dyncast_bgp.model import InstanceKey, ServiceId, StateFlag
-from dyncast_bgp.wire.exabgp_json import Route, RouteKey, RouteUpdate
+from dyncast_bgp.wire.exabgp_json import EndOfRib, PeerState, Route, RouteKey, RouteUpdate, SessionState
 from dyncast_bgp.wire.metrics import encode_metrics
 
 P = FlapDampening()  # penalty 1, half-life 15 s, suppress 2.5, reuse 1, max_suppress 60 s
@@ -178,3 +178,48 @@ def test_maintenance_never_counts_a_load_spike_and_a_rolling_restart_are_not_thr
         engine.step(second + 0.5)
     reason = _excluded(engine)
     assert reason is not None and reason.startswith("flap-damped")
+
+
+def _gr_engine() -> RouterEngine:
+    """An engine whose peer negotiated graceful restart (its paths kept stale 30 s after it goes down)."""
+    return RouterEngine(RouterConfig.model_validate({
+        "defaults": {"max_step": 1.0, "min_dwell": 0, "smoothing": 1.0, "fallback_grace": 0}}), stale_time=30.0)
+
+
+def _reflector_restart(engine: RouterEngine, now: float, *, renumber: bool, flush_a: bool) -> None:
+    """The peer (a route reflector) goes down and comes back. ``renumber``: it numbers its ADD-PATH ids afresh
+    (A's old id 1 now carries B, A comes in a later UPDATE on id 3); ``flush_a``: its End-of-RIB comes before A
+    (an agent whose session to it came back late), A after it."""
+    engine.on_event(PeerState(PEER, SessionState.DOWN, "restart"), now)
+    engine.step(now)
+    engine.on_event(PeerState(PEER, SessionState.UP), now + 1.0)
+    if renumber:
+        engine.on_event(RouteUpdate(PEER, (_route(B, 1),)), now + 1.1)
+        engine.step(now + 1.1)  # a step between the two UPDATEs: A has no path
+        engine.on_event(RouteUpdate(PEER, (_route(A, 3),)), now + 1.2)
+    elif not flush_a:
+        engine.on_event(RouteUpdate(PEER, (_route(A, 1), _route(B, 2))), now + 1.1)
+    else:
+        engine.on_event(RouteUpdate(PEER, (_route(B, 2),)), now + 1.1)
+    engine.on_event(EndOfRib(PEER, "ipv4 unicast"), now + 1.3)
+    engine.step(now + 1.3)
+    if flush_a:
+        engine.on_event(RouteUpdate(PEER, (_route(A, 1),)), now + 2.0)
+    engine.step(now + 2.0)
+
+
+@pytest.mark.parametrize(("renumber", "flush_a"), [(True, False), (False, True)])
+def test_a_route_reflector_restarting_is_no_flap_of_its_instances(renumber: bool, flush_a: bool) -> None:
+    """A vanishing in a peer's restart (stale id re-announced for another instance, or flushed at its End-of-RIB)
+    is the session's doing: five restarts in ten seconds never hold A out (CI at 25ec77a: s1a flap-damped at both
+    ingresses after the three-site lab's reflector restarts). A's own withdrawals still count (the test above)."""
+    engine = _gr_engine()
+    engine.on_event(RouteUpdate(PEER, (_route(A, 1), _route(B, 2))), 0.0)
+    engine.step(0.0)
+    for restart in range(5):
+        _reflector_restart(engine, 2.0 * restart + 1.0, renumber=renumber, flush_a=flush_a)
+        outcome = engine.outcome(SVC)
+        assert outcome is not None
+        assert _excluded(engine) is None, (restart, dict(outcome.decision.excluded))
+        assert {str(k.binding) for k, w in outcome.decision.weights.items() if w > 0} == {str(A), str(B)}
+    assert engine.flaps.penalty(KEY, P, 11.0) == 0.0
