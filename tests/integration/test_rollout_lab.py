@@ -122,8 +122,12 @@ class Lab:
             "--duration", f"{duration:g}", "--client", "client", "--out", str(out), "--log-level", "warning"])
 
     def diagnose(self) -> str:
+        """Dead processes, the lab's logs, and why the router weighs each instance as it does (``ctl explain``:
+        a failure of the timing checks here says whether an instance was damped, over a budget or capped)."""
         dead = "; ".join(p.describe() for p in self.run.dead()) or "none"
-        return f"dead processes: {dead}; lab logs: {self.run.workdir}"
+        explained = self.ctl("--socket", str(ROUTER_SOCK), "explain", SERVICE)
+        return (f"dead processes: {dead}; lab logs: {self.run.workdir}\nrouter's explain (exit "
+                f"{explained.returncode}):\n{(explained.stdout + explained.stderr).strip()[-3000:]}")
 
 
 def first_event(tail: EventTail, load: Process, seen: list[RequestEvent]) -> float:
