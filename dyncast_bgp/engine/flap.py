@@ -1,8 +1,10 @@
 """Router-side flap dampening per instance, in the style of RFC 2439. Pure: time is passed in.
 
 A *flap* is an instance coming back: its route announced again after the
-instance had vanished from the RIB (withdrawn, or its peer lost), or its
-overloaded flag cleared after being set. Maintenance is not instability: the
+instance had vanished from the RIB (withdrawn, or its peer lost without its
+paths kept stale), or its overloaded flag cleared after being set. A vanishing
+in a peer's restart whose paths were kept stale is not tracked (the RIB's
+``Transition.session``). Maintenance is not instability: the
 draining flag (an operator's drain, undrain, or a restart while drained) never
 counts, and neither does a comeback after vanishing while draining. Each flap adds
 ``penalty``; the penalty decays exponentially with ``half_life``. When it

@@ -179,10 +179,11 @@ class RibCounters:
 
 
 class Transition(NamedTuple):
-    """An instance that appeared (``present``) or vanished. ``session``: the change came from a peer's restart,
-    not from the instance's own announcements: its stale path flushed at the peer's End-of-RIB or stale-time
-    expiry, or its stale path's id re-announced for another D-BID (a restarted route reflector numbering its
-    ADD-PATH ids afresh; the instance's own path usually follows in a later UPDATE of the same refresh)."""
+    """An instance that appeared (``present``) or vanished. ``session`` (vanishings only): a peer's restart made
+    it vanish, not the instance's own announcements: its stale path flushed at the peer's End-of-RIB or at the
+    stale time's expiry, or its stale path's id re-announced for another D-BID (a restarted route reflector
+    numbering its ADD-PATH ids afresh; the instance's own path usually follows in a later UPDATE of the same
+    refresh). As in BGP's graceful restart itself, a restart whose routes were retained is not route churn."""
 
     service: ServiceId
     binding: IPAddress
@@ -264,9 +265,11 @@ class Rib:
                 self._tables.pop(prefix_text, None)
                 if self._track and path.next_hop != next_hop:
                     self._session = path.stale_since is not None  # a restarted peer renumbering its path ids
-                    self._count(prefix_text, path.service, path.next_hop, -1)
+                    try:
+                        self._count(prefix_text, path.service, path.next_hop, -1)
+                    finally:
+                        self._session = False
                     self._count(prefix_text, path.service, next_hop, +1)
-                    self._session = False
                 path.next_hop = next_hop
             path.received_at = now
             path.stale_since = None

@@ -186,17 +186,19 @@ def _gr_engine() -> RouterEngine:
         "defaults": {"max_step": 1.0, "min_dwell": 0, "smoothing": 1.0, "fallback_grace": 0}}), stale_time=30.0)
 
 
-def _reflector_restart(engine: RouterEngine, now: float, *, renumber: bool, flush_a: bool) -> None:
-    """The peer (a route reflector) goes down and comes back. ``renumber``: it numbers its ADD-PATH ids afresh
-    (A's old id 1 now carries B, A comes in a later UPDATE on id 3); ``flush_a``: its End-of-RIB comes before A
+def _reflector_restart(engine: RouterEngine, now: float, *, renumber: int, flush_a: bool) -> None:
+    """The peer (a route reflector) goes down and comes back. ``renumber`` (the restart's number, from 1): it
+    numbers its ADD-PATH ids afresh, A's id now carrying B (ids alternate 1/2 and 2/1 from one restart to the
+    next) and A coming in a later UPDATE on a new id; 0: same ids. ``flush_a``: its End-of-RIB comes before A
     (an agent whose session to it came back late), A after it."""
     engine.on_event(PeerState(PEER, SessionState.DOWN, "restart"), now)
     engine.step(now)
     engine.on_event(PeerState(PEER, SessionState.UP), now + 1.0)
     if renumber:
-        engine.on_event(RouteUpdate(PEER, (_route(B, 1),)), now + 1.1)
+        a_was, b_now = (1, 1) if renumber % 2 else (2, 2)  # before this restart A had id 1 (odd) or 2 (even)
+        engine.on_event(RouteUpdate(PEER, (_route(B, b_now),)), now + 1.1)  # A's old id now carries B
         engine.step(now + 1.1)  # a step between the two UPDATEs: A has no path
-        engine.on_event(RouteUpdate(PEER, (_route(A, 3),)), now + 1.2)
+        engine.on_event(RouteUpdate(PEER, (_route(A, 3 - a_was),)), now + 1.2)  # A on B's old id
     elif not flush_a:
         engine.on_event(RouteUpdate(PEER, (_route(A, 1), _route(B, 2))), now + 1.1)
     else:
@@ -217,7 +219,7 @@ def test_a_route_reflector_restarting_is_no_flap_of_its_instances(renumber: bool
     engine.on_event(RouteUpdate(PEER, (_route(A, 1), _route(B, 2))), 0.0)
     engine.step(0.0)
     for restart in range(5):
-        _reflector_restart(engine, 2.0 * restart + 1.0, renumber=renumber, flush_a=flush_a)
+        _reflector_restart(engine, 2.0 * restart + 1.0, renumber=restart + 1 if renumber else 0, flush_a=flush_a)
         outcome = engine.outcome(SVC)
         assert outcome is not None
         assert _excluded(engine) is None, (restart, dict(outcome.decision.excluded))

@@ -148,3 +148,31 @@ def test_two_copies_received_at_the_same_instant_pick_the_lower_peer_whatever_th
         rib.apply(RouteUpdate(second, (route(A, 1, 10.0 if second == PEER else 90.0),)), 5.0)
         picks.add(tuple(cpus(rib, 5.0).items()))
     assert picks == {(("198.51.100.11", 10.0),)}  # 10.0.0.3 < 10.0.0.9: its copy, in both orders
+
+
+def test_a_vanishing_in_a_peer_s_restart_is_tagged_as_the_session_s() -> None:
+    """``Transition.session``: set for a stale path flushed (End-of-RIB, expiry) or a stale path's id re-used for
+    another D-BID; not for a withdrawal, a live path's id re-used, an appearance, or a peer down without a stale
+    time."""
+    rib = Rib(stale_time=30, track_instances=True)
+    rib.apply(RouteUpdate(PEER, (route(A, 1, 20), route(B, 2, 30))), 0.0)
+    rib.apply(RouteUpdate(PEER, (route(B, 1, 20),)), 1.0)  # a live id re-used: A really went
+    rib.apply(RouteUpdate(PEER, (route(A, 3, 20),)), 1.5)
+    rib.apply(RouteUpdate(PEER, withdrawn=(RouteKey(SVC.prefix, 3),)), 2.0)
+    assert [(str(t.binding), t.present, t.session) for t in rib.take_transitions()] == [
+        ("198.51.100.11", True, False), ("198.51.100.12", True, False), ("198.51.100.11", False, False),
+        ("198.51.100.11", True, False), ("198.51.100.11", False, False)]
+    rib.apply(RouteUpdate(PEER, (route(A, 3, 20),)), 3.0)  # A on 3, B on 1 and 2
+    rib.apply(PeerState(PEER, SessionState.DOWN, None), 4.0)
+    rib.apply(RouteUpdate(PEER, (route(B, 3, 20),)), 5.0)  # after the restart: A's stale id 3 now carries B
+    rib.apply(EndOfRib(PEER, "ipv4 unicast"), 6.0)  # B's stale ids 1 and 2 flushed: B still has id 3
+    rib.apply(RouteUpdate(PEER, (route(A, 4, 20),)), 7.0)
+    rib.apply(PeerState(PEER, SessionState.DOWN, None), 8.0)
+    assert rib.expire(38.0) == {SVC}  # nothing came back: both flushed at the expiry
+    assert sorted((str(t.binding), t.present, t.session) for t in rib.take_transitions()) == [
+        ("198.51.100.11", False, True), ("198.51.100.11", False, True), ("198.51.100.11", True, False),
+        ("198.51.100.11", True, False), ("198.51.100.12", False, True)]
+    plain = Rib(stale_time=0, track_instances=True)
+    plain.apply(RouteUpdate(PEER, (route(A, 1, 20),)), 0.0)
+    plain.apply(PeerState(PEER, SessionState.DOWN, None), 1.0)
+    assert [t.session for t in plain.take_transitions()] == [False, False]  # no graceful restart: counted
