@@ -228,7 +228,7 @@ class Rib:
         if isinstance(event, PeerState) and event.state is SessionState.DOWN:
             return self._peer_down(text_of(event.peer), now)
         if isinstance(event, EndOfRib):
-            return self._end_of_rib(text_of(event.peer))
+            return self._end_of_rib(text_of(event.peer), 6 if event.family.startswith("ipv6") else 4)
         return set()
 
     def _update(self, update: RouteUpdate, now: float) -> set[ServiceId]:
@@ -405,10 +405,14 @@ class Rib:
         self._stale_until[peer] = now + self.stale_time
         return {self._paths[key].service for key in keys}
 
-    def _end_of_rib(self, peer: str) -> set[ServiceId]:
-        """After a restart the peer has re-sent everything: what is still stale is gone."""
-        stale = [key for key in self._by_peer.get(peer, ()) if self._paths[key].stale_since is not None]
-        services = {self._paths[key].service for key in stale}
+    def _end_of_rib(self, peer: str, version: int | None = None) -> set[ServiceId]:
+        """After a restart the peer has re-sent everything of one family (IP ``version``; None: every family, at
+        the stale time's expiry): what of it is still stale is gone. Another family's stale paths wait for its
+        own End-of-RIB (a dual-stack peer's IPv4 marker before its IPv6 routes must not flush them)."""
+        paths = self._paths
+        stale = [key for key in self._by_peer.get(peer, ()) if paths[key].stale_since is not None
+                 and (version is None or paths[key].service.prefix.version == version)]
+        services = {paths[key].service for key in stale}
         self._session = True  # flushed by the peer's session, not withdrawn by the instance
         try:
             for key in stale:
@@ -416,7 +420,8 @@ class Rib:
         finally:
             self._session = False
         self.counters.stale_removed += len(stale)
-        self._stale_until.pop(peer, None)
+        if version is None or not any(paths[key].stale_since is not None for key in self._by_peer.get(peer, ())):
+            self._stale_until.pop(peer, None)  # else the other family's stale paths still expire in time
         return services
 
     def expire(self, now: float) -> set[ServiceId]:

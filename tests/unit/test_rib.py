@@ -176,3 +176,23 @@ def test_a_vanishing_in_a_peer_s_restart_is_tagged_as_the_session_s() -> None:
     plain.apply(RouteUpdate(PEER, (route(A, 1, 20),)), 0.0)
     plain.apply(PeerState(PEER, SessionState.DOWN, None), 1.0)
     assert [t.session for t in plain.take_transitions()] == [False, False]  # no graceful restart: counted
+
+
+def test_an_end_of_rib_flushes_only_its_own_family_of_stale_paths() -> None:
+    """A dual-stack peer back from a restart sends its IPv4 routes and marker first: its stale IPv6 paths wait
+    for the IPv6 marker (or the stale time), they are not flushed by the IPv4 one."""
+    six = ServiceId.parse("2001:db8::10/128")
+    v6_hop = ipaddress.ip_address("2001:db8:1::11")
+    v6_route = route(v6_hop, 5, 40)._replace(prefix=six.prefix)
+    rib = Rib(stale_time=120)
+    rib.apply(RouteUpdate(PEER, (route(A, 1, 20), route(B, 2, 30), v6_route)), 0.0)
+    rib.apply(PeerState(PEER, SessionState.DOWN, None), 10.0)
+    rib.apply(PeerState(PEER, SessionState.UP, None), 20.0)
+    rib.apply(RouteUpdate(PEER, (route(A, 1, 22),)), 21.0)
+    assert rib.apply(EndOfRib(PEER, "ipv4 unicast"), 22.0) == {SVC}  # B (IPv4, not re-sent) goes
+    assert cpus(rib) == {"198.51.100.11": 22.0}
+    assert [str(c.key.binding) for c in rib.candidates(six, 22.0, path_of=no_path)] == [str(v6_hop)]  # kept
+    assert rib.next_expiry() == 130.0  # the IPv6 stale path still expires in time
+    assert rib.apply(EndOfRib(PEER, "ipv6 unicast"), 23.0) == {six}  # not re-sent: gone with its own marker
+    assert rib.candidates(six, 23.0, path_of=no_path) == [] and rib.next_expiry() is None
+    rib.check_invariants()
