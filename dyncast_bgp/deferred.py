@@ -39,7 +39,7 @@ class Deferred:
             raise ValueError(f"deferred release limit must be at least 0 objects, not {limit}")
         self.limit = limit
         self._held: list[object] = []
-        self.released = 0  # in total, for the router's counters
+        self.released = 0  # in total (read by the tests)
 
     def hold(self, item: object) -> None:
         """Keep ``item`` until a release."""

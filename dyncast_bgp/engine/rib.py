@@ -211,7 +211,6 @@ class Rib:
         self._track = track_instances
         self._instances: dict[tuple[str, IPAddress], int] = {}  # (D-SID, D-BID) -> paths, when tracking
         self.transitions: list[Transition] = []
-        self._session = False  # transitions recorded now are a peer session's doing (see Transition)
         self._paths: dict[PathKey, Path] = {}
         self._by_service: dict[str, set[PathKey]] = {}
         self._by_peer: dict[str, set[PathKey]] = {}
@@ -264,11 +263,8 @@ class Rib:
             if path.next_hop is not next_hop:
                 self._tables.pop(prefix_text, None)
                 if self._track and path.next_hop != next_hop:
-                    self._session = path.stale_since is not None  # a restarted peer renumbering its path ids
-                    try:
-                        self._count(prefix_text, path.service, path.next_hop, -1)
-                    finally:
-                        self._session = False
+                    self._count(prefix_text, path.service, path.next_hop, -1,
+                                session=path.stale_since is not None)  # a restarted peer renumbering its ids
                     self._count(prefix_text, path.service, next_hop, +1)
                 path.next_hop = next_hop
             path.received_at = now
@@ -335,8 +331,10 @@ class Rib:
             admitted.append(route)
         return admitted
 
-    def _count(self, prefix: str, service: ServiceId, next_hop: IPAddress, delta: int) -> None:
-        """Paths per instance; an instance going from none to some (or back) is a transition."""
+    def _count(self, prefix: str, service: ServiceId, next_hop: IPAddress, delta: int, *,
+               session: bool = False) -> None:
+        """Paths per instance; an instance going from none to some (or back) is a transition (``session``: see
+        :class:`Transition`)."""
         key = (prefix, next_hop)
         count = self._instances.get(key, 0) + delta
         if count > 0:
@@ -344,7 +342,7 @@ class Rib:
         else:
             self._instances.pop(key, None)
         if count == (1 if delta > 0 else 0):
-            self.transitions.append(Transition(service, next_hop, delta > 0, self._session))
+            self.transitions.append(Transition(service, next_hop, delta > 0, session))
 
     def take_transitions(self) -> list[Transition]:
         """The instances that appeared (True) or vanished (False) since the last call, in order."""
@@ -363,8 +361,9 @@ class Rib:
         taken, self._pending = self._pending, []
         return taken
 
-    def _remove(self, key: PathKey) -> ServiceId | None:
-        """Remove one path; return its service (None if there was no such path)."""
+    def _remove(self, key: PathKey, *, session: bool = False) -> ServiceId | None:
+        """Remove one path; return its service (None if there was no such path). ``session``: its peer's restart
+        removes it (see :class:`Transition`)."""
         path = self._paths.pop(key, None)
         if path is None:
             return None
@@ -386,7 +385,7 @@ class Rib:
                 if not held[prefix]:
                     del held[prefix]
         if self._track:
-            self._count(prefix, path.service, path.next_hop, -1)
+            self._count(prefix, path.service, path.next_hop, -1, session=session)
         return path.service
 
     def _peer_down(self, peer: str, now: float) -> set[ServiceId]:
@@ -410,18 +409,14 @@ class Rib:
         the stale time's expiry): what of it is still stale is gone. Another family's stale paths wait for its
         own End-of-RIB (a dual-stack peer's IPv4 marker before its IPv6 routes must not flush them)."""
         paths = self._paths
-        stale = [key for key in self._by_peer.get(peer, ()) if paths[key].stale_since is not None
-                 and (version is None or paths[key].service.prefix.version == version)]
-        services = {paths[key].service for key in stale}
-        self._session = True  # flushed by the peer's session, not withdrawn by the instance
-        try:
-            for key in stale:
-                self._remove(key)
-        finally:
-            self._session = False
-        self.counters.stale_removed += len(stale)
-        if version is None or not any(paths[key].stale_since is not None for key in self._by_peer.get(peer, ())):
-            self._stale_until.pop(peer, None)  # else the other family's stale paths still expire in time
+        stale = [key for key in self._by_peer.get(peer, ()) if paths[key].stale_since is not None]
+        flushed = stale if version is None else [key for key in stale if paths[key].service.prefix.version == version]
+        services = {paths[key].service for key in flushed}
+        for key in flushed:
+            self._remove(key, session=True)  # flushed by the peer's session, not withdrawn by the instance
+        self.counters.stale_removed += len(flushed)
+        if len(flushed) == len(stale):  # else the other family's stale paths still expire in time
+            self._stale_until.pop(peer, None)
         return services
 
     def expire(self, now: float) -> set[ServiceId]:
