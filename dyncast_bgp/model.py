@@ -12,7 +12,7 @@ import functools
 import ipaddress
 import math
 import operator
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final, TypeVar, overload
 
@@ -369,15 +369,13 @@ class Decision:
             raise ValueError(f"weights of {self.service} sum to {total}, not 1")
 
     @classmethod
-    def checked(cls, service: ServiceId, weights: Mapping[InstanceKey, float], values: Sequence[float],
+    def checked(cls, service: ServiceId, weights: Mapping[InstanceKey, float], sound: bool,
                 reasons: Mapping[InstanceKey, str], excluded: Mapping[InstanceKey, str]) -> Decision:
-        """A decision whose keys the caller knows are all of ``service`` (the batch decision reads them so),
-        with ``values`` the weights in ``weights``' order: the weight checks of ``__post_init__`` run on that
-        plain list (a mapping's ``values()`` can cost more than the checks), then the decision is built
-        without running them again. Anything wrong goes through the normal constructor and its errors."""
-        total = sum(values)
-        if not (math.isfinite(total) and (not values or (min(values) >= 0.0 and math.isclose(total, 1.0,
-                                                                                          abs_tol=1e-9)))):
+        """A decision whose keys the caller knows are all of ``service`` (the batch decision reads them so) and
+        whose weights it has checked as ``__post_init__`` checks them: ``sound`` (the batch decision checks
+        every service of a block at once, ``engine.vector.sound_weights``). Built without running the checks
+        again; a decision not ``sound`` goes through the normal constructor and its errors."""
+        if not sound:
             return cls(service, weights, reasons, excluded)
         decision = object.__new__(cls)
         set_service, set_weights, set_reasons, set_excluded = _DECISION_SLOTS

@@ -240,6 +240,7 @@ def _outcomes(requests: list[Request], c: _Columns, now: float, p: Params) -> li
     whole: list[bool] = np.asarray(c.chosen.all(axis=1)).tolist()
     kinds, starting = stepped.kind.tolist(), stepped.starting.tolist()
     gaps, fractions, slew = stepped.gap.tolist(), stepped.fraction.tolist(), stepped.slew_limited.tolist()
+    sound: list[bool] = vector.sound_weights(stepped.weights, c.chosen).tolist()  # each row's weights checked
     empty: frozenset[Ident] = frozenset()
     results: list[Outcome | None] = []
     for row, (request, memory, decidable) in enumerate(zip(requests, c.memories, c.decidable, strict=True)):
@@ -277,8 +278,7 @@ def _outcomes(requests: list[Request], c: _Columns, now: float, p: Params) -> li
                                            now=now, p=p)
         later = _Later(request, now)
         results.append(Outcome(
-            Decision.checked(request.service, decision_weights, row_weights if whole[row] else in_weights,
-                             reasons=later, excluded=excluded),
+            Decision.checked(request.service, decision_weights, sound[row], reasons=later, excluded=excluded),
             ServiceMemory(memory_weights, now if moved else memory.moved_at, memory.incumbent, limited, None),
             later, None, status, converging=not settled))
     return results

@@ -201,20 +201,31 @@ def test_fleet_sums_are_fsum(rows: Sequence[list[float]]) -> None:
     assert vector._exact_sums(values).tolist() == [math.fsum(row) for row in rows]
 
 
-@given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(0, 1)), max_size=6),
-       st.booleans())
-def test_checked_decision_is_the_constructors_or_raises_its_error(raw: list[float], normalise: bool) -> None:
+_ANY_FLOAT = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(0, 1), st.floats(-1e-12, 1e-12))
+
+
+@given(st.lists(_ANY_FLOAT, max_size=6), st.booleans(), st.lists(_ANY_FLOAT, max_size=3), st.randoms())
+def test_checked_decision_is_the_constructors_or_raises_its_error(raw: list[float], normalise: bool,
+                                                                  outside: list[float], rng: Any) -> None:
+    """``vector.sound_weights`` says of a row what ``Decision``'s own checks say of the weights in its mask (the
+    values outside it, anything), and ``Decision.checked`` with it builds what the constructor builds."""
     service = ServiceId.parse("203.0.113.10/32")
     keys = [InstanceKey(service, ipaddress.ip_address(f"198.51.100.{i + 1}")) for i in range(len(raw))]
     total = sum(raw)
     values = [v / total for v in raw] if normalise and math.isfinite(total) and total > 0 else raw
     weights = dict(zip(keys, values, strict=True))
+    row = [(value, True) for value in values] + [(value, False) for value in outside]
+    rng.shuffle(row)
+    sound = vector.sound_weights(np.array([[value for value, _ in row]], np.float64).reshape(1, len(row)),
+                                 np.array([[inside for _, inside in row]], np.bool_).reshape(1, len(row)))
+    assert sound.shape == (1,)
     try:
         expected: Decision | str = Decision(service, weights, {}, {})
     except ValueError as exc:
         expected = str(exc)
+    assert bool(sound[0]) == isinstance(expected, Decision)
     try:
-        got: Decision | str = Decision.checked(service, weights, values, {}, {})
+        got: Decision | str = Decision.checked(service, weights, bool(sound[0]), {}, {})
     except ValueError as exc:
         got = str(exc)
     assert got == expected
