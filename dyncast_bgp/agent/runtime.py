@@ -24,7 +24,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,6 +36,7 @@ from dyncast_bgp.agent import api as registration_api
 from dyncast_bgp.agent import control
 from dyncast_bgp.agent.apiserver import ApiListenError, ApiServer, serve_api
 from dyncast_bgp.agent.echo import EchoError, EchoServer, serve_echo
+from dyncast_bgp.agent.eor import EndOfRibBook
 from dyncast_bgp.agent.health import Checker, build_checker
 from dyncast_bgp.agent.openapi import document as openapi_document
 from dyncast_bgp.agent.risefall import next_interval
@@ -56,7 +57,7 @@ from dyncast_bgp.obs.metrics import (
 from dyncast_bgp.ops import agentdrain
 from dyncast_bgp.ops.drain import DrainBook
 from dyncast_bgp.ops.drain import Transition as DrainTransition
-from dyncast_bgp.wire.exabgp_text import Command, Reply, parse_reply, render_all
+from dyncast_bgp.wire.exabgp_text import ApiLine, NeighborChange, Reply, parse_neighbor_change, parse_reply, render_all
 
 log = structlog.get_logger(__name__)
 
@@ -96,7 +97,14 @@ class ApiEvent:
     reply: asyncio.Future[registration_api.ApiResponse]
 
 
-Event = MetricResult | HealthResult | ControlEvent | ApiEvent
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """A BGP session came up, connected or went down (ExaBGP's ``neighbor-changes``): End-of-RIB's business."""
+
+    change: NeighborChange
+
+
+Event = MetricResult | HealthResult | ControlEvent | ApiEvent | SessionEvent
 
 
 @dataclass(slots=True)
@@ -107,6 +115,7 @@ class Counters:
     source_failures: int = 0
     health_flips: int = 0
     admin_changes: int = 0
+    end_of_rib_sent: int = 0  # neighbours sent End-of-RIB by the agent (agent/eor.py)
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -136,6 +145,9 @@ class AgentRuntime:
         self._instance_tasks: dict[InstanceId, list[asyncio.Task[None]]] = {}
         self.api_server: ApiServer | None = None
         self._api_answers: list[tuple[ApiEvent, registration_api.Applied]] = []
+        wait = config.agent.end_of_rib_wait  # 0: ExaBGP sends End-of-RIB itself (no manual-eor rendered)
+        self.end_of_rib = EndOfRibBook(wait, {neighbor.address: neighbor.families
+                                              for neighbor in config.bgp.neighbors}) if wait > 0 else None
         api = config.agent.api
         self.registrations = registration_api.Registrations(
             config, self.state, save=registration_api.state_file_saver(api.state_file) if api.state_file else None)
@@ -277,9 +289,11 @@ class AgentRuntime:
                 self.registrations.tick(self, self._clock())
                 self._log_drains(agentdrain.tick(self.state, self.drains, self._clock()), by="timer")
                 await self._send(self.state.plan(self._clock()), why="plan")
+                await self._send_end_of_rib()  # after what the plan announced: ExaBGP keeps the order
                 self._answer_control()
                 self._answer_api()
-                due = min((t for t in (self.state.next_due(), self.registrations.next_due(), self.drains.next_due())
+                due = min((t for t in (self.state.next_due(), self.registrations.next_due(), self.drains.next_due(),
+                                       self.end_of_rib.next_due() if self.end_of_rib is not None else None)
                            if t is not None), default=None)
                 timeout = None if due is None else max(0.0, due - self._clock())
                 done, _ = await asyncio.wait({get, stop_wait}, timeout=timeout,
@@ -332,6 +346,9 @@ class AgentRuntime:
 
     def _apply(self, event: Event) -> None:
         now = self._clock()
+        if isinstance(event, SessionEvent):
+            self._apply_session(event.change, now)
+            return
         if isinstance(event, ControlEvent):
             self._apply_control(event)
             return
@@ -356,6 +373,31 @@ class AgentRuntime:
         if not event.reply.done() and machine is not None and health is not None:
             event.reply.set_result(next_interval(machine, health.interval, health.fast_interval))
 
+    def _apply_session(self, change: NeighborChange, now: float) -> None:
+        log.info(f"bgp_session_{change.state}", neighbor=str(change.neighbor))
+        book = self.end_of_rib
+        if book is None:
+            return
+        if not book.knows(change.neighbor):
+            log.warning("bgp_session_of_unknown_neighbor", neighbor=str(change.neighbor), state=change.state,
+                        configured=False)
+        elif change.state == "up":
+            book.up(change.neighbor, now)
+        elif change.state == "down":
+            book.down(change.neighbor)
+
+    async def _send_end_of_rib(self) -> None:
+        book = self.end_of_rib
+        if book is None or not book.owed:
+            return
+        now = self._clock()
+        for sent in book.due(now, settled=self.state.settled(now)):
+            await self._send(list(sent.markers), why="end-of-rib")
+            self.counters.end_of_rib_sent += 1
+            (log.info if sent.settled else log.warning)(
+                "end_of_rib_sent", neighbor=str(sent.neighbor), families=[m.family for m in sent.markers],
+                waited=round(sent.waited, 3), settled=sent.settled)
+
     def _apply_control(self, event: ControlEvent) -> None:
         applied = control.apply(self.state, event.request, self.drains, self._clock())
         self._log_drains(applied.drains, by="ctl")
@@ -372,7 +414,7 @@ class AgentRuntime:
             log.info(step.event, service=step.key.service, instance=step.key.instance, by=by, why=step.why,
                      available=step.available, **{"from": str(step.before), "to": str(step.after)})
 
-    async def _send(self, commands: list[Command], *, why: str) -> None:
+    async def _send(self, commands: Sequence[ApiLine], *, why: str) -> None:
         if not commands:
             return
         text = render_all(commands)
@@ -434,6 +476,8 @@ class AgentRuntime:
                 elif kind is Reply.SHUTDOWN:
                     log.info("exabgp_shutdown")
                     break
+                elif (change := parse_neighbor_change(line)) is not None:
+                    await self._queue.put(SessionEvent(change))
                 elif line.strip():
                     log.debug("exabgp_said", line=line.strip()[:200])
         finally:

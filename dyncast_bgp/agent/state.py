@@ -322,6 +322,23 @@ class AgentState:
         self._dirty.clear()
         return commands
 
+    def settled(self, now: float) -> bool:
+        """Whether what peers should hold is sent: no instance still waiting for its first health result and
+        metrics (an instance the operator withdrew does not wait), and every route with something to announce
+        announced at least once (none held back since). What the agent's End-of-RIB waits for
+        (:mod:`~dyncast_bgp.agent.eor`); a later metric update held by damping does not count: its route is
+        there."""
+        if any(not status.ready and status.admin is not Admin.WITHDRAWN for status in self._status.values()):
+            return False
+        for entry in self._services.values():
+            for key, desired in self._desired(entry, now).items():
+                if desired is None:
+                    continue
+                record = self._records.get(key)
+                if record is None or record.published is None:
+                    return False
+        return True
+
     def withdraw_all(self) -> list[Command]:
         commands: list[Command] = []
         for key, record in sorted(self._records.items()):

@@ -384,6 +384,12 @@ class AgentConfig(Strict):
     echo: EchoResponder | None = None
     withdraw_on_exit: bool = True
     respawn: bool = Field(default=True, description="ExaBGP restarts the agent when it exits (rendered config)")
+    end_of_rib_wait: float = Field(
+        default=30.0, ge=0.0, le=3600.0, allow_inf_nan=False,
+        description="seconds after a BGP session comes up within which the agent sends End-of-RIB (RFC 4724) "
+        "itself, as soon as every instance is announced or known not to be (agent/eor.py); the rendered "
+        "ExaBGP config says manual-eor. 0: ExaBGP sends it when the session is up, before the agent of a "
+        "restarted node has announced anything, and peers keeping its routes stale flush them")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics_listen: str | None = Field(default=None, description="host:port of the Prometheus endpoint")
     control_socket: str | None = Field(

@@ -4,7 +4,9 @@ What it writes, per neighbor: router-id, local and peer AS, addresses, hold
 time, optional TCP-MD5 password, optional ``rate-limit`` (messages per second
 read from the neighbour), explicit families (without them ExaBGP offers every
 family it knows), ADD-PATH (send for the agent, receive for the router) and
-graceful restart when configured, and the API binding to the dyncast process.
+graceful restart when configured, and the API binding to the dyncast process. For the agent,
+``manual-eor`` and ``neighbor-changes`` unless ``agent.end_of_rib_wait`` is 0: the agent sends End-of-RIB
+itself once it has announced (:mod:`~dyncast_bgp.agent.eor`).
 ExaBGP (4.2 and 5.0) has no maximum-prefix limit and no TCP-AO (RFC 5925):
 the router enforces prefix limits itself (``router.trust``, docs/hardening.md).
 The agent's process uses the text encoder (it only writes); the router's uses
@@ -67,6 +69,9 @@ def _neighbor(config: Config, neighbor: Neighbor, role: Role, process: str) -> l
         body.append("passive true;")
     if neighbor.rate_limit is not None:
         body.append(f"rate-limit {neighbor.rate_limit};")
+    eor_by_agent = role == "agent" and config.agent.end_of_rib_wait > 0
+    if eor_by_agent:
+        body.append("manual-eor true;")  # the agent sends it once it has announced (agent/eor.py)
     body.append("family {")
     body.extend(f"    {family};" for family in neighbor.families)
     body.append("}")
@@ -83,8 +88,9 @@ def _neighbor(config: Config, neighbor: Neighbor, role: Role, process: str) -> l
         body.append("}")
     body.append("api {")
     body.append(f"    processes [ {process} ];")
-    if role == "router":
+    if role == "router" or eor_by_agent:
         body.append("    neighbor-changes;")
+    if role == "router":
         body.append("    receive {")
         body.append("        parsed;")
         body.append("        update;")

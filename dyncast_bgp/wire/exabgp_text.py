@@ -3,14 +3,19 @@
 ExaBGP reads one command per line from the process's stdout. With acks on
 (the default, ``exabgp.api.ack``), it answers each command on the process's
 stdin with ``done`` or ``error``; a process must keep reading stdin or ExaBGP
-stalls writing to it (DESIGN.md section 5). Pure: rendering and parsing only.
+stalls writing to it (DESIGN.md section 5). With ``neighbor-changes`` in the
+neighbour's ``api`` block, its text encoder also writes ``neighbor ADDRESS up``,
+``... connected`` and ``... down - REASON`` (4.2 and 5.0 alike). Pure: rendering
+and parsing only.
 """
 
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 from dyncast_bgp.model import IPAddress, ServiceId
 from dyncast_bgp.wire.community import Community, to_hex
@@ -43,10 +48,34 @@ class Withdraw:
         return f"{text} path-information {self.path_id}" if self.path_id else text
 
 
+FAMILIES = ("ipv4 unicast", "ipv6 unicast")
+"""The address families the agent announces (``bgp.neighbors[].families``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfRib:
+    """The End-of-RIB marker (RFC 4724) of one family, to one neighbour: ExaBGP sends it after the routes it
+    still has to send that neighbour (``manual-eor true``; without it ExaBGP sends its own when a session
+    comes up)."""
+
+    neighbor: IPAddress
+    family: str
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"End-of-RIB for an unknown family {self.family!r} (one of {', '.join(FAMILIES)})")
+
+    def render(self) -> str:
+        return f"neighbor {self.neighbor} announce eor {self.family}"
+
+
 Command = Announce | Withdraw
+"""A route command (what the agent's state plans)."""
+ApiLine = Command | EndOfRib
+"""Anything the agent writes to ExaBGP."""
 
 
-def render_all(commands: Sequence[Command]) -> str:
+def render_all(commands: Sequence[ApiLine]) -> str:
     """All commands as one block of newline-terminated lines (one write)."""
     return "".join(command.render() + "\n" for command in commands)
 
@@ -56,6 +85,28 @@ class Reply(enum.Enum):
     ERROR = "error"
     SHUTDOWN = "shutdown"
     OTHER = "other"
+
+
+class NeighborChange(NamedTuple):
+    neighbor: IPAddress
+    state: Literal["up", "connected", "down"]
+
+
+def parse_neighbor_change(line: str) -> NeighborChange | None:
+    """``neighbor ADDRESS up|connected|down ...`` as ExaBGP's text encoder writes it; None for any other line
+    (replies, updates, a malformed address)."""
+    words = line.split()
+    if len(words) < 3 or words[0] != "neighbor" or words[2] not in ("up", "connected", "down"):
+        return None
+    if words[2] != "down" and len(words) != 3:
+        return None
+    try:
+        address = ipaddress.ip_address(words[1])
+    except ValueError:
+        return None
+    state: Literal["up", "connected", "down"] = "up" if words[2] == "up" else \
+        "connected" if words[2] == "connected" else "down"
+    return NeighborChange(address, state)
 
 
 def parse_reply(line: str) -> Reply:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from dyncast_bgp.agent.runtime import AgentRuntime
@@ -202,3 +202,115 @@ def test_sigterm_always_stops_and_withdraws_with_many_busy_collectors(tmp_path: 
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+EOR_CONFIG = """
+bgp:
+  router_id: 192.0.2.1
+  local_as: 65001
+  neighbors: [{address: 192.0.2.9, peer_as: 65000, families: [ipv4 unicast]},
+              {address: 192.0.2.10, peer_as: 65000}]
+agent: {end_of_rib_wait: %(wait)s}
+services:
+  - {name: web, dsid: 203.0.113.10, instances: [
+      {name: a, binding: 198.51.100.11, metrics: [{type: command, argv: %(argv)s, interval: 5, timeout: 5}]}]}
+"""
+"""One instance, ready when its metric command has answered (after a while, or never within the test)."""
+
+
+class SessionReplies(Replies):
+    """Acks, and the ``neighbor ... up`` / ``down`` lines the test puts in ``said``, as ExaBGP writes them."""
+
+    def __init__(self, writer: RecordingWriter) -> None:
+        super().__init__(writer, acks=True)
+        self.said: list[str] = []
+        self.spoke = asyncio.Event()
+
+    def say(self, line: str) -> None:
+        self.said.append(line)
+        self.spoke.set()
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        answered = 0
+        while not self.closed.is_set():
+            while answered < len(self.writer.lines) or self.said:
+                if self.said:
+                    yield self.said.pop(0)
+                else:
+                    answered += 1
+                    yield "done\n"
+            self.writer.changed.clear()
+            self.spoke.clear()
+            waiters = {asyncio.create_task(event.wait()) for event in (self.writer.changed, self.spoke, self.closed)}
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+
+
+def _eor_runtime(wait: float, argv: str) -> tuple[AgentRuntime, RecordingWriter, SessionReplies]:
+    writer = RecordingWriter()
+    replies = SessionReplies(writer)
+    runtime = AgentRuntime(parse(EOR_CONFIG % {"wait": wait, "argv": argv}), writer=writer,
+                           replies=replies.__aiter__())
+    return runtime, writer, replies
+
+
+async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_end_of_rib_follows_the_first_announcements_and_each_session_up() -> None:
+    runtime, writer, replies = _eor_runtime(30.0, '[sh, -c, "sleep 0.3; echo cpu_utilization=20"]')
+
+    def eors() -> list[str]:
+        return [line for line in writer.lines if " announce eor " in line]
+
+    async def go() -> None:
+        task = asyncio.create_task(runtime.run())
+        replies.say("neighbor 192.0.2.9 up\n")
+        replies.say("neighbor 192.0.2.10 up\n")
+        await _until(lambda: len(eors()) == 3)
+        announced = [i for i, line in enumerate(writer.lines) if line.startswith("announce route")]
+        assert len(announced) == 1 and announced[0] < writer.lines.index(eors()[0])  # ready 0.3 s after the start
+        replies.say("neighbor 192.0.2.9 down - peer reset\n")
+        replies.say("neighbor 192.0.2.9 up\n")  # up again: owed again, settled: at once
+        await _until(lambda: len(eors()) == 4)
+        replies.say("neighbor 203.0.113.77 up\n")  # not configured: logged, nothing owed
+        await asyncio.sleep(0.1)
+        assert runtime.end_of_rib is not None and not runtime.end_of_rib.owed
+        runtime.stopping.set()
+        replies.closed.set()
+        await asyncio.wait_for(task, 5.0)
+
+    asyncio.run(go())
+    assert eors() == ["neighbor 192.0.2.9 announce eor ipv4 unicast", "neighbor 192.0.2.10 announce eor ipv4 unicast",
+                      "neighbor 192.0.2.10 announce eor ipv6 unicast", "neighbor 192.0.2.9 announce eor ipv4 unicast"]
+    assert runtime.counters.end_of_rib_sent == 3 and runtime.counters.acks_error == 0
+
+
+def test_end_of_rib_goes_when_the_wait_is_over_and_never_with_a_wait_of_0() -> None:
+    runtime, writer, replies = _eor_runtime(0.3, '[sleep, "4"]')  # a's source answers after the wait
+
+    async def go(runtime: AgentRuntime, seconds: float) -> float:
+        task = asyncio.create_task(runtime.run())
+        began = time.monotonic()
+        replies.say("neighbor 192.0.2.9 up\n")
+        await _until(lambda: any(" announce eor " in line for line in writer.lines) or
+                     time.monotonic() - began > seconds)
+        took = time.monotonic() - began
+        runtime.stopping.set()
+        replies.closed.set()
+        await asyncio.wait_for(task, 10.0)
+        return took
+
+    took = asyncio.run(go(runtime, 3.0))
+    assert 0.25 <= took < 2.0, took
+    assert not any(line.startswith("announce route") for line in writer.lines)  # a not ready: sent anyway
+    assert "neighbor 192.0.2.9 announce eor ipv4 unicast" in writer.lines
+    runtime, writer, replies = _eor_runtime(0, '[sleep, "4"]')
+    assert runtime.end_of_rib is None
+    asyncio.run(go(runtime, 0.6))
+    assert not any(" announce eor " in line for line in writer.lines)

@@ -163,3 +163,35 @@ def test_held_readings_keep_one_due_entry_per_service() -> None:
         assert state.plan(now) == []
     assert len(state._due) <= 2  # one live entry, at most one superseded not yet dropped
     assert state.next_due() == pytest.approx(30.0)  # the refresh, 30 s after the first announcement
+
+
+@pytest.mark.parametrize("mode", ["per-instance", "per-site"])
+def test_settled_once_every_instance_is_announced_or_known_not_to_be(mode: str) -> None:
+    """What the agent's End-of-RIB waits for (agent/eor.py): an instance still waiting for its first metrics
+    keeps the state unsettled, and so does a route not sent yet; an instance the operator withdrew does not."""
+    state = make(mode=mode)
+    assert not state.settled(0.0)  # nothing planned yet: a's route is not sent
+    state.plan(0.0)
+    assert not state.settled(0.0)  # b waits for its source
+    state.set_admin(B, Admin.WITHDRAWN)
+    assert state.settled(0.0)  # withdrawn by the operator: not waited for
+    state.set_admin(B, Admin.ACTIVE)
+    assert not state.settled(0.0)
+    state.record_metrics(B, 0, None, "no such file", 0.2)  # reported, failing: known (keep-last: announced)
+    # per instance, b's own route is not sent yet; per site, the site's route is there (b's share: an update)
+    assert state.settled(0.2) == (mode == "per-site")
+    state.plan(0.2)
+    assert state.settled(0.2)
+
+
+def test_settled_waits_for_a_route_damping_holds_back() -> None:
+    state = make()
+    state.record_metrics(B, 0, MetricsView({"cpu_utilization": 10}), None, 0.0)
+    state.plan(0.0)
+    assert state.settled(0.0)
+    state.set_admin(B, Admin.WITHDRAWN)
+    state.plan(0.1)  # withdrawn at once (withdrawals are never held)
+    state.set_admin(B, Admin.ACTIVE)
+    assert not state.plan(0.2)  # its announcement is held by min_interval (1 s since the withdrawal)
+    assert not state.settled(0.2)
+    assert state.plan(1.2) and state.settled(1.2)

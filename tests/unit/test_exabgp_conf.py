@@ -49,6 +49,9 @@ def test_rendered_config_validates(tmp_path: Path, role: Role, exabgp: Path) -> 
                   config_path="/etc/dyncast.yml")
     assert "md5-password \"s3cret\";" in text and "graceful-restart 120;" in text
     assert f"add-path {'send' if role == 'agent' else 'receive'};" in text
+    # the agent sends End-of-RIB itself (agent/eor.py): told when sessions come up, reading no updates
+    assert ("manual-eor true;" in text) == (role == "agent") and "neighbor-changes;" in text
+    assert ("receive {" in text) == (role == "router")
     conf = tmp_path / "exabgp.conf"
     conf.write_text(text)
     result = validate(exabgp, conf)
