@@ -11,14 +11,21 @@ and ``neighbor-changes``: ExaBGP tells the agent when a session comes up, and th
 each of that neighbour's families when the agent state is settled (every instance announced, or known not to
 be: unhealthy, withdrawn, a failing source; :meth:`AgentState.settled`), or when the wait is over, whichever
 comes first. ExaBGP sends it after the routes written before it. A session that comes up again owes its
-marker again; one that goes down before it owes none.
+marker again; one that goes down before it owes none. When the agent starts, every neighbour is owed one: an
+agent respawned by ExaBGP while its sessions stay up hears no ``up`` line, and with ``manual-eor`` nobody else
+would send the marker (ExaBGP refuses it, with an ``error`` ack, for a session not established yet).
+
+Markers go only for the families the agent announces (its services' D-SIDs) among the neighbour's configured
+ones: ExaBGP's own marker covers the negotiated families only, and the agent cannot see what was negotiated
+(the text encoder writes nothing for it). A peer that did not negotiate IPv4 while the agent has IPv4
+services gets no IPv4 route either; configure ``families`` as the peer does.
 
 Pure bookkeeping (no I/O): the runtime feeds it the session changes and asks what is due.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from dyncast_bgp.model import IPAddress
@@ -50,6 +57,11 @@ class EndOfRibBook:
         """Whether ``neighbor`` is configured (ExaBGP reports only those; anything else is a mistake to log)."""
         return neighbor in self._families
 
+    def start(self, now: float) -> None:
+        """The agent starts: every configured neighbour is owed its markers (see the module docstring)."""
+        for neighbor in self._families:
+            self._owed[neighbor] = now
+
     def up(self, neighbor: IPAddress, now: float) -> None:
         """The session to ``neighbor`` is up: it is owed its markers (again, if it was up before)."""
         if neighbor in self._families:
@@ -63,16 +75,18 @@ class EndOfRibBook:
     def owed(self) -> bool:
         return bool(self._owed)
 
-    def due(self, now: float, *, settled: bool) -> list[Sent]:
+    def due(self, now: float, *, settled: bool, announced: Collection[str]) -> list[Sent]:
         """The markers to send now, by neighbour (in address order), taken out of what is owed: all of them
-        when ``settled``, else those whose wait is over."""
+        when ``settled``, else those whose wait is over. ``announced``: the families the agent announces; a
+        neighbour's markers are those of its families among them (none: a ``Sent`` without markers)."""
         sent: list[Sent] = []
         for neighbor in sorted(self._owed, key=lambda address: (address.version, address)):
             since = self._owed[neighbor]
             if settled or now >= since + self.wait:
                 del self._owed[neighbor]
-                sent.append(Sent(neighbor, tuple(EndOfRib(neighbor, family) for family in self._families[neighbor]),
-                                 max(0.0, now - since), settled))
+                markers = tuple(EndOfRib(neighbor, family) for family in self._families[neighbor]
+                                if family in announced)
+                sent.append(Sent(neighbor, markers, max(0.0, now - since), settled))
         return sent
 
     def next_due(self) -> float | None:

@@ -158,6 +158,8 @@ class AgentRuntime:
 
     async def run(self) -> None:
         """Run until ``stopping`` is set or ExaBGP goes away; then withdraw (if configured)."""
+        if self.end_of_rib is not None:
+            self.end_of_rib.start(self._clock())  # a session already up hears no `up` line (agent/eor.py)
         tasks = [asyncio.create_task(self._read_replies(), name="replies")]
         for iid, instance in self.state.instances():
             self.start_instance(iid, instance)
@@ -339,7 +341,7 @@ class AgentRuntime:
             "updates_held": self.state.updates_held, "commands_written": self.counters.commands_written,
             "acks_done": self.counters.acks_done, "acks_error": self.counters.acks_error,
             "source_failures": self.counters.source_failures, "health_flips": self.counters.health_flips,
-            "admin_changes": self.counters.admin_changes,
+            "admin_changes": self.counters.admin_changes, "end_of_rib_sent": self.counters.end_of_rib_sent,
             "control_requests": served.requests if served is not None else 0,
             "control_rejected": served.rejected if served is not None else 0,
         }
@@ -391,8 +393,11 @@ class AgentRuntime:
         if book is None or not book.owed:
             return
         now = self._clock()
-        for sent in book.due(now, settled=self.state.settled(now)):
-            await self._send(list(sent.markers), why="end-of-rib")
+        for sent in book.due(now, settled=self.state.settled(now), announced=self.state.families()):
+            if not sent.markers:
+                log.info("end_of_rib_not_needed", neighbor=str(sent.neighbor), why="no service of its families")
+                continue
+            await self._send(sent.markers, why="end-of-rib")
             self.counters.end_of_rib_sent += 1
             (log.info if sent.settled else log.warning)(
                 "end_of_rib_sent", neighbor=str(sent.neighbor), families=[m.family for m in sent.markers],
@@ -472,7 +477,11 @@ class AgentRuntime:
                     self._pop_in_flight()
                 elif kind is Reply.ERROR:
                     self.counters.acks_error += 1
-                    log.error("exabgp_rejected_command", command=self._pop_in_flight() or "<unknown>")
+                    command = self._pop_in_flight() or "<unknown>"
+                    if " announce eor " in command:  # owed since the start, or a session that just went down
+                        log.info("end_of_rib_refused", command=command, why="session not established")
+                    else:
+                        log.error("exabgp_rejected_command", command=command)
                 elif kind is Reply.SHUTDOWN:
                     log.info("exabgp_shutdown")
                     break

@@ -339,6 +339,11 @@ class AgentState:
                     return False
         return True
 
+    def families(self) -> frozenset[str]:
+        """The address families of the services the agent announces (``"ipv4 unicast"``, ``"ipv6 unicast"``)."""
+        return frozenset("ipv4 unicast" if entry.service_id.version == 4 else "ipv6 unicast"
+                         for entry in self._services.values())
+
     def withdraw_all(self) -> list[Command]:
         commands: list[Command] = []
         for key, record in sorted(self._records.items()):

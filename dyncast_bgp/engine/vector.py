@@ -48,10 +48,11 @@ def sound_weights(weights: Floats, mask: Bools) -> Bools:
     """Whether each row's weights where ``mask`` pass :class:`~dyncast_bgp.model.Decision`'s checks, computed
     as it computes them: a finite sum (Python's, :func:`row_sums`), and, unless the row has none, a least
     weight >= 0 and a sum ``math.isclose`` to 1 (``abs_tol`` 1e-9)."""
-    total = row_sums(np.where(mask, weights, 0.0))
-    least = np.where(mask, weights, np.inf).min(axis=1, initial=np.inf)
-    close = np.abs(total - 1.0) <= np.maximum(WEIGHT_SUM_TOLERANCE * np.maximum(np.abs(total), 1.0),
-                                              WEIGHT_SUM_TOLERANCE)
+    with np.errstate(over="ignore", invalid="ignore"):  # a NaN or infinite weight: not sound, no warning
+        total = row_sums(np.where(mask, weights, 0.0))
+        least = np.where(mask, weights, np.inf).min(axis=1, initial=np.inf)
+        close = np.abs(total - 1.0) <= np.maximum(WEIGHT_SUM_TOLERANCE * np.maximum(np.abs(total), 1.0),
+                                                  WEIGHT_SUM_TOLERANCE)
     sound: Bools = np.isfinite(total) & (~mask.any(axis=1) | ((least >= 0.0) & close))
     return sound
 

@@ -418,7 +418,6 @@ def test_route_reflector_restart_keeps_forwarding(site: ThreeSite) -> None:
     print(f"route reflector restart: the same instances at both ingresses {back:.1f} s after the hold")
 
 
-
 def test_agent_node_restart_keeps_its_instances_at_the_ingresses(site: ThreeSite) -> None:
     """edge3's ExaBGP and agent restarted: the reflector keeps their routes stale (graceful restart) and the
     agent sends End-of-RIB after its announcements (agent/eor.py), so site 3 never leaves the ingresses' kernels.

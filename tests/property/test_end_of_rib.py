@@ -59,14 +59,19 @@ events = st.lists(st.tuples(st.sampled_from(["up", "down", "due", "settled"]), s
 
 
 @settings(max_examples=300)
-@given(events, st.floats(0.1, 10.0))
+@given(events, st.floats(0.1, 10.0), st.sets(st.sampled_from(["ipv4 unicast", "ipv6 unicast"])), st.booleans())
 def test_markers_go_once_per_session_up_when_settled_or_the_wait_is_over(script: list[tuple[str, IPAddress, float]],
-                                                                         wait: float) -> None:
-    """Against a model: a neighbour is owed its markers from each ``up`` until they are sent or it goes down;
-    they are sent, all its families, exactly when asked while owed and settled or after ``wait``."""
+                                                                         wait: float, announced: set[str],
+                                                                         started: bool) -> None:
+    """Against a model: a neighbour is owed its markers from the start and from each ``up`` until they are sent
+    or it goes down; they are sent exactly when asked while owed and settled or after ``wait``, one per family
+    of the neighbour's that the agent announces."""
     book = EndOfRibBook(wait, FAMILIES)
     now = 0.0
     owed: dict[IPAddress, float] = {}
+    if started:
+        book.start(now)
+        owed = dict.fromkeys(FAMILIES, now)
     for kind, neighbor, step in script:
         now += step
         if kind == "up":
@@ -79,10 +84,10 @@ def test_markers_go_once_per_session_up_when_settled_or_the_wait_is_over(script:
         else:
             settled = kind == "settled"
             expected = {n for n, since in owed.items() if settled or now >= since + wait}
-            sent = book.due(now, settled=settled)
+            sent = book.due(now, settled=settled, announced=announced)
             assert {s.neighbor for s in sent} == expected
             for s in sent:
-                assert [m.family for m in s.markers] == list(FAMILIES[s.neighbor])
+                assert [m.family for m in s.markers] == [f for f in FAMILIES[s.neighbor] if f in announced]
                 assert all(m.neighbor == s.neighbor for m in s.markers)
                 assert s.waited == pytest.approx(now - owed.pop(s.neighbor))
                 assert s.settled is settled
