@@ -344,7 +344,9 @@ _DIGIT_RUNS: Final = re.compile(r"[0-9]+")
 def _typed_update(text: str) -> RouteUpdate | None:
     """The usual line, read through the typed schema (:mod:`~dyncast_bgp.wire.exabgp_schema`, in C): a
     received UPDATE announcing routes of one unicast family under one next hop, with the usual attributes
-    (an AS path of one AS_SEQUENCE, 5.0 or 4.2 shape), and nothing withdrawn. None for anything else, and
+    (an AS path of one AS_SEQUENCE, 5.0 or 4.2 shape), and nothing withdrawn; or one withdrawing unicast
+    routes and announcing nothing (the withdrawals decoded as ``json`` would, and read by the general path's
+    own reader). None for anything else, and
     it raises for what the schema refuses (not JSON, another shape, a value of the wrong type or out of
     range) or an address or prefix that does not parse: the general path (``json`` and :func:`_event`)
     reads those lines and words the errors. Where this returns an update, the general path returns an
@@ -364,10 +366,13 @@ def _typed_update(text: str) -> RouteUpdate | None:
     if neighbor.direction != "receive":
         return None
     body = neighbor.message.update
-    if body.withdraw is not _UNSET:
-        return None
     announce = body.announce
-    if len(announce) != 1:
+    if body.withdraw is not _UNSET:  # withdrawals only (what an agent sends for a failed instance): read as the
+        if announce is not _UNSET:   # general path reads them; with announcements too: the general path's
+            return None
+        withdrawn = _withdrawn(body.withdraw)
+        return _new(RouteUpdate, (peer, (), withdrawn)) if withdrawn else None
+    if announce is _UNSET or len(announce) != 1:
         return None
     ((family, by_next_hop),) = announce.items()
     version = _FAMILY_VERSION.get(family)
@@ -380,7 +385,7 @@ def _typed_update(text: str) -> RouteUpdate | None:
     if next_hop is None:
         next_hop = _address(next_hop_text)
     attribute = body.attribute
-    if attribute.as_set is not _UNSET:
+    if attribute is _UNSET or attribute.as_set is not _UNSET:
         return None
     value = attribute.as_path
     if value is None:

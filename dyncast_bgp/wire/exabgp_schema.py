@@ -71,10 +71,11 @@ class Nlri(Struct, rename="kebab", gc=False):
 
 
 class Update(Struct, gc=False):
-    """``neighbor.message.update``: announcements by family and next hop; ``withdraw`` only noticed."""
+    """``neighbor.message.update``: announcements by family and next hop, or withdrawals (decoded as ``json``
+    would: the general path's reader reads them). An UPDATE with both is the general path's."""
 
-    attribute: Attributes
-    announce: dict[str, dict[str, list[Nlri]]]
+    attribute: Attributes | UnsetType = UNSET
+    announce: dict[str, dict[str, list[Nlri]]] | UnsetType = UNSET
     withdraw: Any | UnsetType = UNSET
 
 

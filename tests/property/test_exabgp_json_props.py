@@ -315,9 +315,17 @@ def test_typed_path_equals_general_path_on_rendered_updates(update: tuple[list[R
     families = {_family(route.prefix) for route in routes}
     next_hops = {route.next_hop for route in routes}
     usual = len(families) == 1 and len(next_hops) == 1 and not withdrawn and not routes[0].as_set
+    usual = usual or (not routes and bool(withdrawn))  # withdrawals alone: the typed path too
     if usual:  # the property is not vacuous: the usual UPDATE takes the typed path
         assert fast is not None
         assert _fast_agrees(_spaced(json.loads(line), ExabgpSpacing())) is not None  # ExaBGP's own spacing too
+
+
+def typed_line(version: str, routes: list[Route], addpath: bool, as_int: bool, withdraw_only: bool) -> str:
+    """A line the typed path takes: ``routes`` announced (a usual UPDATE), or their keys withdrawn alone."""
+    if withdraw_only:
+        return render(version, [], [route.key for route in routes], addpath, as_int)
+    return render(version, routes, [], addpath, as_int)
 
 
 @settings(max_examples=600)
@@ -325,7 +333,7 @@ def test_typed_path_equals_general_path_on_rendered_updates(update: tuple[list[R
 def test_typed_path_equals_general_path_on_mutated_updates(update: tuple[list[Route], bool], version: str,
                                                            data: st.DataObject) -> None:
     routes, addpath = update
-    tree = json.loads(render(version, routes, [], addpath, data.draw(st.booleans())))
+    tree = json.loads(typed_line(version, routes, addpath, data.draw(st.booleans()), data.draw(st.booleans())))
     for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
         positions = tree_positions(tree)[1:]
         inside = [path for path in positions if path[:3] == ("neighbor", "message", "update")]
@@ -397,7 +405,7 @@ def _spaced(value: Any, how: ExabgpSpacing) -> str:
 def test_typed_path_equals_general_path_on_respaced_and_duplicated_keys(
         update: tuple[list[Route], bool], version: str, data: st.DataObject) -> None:
     routes, addpath = update
-    tree = json.loads(render(version, routes, [], addpath, data.draw(st.booleans())))
+    tree = json.loads(typed_line(version, routes, addpath, data.draw(st.booleans()), data.draw(st.booleans())))
     how = ExabgpSpacing(data)
     fast = _fast_agrees(_spaced(tree, how))
     if not how.duplicated:  # only whitespace changed: still the usual UPDATE, read by the typed path
@@ -414,7 +422,7 @@ def test_typed_path_equals_general_path_on_spliced_text(update: tuple[list[Route
     """Text cut, overwritten or spliced anywhere (escapes, control characters, NaN, bare words, numbers):
     the typed path never takes a line that is not JSON, or reads it otherwise than ``json`` does."""
     routes, addpath = update
-    line = render(version, routes, [], addpath, data.draw(st.booleans()))
+    line = typed_line(version, routes, addpath, data.draw(st.booleans()), data.draw(st.booleans()))
     for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
         at = data.draw(st.integers(min_value=0, max_value=len(line)))
         cut = data.draw(st.integers(min_value=0, max_value=4))
