@@ -29,6 +29,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from dyncast_bgp.model import IPAddress
+from dyncast_bgp.wire.exabgp_json import Family
 from dyncast_bgp.wire.exabgp_text import EndOfRib
 
 
@@ -46,7 +47,7 @@ class Sent:
 class EndOfRibBook:
     """The neighbours owed an End-of-RIB, each with the time its session came up."""
 
-    def __init__(self, wait: float, families: Mapping[IPAddress, Sequence[str]]) -> None:
+    def __init__(self, wait: float, families: Mapping[IPAddress, Sequence[Family]]) -> None:
         if not wait > 0.0:
             raise ValueError(f"end_of_rib_wait must be > 0 to send End-of-RIB from the agent, not {wait!r}")
         self.wait = wait
@@ -75,7 +76,7 @@ class EndOfRibBook:
     def owed(self) -> bool:
         return bool(self._owed)
 
-    def due(self, now: float, *, settled: bool, announced: Collection[str]) -> list[Sent]:
+    def due(self, now: float, *, settled: bool, announced: Collection[Family]) -> list[Sent]:
         """The markers to send now, by neighbour (in address order), taken out of what is owed: all of them
         when ``settled``, else those whose wait is over. ``announced``: the families the agent announces; a
         neighbour's markers are those of its families among them (none: a ``Sent`` without markers)."""

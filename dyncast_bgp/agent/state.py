@@ -20,6 +20,7 @@ from dyncast_bgp.agent.risefall import RiseFall, initial, observe
 from dyncast_bgp.config.schema import Config, InstanceConfig, NoHealth, Publish, ServiceConfig
 from dyncast_bgp.model import IPAddress, MetricsView, ServiceId
 from dyncast_bgp.wire.community import Community, LinkBandwidth, MetricCommunity, Source, WireError
+from dyncast_bgp.wire.exabgp_json import Family, family_of
 from dyncast_bgp.wire.exabgp_text import Announce, Command, Withdraw
 from dyncast_bgp.wire.metrics import encode_metrics
 
@@ -339,10 +340,9 @@ class AgentState:
                     return False
         return True
 
-    def families(self) -> frozenset[str]:
+    def families(self) -> frozenset[Family]:
         """The address families of the services the agent announces (``"ipv4 unicast"``, ``"ipv6 unicast"``)."""
-        return frozenset("ipv4 unicast" if entry.service_id.version == 4 else "ipv6 unicast"
-                         for entry in self._services.values())
+        return frozenset(family_of(entry.service_id.version) for entry in self._services.values())
 
     def withdraw_all(self) -> list[Command]:
         commands: list[Command] = []

@@ -63,7 +63,7 @@ from dyncast_bgp.model import (
 )
 from dyncast_bgp.wire.columnar import decode_columns
 from dyncast_bgp.wire.community import EXPERIMENTAL_TYPES
-from dyncast_bgp.wire.exabgp_json import EndOfRib, Event, PeerState, Route, RouteUpdate, SessionState
+from dyncast_bgp.wire.exabgp_json import EndOfRib, Event, PeerState, Route, RouteUpdate, SessionState, version_of
 from dyncast_bgp.wire.fastdecode import decode_quick, decode_raw
 from dyncast_bgp.wire.metrics import DecodedMetrics
 
@@ -227,7 +227,7 @@ class Rib:
         if isinstance(event, PeerState) and event.state is SessionState.DOWN:
             return self._peer_down(text_of(event.peer), now)
         if isinstance(event, EndOfRib):
-            return self._end_of_rib(text_of(event.peer), 6 if event.family.startswith("ipv6") else 4)
+            return self._end_of_rib(text_of(event.peer), version_of(event.family))
         return set()
 
     def _update(self, update: RouteUpdate, now: float) -> set[ServiceId]:

@@ -130,6 +130,17 @@ Family = Literal["ipv4 unicast", "ipv6 unicast"]
 FAMILIES: Final[tuple[Family, ...]] = ("ipv4 unicast", "ipv6 unicast")
 EXCERPT_CHARS: Final = 200
 _FAMILY_VERSION: Final[dict[str, int]] = {"ipv4 unicast": 4, "ipv6 unicast": 6}
+
+
+def family_of(version: int) -> Family:
+    """The unicast family of IP ``version`` (4 or 6), as ExaBGP names it."""
+    return "ipv4 unicast" if version == 4 else "ipv6 unicast"
+
+
+def version_of(family: Family) -> int:
+    """The IP version of a unicast family."""
+    return _FAMILY_VERSION[family]
+
 _UNUSED_TYPES: Final = frozenset({"open", "keepalive", "refresh", "operational", "negotiated", "fsm", "signal"})
 _ACKS: Final = frozenset({"done", "error", "shutdown"})
 _UINT32: Final = 1 << 32
@@ -231,7 +242,7 @@ class Route(NamedTuple):
 
     @property
     def family(self) -> Family:
-        return "ipv4 unicast" if self.prefix.version == 4 else "ipv6 unicast"
+        return family_of(self.prefix.version)
 
     @property
     def as_path_length(self) -> int:

@@ -19,6 +19,7 @@ from typing import Literal, NamedTuple
 
 from dyncast_bgp.model import IPAddress, ServiceId
 from dyncast_bgp.wire.community import Community, to_hex
+from dyncast_bgp.wire.exabgp_json import FAMILIES, Family
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +49,6 @@ class Withdraw:
         return f"{text} path-information {self.path_id}" if self.path_id else text
 
 
-FAMILIES = ("ipv4 unicast", "ipv6 unicast")
-"""The address families the agent announces (``bgp.neighbors[].families``)."""
-
-
 @dataclass(frozen=True, slots=True)
 class EndOfRib:
     """The End-of-RIB marker (RFC 4724) of one family, to one neighbour: ExaBGP sends it after the routes it
@@ -59,7 +56,7 @@ class EndOfRib:
     comes up)."""
 
     neighbor: IPAddress
-    family: str
+    family: Family
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -92,21 +89,21 @@ class NeighborChange(NamedTuple):
     state: Literal["up", "connected", "down"]
 
 
+_SESSION_STATES: dict[str, Literal["up", "connected", "down"]] = {
+    "up": "up", "connected": "connected", "down": "down"}
+
+
 def parse_neighbor_change(line: str) -> NeighborChange | None:
     """``neighbor ADDRESS up|connected|down ...`` as ExaBGP's text encoder writes it; None for any other line
     (replies, updates, a malformed address)."""
     words = line.split()
-    if len(words) < 3 or words[0] != "neighbor" or words[2] not in ("up", "connected", "down"):
-        return None
-    if words[2] != "down" and len(words) != 3:
+    state = _SESSION_STATES.get(words[2]) if len(words) >= 3 and words[0] == "neighbor" else None
+    if state is None or (state != "down" and len(words) != 3):  # only `down` carries more: `- REASON`
         return None
     try:
-        address = ipaddress.ip_address(words[1])
+        return NeighborChange(ipaddress.ip_address(words[1]), state)
     except ValueError:
         return None
-    state: Literal["up", "connected", "down"] = "up" if words[2] == "up" else \
-        "connected" if words[2] == "connected" else "down"
-    return NeighborChange(address, state)
 
 
 def parse_reply(line: str) -> Reply:

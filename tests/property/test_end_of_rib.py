@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from dyncast_bgp.agent.eor import EndOfRibBook
 from dyncast_bgp.model import IPAddress
+from dyncast_bgp.wire.exabgp_json import FAMILIES as ALL_FAMILIES
+from dyncast_bgp.wire.exabgp_json import Family
 from dyncast_bgp.wire.exabgp_text import EndOfRib, NeighborChange, Reply, parse_neighbor_change, parse_reply
 
 addresses = st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6))
@@ -46,22 +48,22 @@ def test_end_of_rib_renders_exabgp_s_command_and_refuses_other_families() -> Non
     assert EndOfRib(ipaddress.ip_address("192.0.2.1"), "ipv6 unicast").render() == \
         "neighbor 192.0.2.1 announce eor ipv6 unicast"
     with pytest.raises(ValueError, match="unknown family 'ipv4 flow'"):
-        EndOfRib(ipaddress.ip_address("192.0.2.1"), "ipv4 flow")
+        EndOfRib(ipaddress.ip_address("192.0.2.1"), "ipv4 flow")  # type: ignore[arg-type]  # checked at run time
     assert parse_reply("neighbor 192.0.2.1 up") is Reply.OTHER
 
 
 NEIGHBORS = [ipaddress.ip_address(text) for text in ("192.0.2.1", "192.0.2.2", "2001:db8::1")]
-FAMILIES = {NEIGHBORS[0]: ("ipv4 unicast",), NEIGHBORS[1]: ("ipv4 unicast", "ipv6 unicast"),
-            NEIGHBORS[2]: ("ipv6 unicast",)}
+FAMILIES: dict[IPAddress, tuple[Family, ...]] = {
+    NEIGHBORS[0]: ("ipv4 unicast",), NEIGHBORS[1]: ("ipv4 unicast", "ipv6 unicast"), NEIGHBORS[2]: ("ipv6 unicast",)}
 UNKNOWN = ipaddress.ip_address("198.51.100.1")  # not configured: ExaBGP never reports it, the book ignores it
 events = st.lists(st.tuples(st.sampled_from(["up", "down", "due", "settled"]), st.sampled_from([*NEIGHBORS, UNKNOWN]),
                             st.floats(0.0, 5.0)), max_size=40)
 
 
 @settings(max_examples=300)
-@given(events, st.floats(0.1, 10.0), st.sets(st.sampled_from(["ipv4 unicast", "ipv6 unicast"])), st.booleans())
+@given(events, st.floats(0.1, 10.0), st.sets(st.sampled_from(ALL_FAMILIES)), st.booleans())
 def test_markers_go_once_per_session_up_when_settled_or_the_wait_is_over(script: list[tuple[str, IPAddress, float]],
-                                                                         wait: float, announced: set[str],
+                                                                         wait: float, announced: set[Family],
                                                                          started: bool) -> None:
     """Against a model: a neighbour is owed its markers from the start and from each ``up`` until they are sent
     or it goes down; they are sent exactly when asked while owed and settled or after ``wait``, one per family
