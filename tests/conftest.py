@@ -8,11 +8,17 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings
 
+from tests.hoststall import HostStall
+
 # Property tests check what is computed, not how fast: hypothesis' default 200 ms deadline per example is a timed
 # assertion, and on a loaded 2-core CI machine it fails examples at random (a mutated ExaBGP line once did).
 # Speed is measured by benchmarks/ instead.
 settings.register_profile("dyncast", deadline=None)
 settings.load_profile("dyncast")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(HostStall(), "dyncast-host-stall")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

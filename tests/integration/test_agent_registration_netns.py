@@ -22,7 +22,7 @@ from dyncast_bgp.router.status import read_status
 from tests.integration.intra_copy import intra_site_copy
 from tests.integration.test_intra_site_lab import skip_reason
 
-pytestmark = [pytest.mark.netns, pytest.mark.lab, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.lab, pytest.mark.slow, pytest.mark.timing]
 
 RUN = "/run/dyncast-lab/intra-reg"
 DSID, PORT, API = "203.0.113.10", 8080, "10.10.9.2:9179"

@@ -39,7 +39,7 @@ from dyncast_bgp.lab.process import Process
 from dyncast_bgp.lab.runner import LabRun
 from dyncast_bgp.router.status import read_status
 
-pytestmark = [pytest.mark.netns, pytest.mark.lab, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.lab, pytest.mark.slow, pytest.mark.timing]
 
 LAB = Path(__file__).resolve().parents[2] / "labs" / "intra-site" / "intra-site.clab.yml"
 STATUS = Path("/run/dyncast-lab/intra-site/access.status.json")  # router.status_file in access.yml

@@ -23,7 +23,7 @@ from dyncast_bgp.lab.errors import LabError
 from dyncast_bgp.lab.netns import list_namespaces, start_time
 from dyncast_bgp.lab.runner import LabRun, read_record, record_path
 
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timing]
 
 DATA = Path(__file__).parent.parent / "data" / "clab"
 LINE = DATA / "line.clab.yml"

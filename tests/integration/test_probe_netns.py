@@ -41,7 +41,7 @@ from dyncast_bgp.lab.netns import Lab, Namespace
 from dyncast_bgp.lab.poll import expect
 from dyncast_bgp.lab.process import Process
 
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timing]
 
 INTERVAL = 0.1
 TIMEOUT = 0.08
@@ -321,19 +321,24 @@ def test_partial_loss_is_estimated(probe_lab: ProbeLab) -> None:
 def test_icmp_probes_with_raw_and_ping_sockets(probe_lab: ProbeLab, ping_group_range: str, kind: str) -> None:
     probe_lab.prober_ns.set_sysctls({"net.ipv4.ping_group_range": ping_group_range})
     pinger = probe_lab.lab.spawn(probe_lab.prober_ns, f"icmp-{kind}", probe_tool(
-        "probe", A4, A6, "--method", "icmp", "--interval", str(INTERVAL), "--timeout", str(TIMEOUT),
+        "probe", A4, A6, B4, B6, "--method", "icmp", "--interval", str(INTERVAL), "--timeout", str(TIMEOUT),
         "--window", "10", "--report", "0.2", "--samples", "--duration", "10"))
     try:
         started = expect(lambda: records(pinger.log_path, "probe", "started"), bool, what="the ICMP prober",
                          timeout=10.0, diagnose=lambda: pinger.log_tail(10))[0]
         assert started["sockets"] == {"4": kind, "6": kind}
         snapshot = expect(lambda: records(pinger.log_path, "probe", "snapshot")[-1:],
-                          lambda s: bool(s) and all(completed(s[0], t) >= 10 for t in (A4, A6)),
+                          lambda s: bool(s) and all(completed(s[0], t) >= 10 for t in (A4, A6, B4, B6)),
                           what="10 ICMP probes per target", timeout=10.0, diagnose=lambda: pinger.log_tail(10))[0]
     finally:
         probe_lab.lab.stop(pinger)
+    # The undelayed paths cross the same userspace forwarder: their median is what it adds on this host at this
+    # time (a fixed 3 ms allowance failed at 23.2 ms with the host at 22 % steal), as in the UDP test above.
+    base_us = max(statistics.median([rtt for rtt in snapshot["samples"][target] if rtt is not None] or [0.0])
+                  for target in (B4, B6))
     for target in (A4, A6):
         median = statistics.median(delayed_window(snapshot, target, 10))
         print(f"{target} ({kind}): median RTT {median / 1000:.2f} ms, "
-              f"mean {snapshot['targets'][target]['rtt_mean_us'] / 1000:.2f} ms")
-        assert median <= DELAY_MS * 1000 + 3_000, (target, median)
+              f"mean {snapshot['targets'][target]['rtt_mean_us'] / 1000:.2f} ms, "
+              f"undelayed path median {base_us / 1000:.3f} ms")
+        assert median <= DELAY_MS * 1000 + base_us + 2_000, (target, median, base_us)

@@ -33,7 +33,7 @@ from dyncast_bgp.router.status import read_status
 from tests.integration.intra_copy import intra_site_copy
 from tests.integration.test_intra_site_lab import INSTANCES, skip_reason
 
-pytestmark = [pytest.mark.netns, pytest.mark.lab, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.lab, pytest.mark.slow, pytest.mark.timing]
 
 RUN = "/run/dyncast-lab/intra-shift"
 DSID, PORT = "203.0.113.10", 8080

@@ -48,7 +48,7 @@ from dyncast_bgp.lab.process import Process
 from dyncast_bgp.lab.runner import LabRun
 from dyncast_bgp.router.status import read_status
 
-pytestmark = [pytest.mark.netns, pytest.mark.lab, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.lab, pytest.mark.slow, pytest.mark.timing]
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGY = ROOT / "labs" / "three-site" / "three-site.clab.yml"

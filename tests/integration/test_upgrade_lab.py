@@ -41,7 +41,7 @@ from dyncast_bgp.router.status import read_status
 from tests.integration.intra_copy import intra_site_copy, router_section, vnf_c_version
 from tests.integration.test_intra_site_lab import INSTANCES, skip_reason
 
-pytestmark = [pytest.mark.netns, pytest.mark.lab, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.lab, pytest.mark.slow, pytest.mark.timing]
 
 NAME = "intra-upgrade"
 RUN = Path(f"/run/dyncast-lab/{NAME}")
