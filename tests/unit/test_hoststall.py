@@ -107,3 +107,22 @@ def test_a_failure_in_two_stalled_attempts_is_reported_not_judged_with_the_figur
     result.stdout.fnmatch_lines(["*test_timed: 2 attempt(s)*NOT JUDGED, failed with: AssertionError: too slow*",
                                  "*SKIPPED*not judged, the host was stalled in 2 attempt(s)*steal 55%*800 ms*"
                                  "*too slow*"])
+
+
+def test_a_teardown_that_fails_is_never_excused(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nmarkers =\n    timing: watched\n")
+    pytester.makepyfile("""
+import pytest
+
+@pytest.fixture
+def leaky():
+    yield
+    raise RuntimeError("namespaces left behind")
+
+@pytest.mark.timing
+def test_timed(leaky):
+    assert False, "too slow"
+""")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", plugins=[HostStall(open_window=scripted(STOLEN))])
+    result.assert_outcomes(failed=1, errors=1)
+    result.stdout.fnmatch_lines(["*RuntimeError: namespaces left behind*"])
