@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -13,6 +14,7 @@ from tests.hoststall import (
     STEAL_LIMIT,
     CpuTimes,
     HostStall,
+    LagSampler,
     Stall,
     parse_cpu_line,
     steal_share,
@@ -50,6 +52,22 @@ def test_stalled_by_steal_or_by_scheduling_lag_and_not_otherwise() -> None:
     assert Stall(1.0, STEAL_LIMIT - 0.01, LAG_LIMIT - 0.01, 0.0).stalled is False
     assert Stall(1.0, None, 0.2, 1.2).stalled  # many shorter lags add up
     assert "steal 55%" in STOLEN.describe() and "800 ms" in LATE.describe()
+
+
+def test_the_sampler_keeps_how_late_each_wake_up_came() -> None:
+    ticks = iter([0.0, 0.02, 0.54, 0.56])  # the second sleep of 20 ms took 520
+    last = [0.56]
+
+    def clock() -> float:
+        for tick in ticks:
+            return tick
+        last[0] += 0.02
+        return last[0]
+
+    sampler = LagSampler(clock)
+    time.sleep(0.2)
+    lags = sampler.stop()
+    assert lags[:3] == pytest.approx([0.0, 0.5, 0.0]) and len(lags) >= 3
 
 
 def scripted(*stalls: Stall) -> Callable[[], Callable[[], Stall]]:

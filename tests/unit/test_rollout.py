@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -267,12 +268,18 @@ def test_a_hard_abort_during_an_apply_evicts_the_new_version_only_after_a_state_
 
         runtime = RouterRuntime(config, lines=lines(), dataplane=dataplane, probes=False)
         task = asyncio.create_task(runtime.run())
-        await asyncio.sleep(0.1)
+
+        def weights() -> dict[str, float]:
+            applied = dataplane.applied[-1].services if dataplane.applied else ()
+            return {str(t.key.binding): t.weight for s in applied for t in s.instances}
+
+        # polled, not slept: fixed sleeps (0.1 s, 1.2 s) failed this in CI with the host at 50 % steal
+        await _until(lambda: set(weights()) == {old, new, other}, what="the three instances applied")
         started = runtime.rollout_request(Request("rollout", {"action": "start", "plan": str(plan_file)}))
         assert started["ok"], started
-        await asyncio.sleep(1.2)  # held out once, readmitted under its 10 % cap by the review
-        assert {str(t.key.binding): t.weight for s in dataplane.applied[-1].services for t in s.instances}.get(
-            new, 0.0) == pytest.approx(0.1), "the new version should take new flows before the abort"
+        # held out once, readmitted under its 10 % cap by the review
+        await _until(lambda: weights().get(new, 0.0) == pytest.approx(0.1),
+                     what="the new version taking new flows (10 %) before the abort", detail=weights)
         dataplane.hold.set()
         change.set()
         await dataplane.held()
@@ -280,7 +287,7 @@ def test_a_hard_abort_during_an_apply_evicts_the_new_version_only_after_a_state_
         assert aborted["ok"], aborted
         await asyncio.sleep(0.2)  # the abort is decided while the apply, with the new version in it, runs
         dataplane.release.set()
-        await asyncio.sleep(0.3)  # the next apply (without it), then the eviction
+        await _until(lambda: bool(dataplane.evicted), what="the next apply (without it), then the eviction")
         done.set()
         await asyncio.wait_for(task, timeout=10)
         return runtime
@@ -289,6 +296,14 @@ def test_a_hard_abort_during_an_apply_evicts_the_new_version_only_after_a_state_
     assert not dataplane.violations, dataplane.violations
     assert [[str(key.binding) for key in keys] for keys in dataplane.evicted] == [[new]]
     assert runtime.counters.rollback_evictions == 1
+
+
+async def _until(check: Callable[[], bool], *, what: str, timeout: float = 20.0,
+                 detail: Callable[[], object] = lambda: None) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}; last: {detail()}"
+        await asyncio.sleep(0.02)
 
 
 async def _empty() -> AsyncIterator[str]:
