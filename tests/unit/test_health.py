@@ -138,8 +138,8 @@ def test_http_url_without_host_never_raises() -> None:
 # ---------------------------------------------------------------- tcp
 
 
-def tcp(host: str, port: int) -> TcpChecker:
-    checker = build_checker(TcpHealth(type="tcp", host=host, port=port, timeout=0.3))
+def tcp(host: str, port: int, timeout: float = 5.0) -> TcpChecker:
+    checker = build_checker(TcpHealth(type="tcp", host=host, port=port, timeout=timeout))
     assert isinstance(checker, TcpChecker)
     return checker
 
@@ -171,7 +171,7 @@ def test_tcp_closed_port_is_refused() -> None:
 
 
 def test_tcp_unresolvable_host_is_unhealthy_within_the_timeout() -> None:
-    result, elapsed = timed_check(tcp("no-such-host.invalid", 80))
+    result, elapsed = timed_check(tcp("no-such-host.invalid", 80, timeout=0.3))
     assert not result.ok
     assert result.detail.startswith(("connect failed: ", "connect timed out"))
     assert elapsed < 1.0
@@ -180,7 +180,7 @@ def test_tcp_unresolvable_host_is_unhealthy_within_the_timeout() -> None:
 # ---------------------------------------------------------------- command
 
 
-def command(*argv: str, timeout: float = 1.0) -> CommandChecker:
+def command(*argv: str, timeout: float = 5.0) -> CommandChecker:
     checker = build_checker(CommandHealth(type="command", argv=argv, timeout=timeout))
     assert isinstance(checker, CommandChecker)
     return checker

@@ -28,6 +28,8 @@ LOOP6 = ipaddress.ip_address("::1")
 SILENT = ipaddress.ip_address("127.0.0.9")  # nobody answers here
 INTERVAL = 0.1
 
+# Real-time checks (no loss at a 100 ms timeout, recovery within two intervals): watched by tests/hoststall.py.
+pytestmark = pytest.mark.timing
 
 
 def free_port() -> int:

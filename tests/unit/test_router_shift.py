@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import threading
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from dyncast_bgp.config.loader import parse
 from dyncast_bgp.dataplane.desired import ApplyResult, DataplaneError, DesiredState
@@ -13,7 +14,7 @@ from dyncast_bgp.model import Decision, InstanceKey, ServiceId
 from dyncast_bgp.router.runtime import RouterRuntime
 from dyncast_bgp.router.shift import ShiftTracker, failure_of
 from tests.unit.exabgp_lines import end_of_rib, update, withdraw
-from tests.unit.test_router_runtime import SVC, A, B, CheckingDataplane, feed
+from tests.unit.test_router_runtime import SVC, A, B, CheckingDataplane, Wait, feed
 
 SID = ServiceId.parse(SVC)
 KA, KB = InstanceKey(SID, ipaddress.ip_address(A)), InstanceKey(SID, ipaddress.ip_address(B))
@@ -103,15 +104,24 @@ router:
 
 def run(shift: bool) -> tuple[RouterRuntime, EvictingDataplane]:
     dataplane = EvictingDataplane()
-    lines = [(0, update(1, "10.0.0.3", SVC, A, 1, metrics={"cpu_utilization": 20, "capacity": 1000})),
-             (0, update(1, "10.0.0.3", SVC, B, 2, metrics={"cpu_utilization": 20, "capacity": 1000})),
-             (0.3, withdraw(2, "10.0.0.3", SVC, 2)),
-             (0.3, "")]
+
+    def on_b() -> float:
+        return {str(t.key.binding): t.weight for s in dataplane.applied[-1].services for t in s.instances}.get(
+            B, 0.0) if dataplane.applied else 0.0
+
+    # shift: until the eviction; without: until B is out of the kernel, then a moment for a wrong eviction
+    end: list[tuple[Wait, str | None]] = [(lambda: bool(dataplane.evicted), "")] if shift else [
+        (lambda: bool(dataplane.applied) and on_b() == 0.0, None), (0.3, "")]
+    lines: list[tuple[Wait, str | None]] = [
+        (0, update(1, "10.0.0.3", SVC, A, 1, metrics={"cpu_utilization": 20, "capacity": 1000})),
+        (0, update(1, "10.0.0.3", SVC, B, 2, metrics={"cpu_utilization": 20, "capacity": 1000})),
+        (lambda: on_b() > 0.0, withdraw(2, "10.0.0.3", SVC, 2)),
+        *end]
 
     async def go() -> RouterRuntime:
         runtime = RouterRuntime(parse(CONFIG % (SVC, "true" if shift else "false")), lines=feed(lines),
                                 dataplane=dataplane)
-        await asyncio.wait_for(runtime.run(), timeout=10)
+        await asyncio.wait_for(runtime.run(), timeout=30)
         return runtime
 
     return asyncio.run(go()), dataplane
@@ -137,18 +147,18 @@ def test_a_failure_decided_while_an_apply_runs_is_evicted_after_the_next_apply_n
     async def lines() -> AsyncIterator[str]:
         yield update(1, "10.0.0.3", SVC, A, 1, metrics=metrics)
         yield update(1, "10.0.0.3", SVC, B, 2, metrics=metrics)
-        await asyncio.sleep(0.3)  # the first apply: A and B
+        await _until(lambda: bool(dataplane.applied), "the first apply: A and B")
         dataplane.hold.set()
         yield update(2, "10.0.0.3", SVC, A, 1, metrics={**metrics, "cpu_utilization": 60.0})  # the second: held
         await dataplane.held()
         yield withdraw(3, "10.0.0.3", SVC, 2)
         await asyncio.sleep(0.2)  # decided (B failed) while the second apply, with B in it, runs
         dataplane.release.set()
-        await asyncio.sleep(0.3)  # the third apply (without B), then the eviction
+        await _until(lambda: bool(dataplane.evicted), "the third apply (without B), then the eviction")
 
     async def go() -> RouterRuntime:
         runtime = RouterRuntime(parse(CONFIG % (SVC, "true")), lines=lines(), dataplane=dataplane)
-        await asyncio.wait_for(runtime.run(), timeout=10)
+        await asyncio.wait_for(runtime.run(), timeout=30)
         return runtime
 
     runtime = asyncio.run(go())
@@ -158,6 +168,14 @@ def test_a_failure_decided_while_an_apply_runs_is_evicted_after_the_next_apply_n
             for state in dataplane.applied]
     assert on_b[0] == 0.5 and on_b[1] > 0.5 and on_b[2] == 0.0, on_b  # A's load moved flows to B, then B failed
     assert runtime.counters.shift_evictions == 1
+
+
+async def _until(check: Callable[[], bool], what: str) -> None:
+    """Polled, not slept: fixed sleeps of 0.3 s failed such tests on a CI host at 50-70 % steal."""
+    deadline = time.monotonic() + 20.0
+    while not check():
+        assert time.monotonic() < deadline, f"not within 20 s: {what}"
+        await asyncio.sleep(0.01)
 
 
 class RefusingDataplane(EvictingDataplane):
@@ -185,7 +203,7 @@ def test_evictions_waiting_on_a_refused_apply_do_not_retry_it_at_every_step() ->
 
     async def go() -> RouterRuntime:
         runtime = RouterRuntime(parse(CONFIG % (SVC, "true")), lines=feed(lines), dataplane=dataplane)
-        await asyncio.wait_for(runtime.run(), timeout=10)
+        await asyncio.wait_for(runtime.run(), timeout=30)
         return runtime
 
     runtime = asyncio.run(go())
