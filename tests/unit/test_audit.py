@@ -59,7 +59,7 @@ def test_the_writer_appends_from_a_thread_and_rotates_by_size(tmp_path: Path) ->
     writer = AuditWriter(path, max_bytes=4096, keep=2)
     for index in range(200):
         writer.write({"v": 1, "ts": float(index), "service": "s", "pad": "x" * 60})
-    writer.close()
+    writer.close(timeout=30)
     files = audit_files(path)
     assert [f.name for f in files] == ["decisions.jsonl.2", "decisions.jsonl.1", "decisions.jsonl"]
     assert all(f.stat().st_size <= 4096 for f in files)
@@ -72,7 +72,7 @@ def test_the_writer_appends_from_a_thread_and_rotates_by_size(tmp_path: Path) ->
     capped = AuditWriter(tmp_path / "capped.jsonl", max_bytes=4096, keep=0)
     for index in range(200):
         capped.write({"v": 1, "ts": float(index), "service": "s", "pad": "x" * 60})
-    capped.close()
+    capped.close(timeout=30)
     assert audit_files(tmp_path / "capped.jsonl") == [tmp_path / "capped.jsonl"]
     assert (tmp_path / "capped.jsonl").stat().st_size <= 4096
 
@@ -81,7 +81,7 @@ def test_an_unwritable_log_drops_and_counts_without_raising(tmp_path: Path) -> N
     (tmp_path / "file").write_text("")
     writer = AuditWriter(tmp_path / "file" / "audit.jsonl", max_bytes=4096, keep=1)
     writer.write({"v": 1})
-    writer.close()
+    writer.close(timeout=30)
     assert writer.dropped == 1 and writer.written == 0
 
 
@@ -202,7 +202,7 @@ def test_the_book_queues_audit_records_and_builds_them_a_slice_at_a_time(
     assert book.write_pending(0.0) == 1, "at least one record per call"
     assert book.write_pending(60.0) == 1 and book.backlog == 0 and book.write_pending(60.0) == 0
     assert book.writer is not None
-    book.writer.close()
+    book.writer.close(timeout=30)
     records = [item for _, _, item in read_records([path])]
     assert [r["ts"] for r in records if isinstance(r, dict)] == [100.0, 101.0, 102.0, 103.0, 104.0]
     assert records[1] == audit_record(outcomes[0], outcomes[1], 101.0), "each against the decision before it"
@@ -212,7 +212,7 @@ def test_the_book_queues_audit_records_and_builds_them_a_slice_at_a_time(
     full.record(outcomes, 0.0)
     assert full.backlog == 2 and full.writer is not None and full.writer.dropped == 3
     assert full.forget_pending() == 2 and full.backlog == 0
-    full.writer.close()
+    full.writer.close(timeout=30)
     quiet = DecisionBook()  # no audit log: nothing queued
     quiet.record(outcomes, 0.0)
     assert quiet.backlog == 0 and quiet.write_pending(1.0) == 0
@@ -262,7 +262,7 @@ def test_with_a_minimum_change_only_material_changes_are_written_and_the_next_re
     for at, outcome in enumerate(outcomes):
         book.record([outcome], 100.0 + at)
     assert book.write_pending(5.0) == 2
-    writer.close()
+    writer.close(timeout=30)
     records = [item for _, _, item in read_records([tmp_path / "audit.jsonl"])]
     assert [isinstance(r, dict) and r.get("skipped") for r in records] == [None, len(outcomes) - 2]
     assert book.skipped == len(outcomes) - 2 and writer.dropped == 0
@@ -318,7 +318,7 @@ def test_a_record_dropped_with_the_queue_full_is_not_the_baseline_and_is_counted
     assert writer.dropped == 1 and book.write_pending(5.0) == 1
     book.record([again], 102.0)  # material against the last written (first), not against the dropped one
     assert book.write_pending(5.0) == 1 and book.skipped == 0
-    writer.close()
+    writer.close(timeout=30)
     records = [item for _, _, item in read_records([tmp_path / "audit.jsonl"])]
     assert [isinstance(r, dict) and r.get("skipped") for r in records] == [None, 1]
 
