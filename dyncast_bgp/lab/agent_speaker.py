@@ -47,11 +47,12 @@ def base_config(local: Local, peers: Sequence[Peer]) -> dict[str, Any]:
 
 
 def start_speaker(lab: Lab, namespace: Namespace, local: Local, peers: Sequence[Peer], *, role: Role,
-                  config: Mapping[str, Any], directory: Path, name: str, extra_args: Sequence[str] = ()
-                  ) -> RenderedExaBgp:
+                  config: Mapping[str, Any], directory: Path, name: str, extra_args: Sequence[str] = (),
+                  executable: str | None = None) -> RenderedExaBgp:
     """Write ``config`` (``bgp`` merged over the identity), render ExaBGP's for ``role``, start it.
 
-    ``extra_args`` are appended to the dyncast command ExaBGP runs (e.g. ``--no-dataplane``).
+    ``extra_args`` are appended to the dyncast command ExaBGP runs (e.g. ``--no-dataplane``); ``executable`` is
+    the ExaBGP to run (default: the project's 5.0; e.g. ``.venv-exabgp42/bin/exabgp`` for 4.2).
     """
     merged = dict(config)
     merged["bgp"] = {**base_config(local, peers), **dict(config.get("bgp", {}))}
@@ -63,17 +64,17 @@ def start_speaker(lab: Lab, namespace: Namespace, local: Local, peers: Sequence[
     if extra_args:
         rendered = rendered.replace(f"--config {config_path};", f"--config {config_path} {' '.join(extra_args)};")
     speaker = RenderedExaBgp(lab, namespace, name=name, local=local, peers=peers, receive_updates=False,
-                             rendered=rendered)
+                             rendered=rendered, executable=executable)
     speaker.start()
     return speaker
 
 
 def start_agent(interop: InteropLab, slot: int, config: Mapping[str, Any], directory: Path,
-                *, name: str = "agent-exabgp") -> RenderedExaBgp:
+                *, name: str = "agent-exabgp", executable: str | None = None) -> RenderedExaBgp:
     """The agent in speaker ``slot`` of the interop lab, peering with every receiver."""
     spec = interop.speakers[slot]
     return start_speaker(interop.lab, spec.namespace, spec.local, spec.peers, role="agent", config=config,
-                         directory=directory, name=name)
+                         directory=directory, name=name, executable=executable)
 
 
 def child_pids(speaker: ExaBgp) -> list[int]:

@@ -1,4 +1,5 @@
-"""The agent's End-of-RIB (agent/eor.py) through a real ExaBGP 5.0, as the interop lab's ExaBGP receiver sees it.
+"""The agent's End-of-RIB (agent/eor.py) through a real ExaBGP 5.0 and 4.2, as the interop lab's ExaBGP receiver
+sees it.
 
 The agent's only instance is ready 6 s after it starts (its health check sleeps), long after ExaBGP's session
 to the receiver is up: the situation after an agent node restarts. With ``agent.end_of_rib_wait`` (the default)
@@ -20,6 +21,7 @@ from dyncast_bgp.lab.netns import Lab
 from dyncast_bgp.lab.poll import expect
 from dyncast_bgp.wire.exabgp_json import EndOfRib, RouteUpdate, parse_line
 from tests.integration.conftest import require_receiver
+from tests.unit.test_exabgp_conf import EXABGP5, EXABGP42
 
 pytestmark = [pytest.mark.netns, pytest.mark.interop]
 
@@ -56,16 +58,22 @@ def _seen(events: Path, offset: int, peer: str) -> list[str]:
     return seen
 
 
+@pytest.mark.parametrize("exabgp", [EXABGP5, EXABGP42], ids=["exabgp-5.0", "exabgp-4.2"])
 @pytest.mark.parametrize("wait", [30.0, 0.0], ids=["agent-sends-end-of-rib", "exabgp-sends-end-of-rib"])
-def test_end_of_rib_comes_after_the_agent_s_first_route(lab: Lab, interop: InteropLab, wait: float) -> None:
+def test_end_of_rib_comes_after_the_agent_s_first_route(lab: Lab, interop: InteropLab, wait: float,
+                                                        exabgp: Path) -> None:
     require_receiver(interop, "exabgp")
+    if not exabgp.exists():
+        pytest.fail(f"{exabgp} is missing: run scripts/setup.sh (it installs ExaBGP 4.2 in .venv-exabgp42)")
+    version = "42" if exabgp == EXABGP42 else "50"
     receiver = interop.daemons["exabgp"]
     events = receiver.events_path  # type: ignore[attr-defined]
     offset = events.stat().st_size if events.exists() else 0
     peer = str(ipaddress.ip_address(interop.speakers[SLOT].local.addresses[0]))
     receiver_address = receiver.local.addresses[0]
-    directory = lab.directory(f"end-of-rib-{'agent' if wait else 'exabgp'}")
-    speaker = start_agent(interop, SLOT, config(wait), directory, name=f"eor-agent-{'agent' if wait else 'exabgp'}")
+    case = f"{'agent' if wait else 'exabgp'}-{version}"
+    directory = lab.directory(f"end-of-rib-{case}")
+    speaker = start_agent(interop, SLOT, config(wait), directory, name=f"eor-agent-{case}", executable=str(exabgp))
     try:
         seen = expect(lambda: _seen(events, offset, peer), lambda found: "route" in found and "eor" in found,
                       what=f"{DSID} and the IPv4 End-of-RIB from {peer} at the ExaBGP receiver",
