@@ -337,7 +337,9 @@ def test_icmp_probes_with_raw_and_ping_sockets(probe_lab: ProbeLab, ping_group_r
     finally:
         probe_lab.lab.stop(pinger)
     # The undelayed paths cross the same userspace forwarder: their median is what it adds on this host at this
-    # time (a fixed 3 ms allowance failed at 23.2 ms with the host at 22 % steal), as in the UDP test above.
+    # time, as in the UDP test above. The delayed path also waits on the forwarder's 20 ms timer, which a loaded
+    # host wakes late: CI measured medians of 22.5-24.3 ms over undelayed medians of 0.4-1.9 ms, at 7-32 %
+    # steal, so the allowance is 5 ms (a fixed 3 ms failed at 23.2 ms). Every sample is still >= the delay.
     base_us = max(statistics.median([rtt for rtt in snapshot["samples"][target] if rtt is not None] or [0.0])
                   for target in (B4, B6))
     for target in (A4, A6):
@@ -345,4 +347,4 @@ def test_icmp_probes_with_raw_and_ping_sockets(probe_lab: ProbeLab, ping_group_r
         print(f"{target} ({kind}): median RTT {median / 1000:.2f} ms, "
               f"mean {snapshot['targets'][target]['rtt_mean_us'] / 1000:.2f} ms, "
               f"undelayed path median {base_us / 1000:.3f} ms")
-        assert median <= DELAY_MS * 1000 + base_us + 2_000, (target, median, base_us)
+        assert median <= DELAY_MS * 1000 + base_us + 5_000, (target, median, base_us)
